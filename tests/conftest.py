@@ -1,0 +1,42 @@
+"""Shared fixtures: the real photos, and one face engine per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from services.detector.engine import FaceEngine
+
+
+def _datasets() -> Path:
+    default = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    return Path(os.environ.get("FACESTREAM_DATASETS", default))
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    """The datasets folder. Skipped locally when absent; under CI its absence is a failure."""
+    root = _datasets()
+    if not (root / "lfw-fold1" / "images").is_dir():
+        message = f"sample photos not found at {root} (set FACESTREAM_DATASETS)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+@pytest.fixture(scope="session")
+def lfw(datasets: Path) -> Path:
+    return datasets / "lfw-fold1" / "images"
+
+
+@pytest.fixture(scope="session")
+def multi(datasets: Path) -> Path:
+    return datasets / "multi-face"
+
+
+@pytest.fixture(scope="session")
+def engine() -> FaceEngine:
+    return FaceEngine()
