@@ -1,0 +1,329 @@
+"""The ``facestream`` command line: enroll, identify, verify, evaluate, serve, demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from services.detector.images import ImageError
+from services.matcher.gallery import (
+    DEFAULT_MARGIN,
+    DEFAULT_THRESHOLD,
+    INDEX_TYPES,
+    Gallery,
+    GalleryConfig,
+    GalleryError,
+)
+
+DATASETS_ENV = "FACESTREAM_DATASETS"
+
+
+def datasets_dir() -> Path:
+    """Where the sample photos live: $FACESTREAM_DATASETS, else ../shared/datasets."""
+    return Path(os.environ.get(DATASETS_ENV, Path.cwd().parent / "shared" / "datasets"))
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    click.echo(json.dumps(obj, default=str))
+
+
+def _fail(message: str) -> None:
+    raise click.ClickException(message)
+
+
+@click.group()
+@click.option("--log-level", default="WARNING", show_default=True, help="Python log level.")
+def main(log_level: str) -> None:
+    """facestream: face recognition for retail stores."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+gallery_option = click.option(
+    "--gallery",
+    "gallery_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Gallery file (created by enroll).",
+)
+threshold_option = click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help=f"Largest Euclidean distance that matches [default: the gallery's, {DEFAULT_THRESHOLD}].",
+)
+margin_option = click.option(
+    "--margin",
+    type=float,
+    default=None,
+    help=f"Required lead over the nearest other identity [default: {DEFAULT_MARGIN}].",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def _load_gallery(path: Path, threshold: float | None, margin: float | None) -> Gallery:
+    overrides = {k: v for k, v in (("threshold", threshold), ("margin", margin)) if v is not None}
+    if not path.exists():
+        _fail(f"no gallery at {path}; create one with `facestream enroll DIR --gallery {path}`")
+    try:
+        return Gallery.load(path, **overrides)
+    except GalleryError as exc:
+        _fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@gallery_option
+@click.option("--index", type=click.Choice(INDEX_TYPES), default="flat", show_default=True)
+@click.option("--metric", type=click.Choice(["l2", "cosine"]), default="l2", show_default=True)
+@click.option(
+    "--aggregate",
+    type=click.Choice(["samples", "mean", "trimmed"]),
+    default="samples",
+    show_default=True,
+    help="Index every photo, or one (trimmed) mean per person.",
+)
+@click.option("--workers", type=int, default=None, help="Encoding processes [default: cores].")
+@json_option
+def enroll(
+    folder: Path,
+    gallery_path: Path,
+    index: str,
+    metric: str,
+    aggregate: str,
+    workers: int | None,
+    as_json: bool,
+) -> None:
+    """Enroll every person in FOLDER (Name/*.jpg or ID_n.jpg) into the gallery file."""
+    from facestream.enrollment import enroll_folder
+
+    if gallery_path.exists():
+        gallery = _load_gallery(gallery_path, None, None)
+    else:
+        gallery = Gallery(GalleryConfig(index=index, metric=metric, aggregate=aggregate))  # type: ignore[arg-type]
+    report = enroll_folder(folder, gallery, workers=workers, progress=not as_json)
+    gallery.save(gallery_path)
+    summary = report.as_dict()
+    summary["gallery"] = {
+        "path": str(gallery_path),
+        "identities": len(gallery),
+        "samples": gallery.sample_count,
+    }
+    if as_json:
+        _emit(summary)
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+    click.echo(f"{summary['photos']} photos: {counts}")
+    for s in summary["skipped"]:
+        click.echo(f"  skipped {s['path']}: {s['status']} ({s['detail']})")
+    click.echo(f"gallery {gallery_path}: {len(gallery)} identities, {gallery.sample_count} samples")
+
+
+def _faces_report(gallery: Gallery, image: Path | bytes) -> list[dict[str, Any]]:
+    from services.detector.engine import FaceEngine
+
+    faces = FaceEngine().faces_in(image)
+    vectors = [f.encoding for f in faces if f.encoding is not None]
+    decisions = iter(gallery.identify_batch(vectors) if vectors else [])
+    out = []
+    for f in faces:
+        entry = f.as_dict()
+        entry["decision"] = next(decisions).as_dict() if f.encoding is not None else None
+        out.append(entry)
+    return out
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@gallery_option
+@threshold_option
+@margin_option
+@json_option
+def identify(
+    image: Path, gallery_path: Path, threshold: float | None, margin: float | None, as_json: bool
+) -> None:
+    """Find every face in IMAGE and say who each is, or unknown."""
+    gallery = _load_gallery(gallery_path, threshold, margin)
+    try:
+        faces = _faces_report(gallery, image)
+    except ImageError as exc:
+        _fail(f"{image}: {exc.reason}: {exc.message}")
+    if as_json:
+        _emit({"image": str(image), "faces": faces})
+        return
+    if not faces:
+        click.echo(f"{image}: no face found")
+    for f in faces:
+        b, d = f["box"], f["decision"]
+        where = f"box top={b['top']} right={b['right']} bottom={b['bottom']} left={b['left']}"
+        if d is None:
+            click.echo(f"{where}: not matched, quality {','.join(f['quality']['reasons'])}")
+            continue
+        who = d["identity"]["id"] if d["identity"] else "unknown"
+        click.echo(f"{where}: {who}  distance={d['distance']} margin={d['margin']} ({d['reason']})")
+
+
+verify_threshold_option = click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Largest Euclidean distance between the same person's faces [default: 0.62].",
+)
+
+
+@main.command()
+@click.argument("image_a", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("image_b", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@verify_threshold_option
+@json_option
+def verify(image_a: Path, image_b: Path, threshold: float | None, as_json: bool) -> None:
+    """Say whether the main faces of IMAGE_A and IMAGE_B are the same person (1:1)."""
+    from facestream.verification import DEFAULT_VERIFY_THRESHOLD, verify_images
+
+    try:
+        result = verify_images(image_a, image_b, threshold or DEFAULT_VERIFY_THRESHOLD)
+    except ImageError as exc:
+        _fail(f"{exc.reason}: {exc.message}")
+    if as_json:
+        _emit(result)
+        return
+    if result["distance"] is None:
+        click.echo(f"cannot verify: {result['reason']}")
+        return
+    verdict = "same person" if result["same"] else "different people"
+    click.echo(f"{verdict}: distance {result['distance']} (threshold {result['threshold']})")
+
+
+@main.group("eval")
+def eval_group() -> None:
+    """Measure accuracy on labelled photos."""
+
+
+@eval_group.command("verify")
+@click.option(
+    "--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option(
+    "--images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True
+)
+@verify_threshold_option
+@json_option
+def eval_verify(pairs: Path, images: Path, threshold: float | None, as_json: bool) -> None:
+    """The LFW pairs protocol on an official-format pairs.txt."""
+    from facestream.evaluation import PairsFormatError, encode_subjects, read_pairs, verify_report
+    from facestream.verification import DEFAULT_VERIFY_THRESHOLD
+
+    try:
+        pair_list = read_pairs(pairs, images)
+    except PairsFormatError as exc:
+        _fail(str(exc))
+    paths = [p.a for p in pair_list] + [p.b for p in pair_list]
+    encodings, seconds = encode_subjects(paths, progress=not as_json)
+    report = verify_report(pair_list, encodings, threshold or DEFAULT_VERIFY_THRESHOLD, seconds)
+    if as_json:
+        _emit(report)
+        return
+    cv = (
+        "n/a (one fold)"
+        if report["accuracy_cv"] is None
+        else (f"{report['accuracy_cv']:.2%} ± {report['accuracy_cv_std']:.2%}")
+    )
+    click.echo(
+        f"pairs {report['pairs']} in {report['folds']} fold(s), images {report['images']}\n"
+        f"accuracy at threshold {report['threshold']}: {report['accuracy']:.2%}\n"
+        f"best threshold {report['best_threshold']}: {report['best_accuracy']:.2%}\n"
+        f"cross-validated accuracy: {cv}\n"
+        f"no face found: {report['no_face']} image(s) {report['no_face_images']}\n"
+        f"seconds: {report['seconds']}"
+    )
+
+
+@eval_group.command("identify")
+@click.option(
+    "--images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True
+)
+@click.option("--index", type=click.Choice(INDEX_TYPES), default="flat", show_default=True)
+@threshold_option
+@margin_option
+@click.option(
+    "--stranger-share",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Share of multi-photo people kept out of the gallery as strangers.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a PNG of both error rates against the threshold.",
+)
+@json_option
+def eval_identify(
+    images: Path,
+    index: str,
+    threshold: float | None,
+    margin: float | None,
+    stranger_share: float,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """Open-set 1:N identification on a folder-per-person tree."""
+    from facestream.evaluation import encode_subjects, identify_report, split_people
+
+    split = split_people(images, stranger_share)
+    paths = [*split.enrolled.values(), *(p for p, _ in split.member_probes), *split.stranger_probes]
+    encodings, seconds = encode_subjects(paths, progress=not as_json)
+    config = GalleryConfig(
+        index=index,  # type: ignore[arg-type]
+        threshold=threshold or DEFAULT_THRESHOLD,
+        margin=DEFAULT_MARGIN if margin is None else margin,
+    )
+    report = identify_report(split, encodings, config, seconds, plot)
+    if as_json:
+        _emit(report)
+        return
+    click.echo(
+        f"probes {report['probes']} ({report['member_probes']} of enrolled people, "
+        f"{report['stranger_probes']} of strangers, {report['no_face']} without a face); "
+        f"gallery {report['gallery_identities']} identities ({index})\n"
+        f"rank-1 accuracy: {report['rank1']:.2%}\n"
+        f"at threshold {report['threshold']}, margin {report['margin']}:\n"
+        f"  identification rate {report['identification_rate']:.2%}\n"
+        f"  false accept rate (strangers accepted) {report['false_accept_rate']:.2%}\n"
+        f"  false reject rate (members rejected) {report['false_reject_rate']:.2%}\n"
+        f"  misidentification rate {report['misidentification_rate']:.2%}\n"
+        f"seconds: {report['seconds']}" + (f"\nplot: {plot}" if plot else "")
+    )
+
+
+@main.command()
+@click.option("--members", type=int, default=25, show_default=True)
+@click.option("--strangers", type=int, default=15, show_default=True)
+def demo(members: int, strangers: int) -> None:
+    """Enroll sample people, then identify members, strangers and group photos.
+
+    Photos come from $FACESTREAM_DATASETS (default ../shared/datasets)."""
+    from facestream import demo as demo_module
+
+    root = datasets_dir()
+    if not (root / "lfw-fold1" / "images").is_dir():
+        _fail(f"no sample photos at {root}; set {DATASETS_ENV} to the datasets folder")
+    outcomes = demo_module.run(root, click.echo, members=members, strangers=strangers)
+    if not all(o.correct for o in outcomes):
+        # The demo is also a smoke test: a wrong answer on this clean set is a regression.
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
