@@ -1,0 +1,2 @@
+"""The HTTP face service: FastAPI app (:mod:`.app`), settings (:mod:`.settings`) and runner
+(:mod:`.server`). Imports nothing heavy, so ``python -m services.api`` starts fast."""

@@ -1,0 +1,141 @@
+"""The HTTP face service: recognize, verify, enroll, erase and list identities.
+
+:func:`create_app` builds the FastAPI app around a gallery and a face engine; it does no work
+at import time. The endpoints are in :mod:`services.api.routes`.
+
+Uploads are bounded twice: each endpoint has a request body limit (checked against
+Content-Length before a byte is read, and counted again while the body streams in, for chunked
+uploads), and each file is read in chunks up to ``max_upload_bytes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+from typing import Any, Final
+
+from fastapi import FastAPI, Security
+from fastapi.responses import Response
+from fastapi.security import APIKeyHeader
+
+from services.api import routes
+from services.api.errors import install_error_handlers
+from services.api.metrics import create_metrics
+from services.api.middleware import (
+    API_KEY_HEADER,
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+)
+from services.api.routes import ApiContext
+from services.api.schemas import ErrorOut
+from services.api.settings import ApiSettings
+from services.detector.engine import EngineConfig, FaceEngine
+from services.matcher.gallery import Gallery
+
+log = logging.getLogger(__name__)
+
+FORM_OVERHEAD_BYTES: Final = 64 * 1024
+"""Allowance for multipart headers and text fields on top of the files themselves."""
+PUBLIC_PATHS: Final = ("/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+
+_api_key_scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+# Only for the OpenAPI document (the "Authorize" button in /docs); ApiKeyMiddleware enforces.
+_SECURED = [Security(_api_key_scheme)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in (
+        (401, "Missing or wrong API key"),
+        (413, "Upload over the byte or pixel limit"),
+        (415, "Not an image, or not JPEG/PNG/BMP"),
+        (422, "Missing or invalid field, empty or truncated image"),
+    )
+}
+
+
+def _engine_for(settings: ApiSettings, engine: FaceEngine | None) -> FaceEngine:
+    if engine is None:
+        return FaceEngine(EngineConfig(max_pixels=settings.max_pixels))
+    if engine.config.max_pixels == settings.max_pixels:
+        return engine
+    # verify_images decodes with the engine's pixel limit, so it must be the API's. The dlib
+    # models are loaded once per process and shared, so this second engine costs nothing.
+    return FaceEngine(replace(engine.config, max_pixels=settings.max_pixels))
+
+
+def create_app(
+    settings: ApiSettings, gallery: Gallery, engine: FaceEngine | None = None
+) -> FastAPI:
+    """Build the face service around ``gallery``.
+
+    ``settings.threshold`` and ``settings.margin``, when set, replace those of the gallery's
+    config (the gallery object is changed). ``engine`` defaults to a new :class:`FaceEngine`;
+    pass one to share it between apps.
+    """
+    if settings.threshold is not None:
+        gallery.config = replace(gallery.config, threshold=settings.threshold)
+    if settings.margin is not None:
+        gallery.config = replace(gallery.config, margin=settings.margin)
+    context = ApiContext(
+        settings=settings,
+        gallery=gallery,
+        engine=_engine_for(settings, engine),
+        metrics=create_metrics(gallery),
+        write_lock=threading.Lock(),
+    )
+    app = FastAPI(
+        title="facestream face service",
+        summary="Recognize, verify and enroll faces; erase identities.",
+        description=f"Send the API key in the `{API_KEY_HEADER}` header (all but /health).",
+        version="0.1.0",
+    )
+    app.state.context = context
+    install_error_handlers(app)
+
+    post: dict[str, Any] = {"methods": ["POST"], "dependencies": _SECURED, "responses": _ERRORS}
+    app.add_api_route("/recognize", routes.recognize, **post)
+    app.add_api_route("/verify", routes.verify, **post)
+    app.add_api_route("/enroll", routes.enroll, **post)
+    app.add_api_route(
+        "/identities/{identity_id}",
+        routes.erase,
+        methods=["DELETE"],
+        dependencies=_SECURED,
+        responses={404: {"model": ErrorOut, "description": "Unknown identity"}, 401: _ERRORS[401]},
+    )
+    app.add_api_route(
+        "/identities",
+        routes.list_identities,
+        methods=["GET"],
+        dependencies=_SECURED,
+        responses={401: _ERRORS[401]},
+    )
+    app.add_api_route("/health", routes.health, methods=["GET"])
+    app.add_api_route(
+        "/metrics",
+        routes.metrics,
+        methods=["GET"],
+        dependencies=_SECURED,
+        response_class=Response,
+        responses={401: _ERRORS[401]},
+    )
+
+    # Each added middleware wraps the previous ones: metrics see everything, the key is
+    # checked before the size, and neither reads the body.
+    upload = settings.max_upload_bytes
+    limits = {
+        "/recognize": upload + FORM_OVERHEAD_BYTES,
+        "/verify": 2 * upload + FORM_OVERHEAD_BYTES,
+        "/enroll": settings.max_photos_per_enroll * upload + FORM_OVERHEAD_BYTES,
+    }
+    app.add_middleware(BodyLimitMiddleware, limits=limits, default=FORM_OVERHEAD_BYTES)
+    app.add_middleware(ApiKeyMiddleware, keys=settings.keys(), public_paths=PUBLIC_PATHS)
+    app.add_middleware(MetricsMiddleware, metrics=context.metrics, router=app.router)
+    log.info(
+        "face service ready: %d identities, threshold %.3f, gallery file %s",
+        len(gallery),
+        gallery.config.threshold,
+        settings.gallery_path or "none (changes are lost on restart)",
+    )
+    return app

@@ -1,0 +1,152 @@
+"""ASGI middleware of the face service: API key check, request body limit and metrics.
+
+Both are plain ASGI (not ``BaseHTTPMiddleware``), so they never buffer or re-stream bodies.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Iterable, Mapping
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Router
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api.errors import error_response
+from services.api.metrics import ApiMetrics
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+
+
+class ApiKeyMiddleware:
+    """Answer 401 unless the request carries one of the keys in ``X-API-Key``.
+
+    Done here rather than in a FastAPI dependency because FastAPI parses (and spools to disk)
+    a multipart body before it runs dependencies: an anonymous client must not get that far.
+    """
+
+    def __init__(self, app: ASGIApp, keys: Iterable[bytes], public_paths: Iterable[str]) -> None:
+        self.app = app
+        self.keys = tuple(keys)
+        self.public_paths = frozenset(public_paths)
+        if not self.keys:
+            raise ValueError("ApiKeyMiddleware needs at least one key")
+
+    def _accepts(self, given: bytes) -> bool:
+        # Compare against every key, without stopping at the first match, so the time taken
+        # does not tell which key (or how much of one) was right.
+        results = [hmac.compare_digest(given, key) for key in self.keys]
+        return any(results)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope["path"]).removeprefix(str(scope.get("root_path", "")))
+        if path in self.public_paths:
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get(API_KEY_HEADER)
+        if given is None:
+            response = error_response(
+                401, "missing_api_key", f"send the API key in the {API_KEY_HEADER} header"
+            )
+        elif not self._accepts(given.strip().encode("latin-1")):
+            client = scope.get("client") or ("?", 0)
+            log.warning("rejected a wrong API key from %s on %s", client[0], path)
+            response = error_response(401, "invalid_api_key", "the API key is not valid")
+        else:
+            await self.app(scope, receive, send)
+            return
+        await response(scope, receive, send)
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` once a streamed body passes its limit. FastAPI lets
+    HTTPExceptions from body parsing through unchanged, so the JSON error handler answers."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is over the limit of {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over the limit of their path, with 413.
+
+    A declared Content-Length over the limit is refused before a byte of the body is read;
+    a body without one (chunked) or longer than declared is counted as it streams in and cut
+    off at the limit. Starlette's own limiter answers a declared size with plain text, not
+    with our JSON error, hence this one.
+    """
+
+    def __init__(self, app: ASGIApp, limits: Mapping[str, int], default: int) -> None:
+        self.app = app
+        self.limits = dict(limits)
+        self.default = default
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope["path"]).removeprefix(str(scope.get("root_path", "")))
+        limit = self.limits.get(path, self.default)
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            response = error_response(413, "too_large", BodyTooLarge(limit).detail)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class MetricsMiddleware:
+    """Count requests by route template, method and status, and time them."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, router: Router) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.router = router
+
+    def _endpoint(self, scope: Scope) -> str:
+        # The route template, not the raw path: ids in paths would make labels unbounded.
+        for route in self.router.routes:
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                return str(getattr(route, "path", "other"))
+        return "other"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = self._endpoint(scope)
+        status = 500  # what the client gets when the app raises before responding
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        started = time.perf_counter()
+        self.metrics.in_progress.inc()
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            self.metrics.in_progress.dec()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(endpoint, scope["method"], str(status)).inc()

@@ -1,0 +1,123 @@
+"""Response bodies of the HTTP face service, as they appear in the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ErrorDetail(_Out):
+    reason: str = Field(description="Stable machine-readable code, e.g. `too_large`.")
+    message: str = Field(description="Human-readable explanation.")
+
+
+class ErrorOut(_Out):
+    """Every error response: ``{"error": {"reason": ..., "message": ...}}``. Some errors add
+    fields inside ``error`` (``/enroll`` adds ``photos``)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    error: ErrorDetail
+
+
+class BoxOut(_Out):
+    """Face box in pixels of the uploaded image; ``right`` and ``bottom`` are exclusive."""
+
+    top: int
+    right: int
+    bottom: int
+    left: int
+
+
+class QualityOut(_Out):
+    passed: bool
+    reasons: list[str] = Field(description="Why the face failed the gate: too_small, blurry.")
+    size_px: int
+    sharpness: float
+    score: float
+
+
+class IdentityOut(_Out):
+    id: str
+    name: str
+    kind: str
+
+
+FaceReason = Literal["match", "over_threshold", "ambiguous", "empty_gallery", "low_quality"]
+
+
+class FaceOut(_Out):
+    box: BoxOut
+    detector: str
+    quality: QualityOut
+    identity: IdentityOut | None = Field(description="None means unknown.")
+    reason: FaceReason = Field(
+        description="`match`, or why the face is unknown: over_threshold, ambiguous (too close "
+        "to a second identity), empty_gallery, low_quality (not encoded)."
+    )
+    distance: float | None = Field(description="Distance to the nearest identity.")
+    margin: float | None = Field(description="How much farther the next identity is.")
+
+
+class RecognizeOut(_Out):
+    width: int
+    height: int
+    faces: list[FaceOut]
+
+
+class VerifyOut(_Out):
+    same: bool
+    distance: float | None = Field(description="None when a photo has no single clear subject.")
+    threshold: float
+    reason: str = Field(
+        description="match, over_threshold, or no_face_in_a/b, no_single_subject_in_a/b."
+    )
+    box_a: BoxOut | None = None
+    box_b: BoxOut | None = None
+    faces: dict[str, int] | None = Field(
+        default=None, description="Faces found in the photo that had no single subject."
+    )
+
+
+PhotoStatus = Literal["enrolled", "no_face", "several_faces", "low_quality", "bad_image"]
+
+
+class PhotoOut(_Out):
+    index: int = Field(description="Position of the photo in the request.")
+    filename: str
+    status: PhotoStatus
+    detail: str
+
+
+class EnrollOut(_Out):
+    identity: IdentityOut
+    created: bool = Field(description="False when samples were added to an existing identity.")
+    enrolled: int = Field(description="Photos enrolled by this request.")
+    samples: int = Field(description="Samples the identity now has.")
+    persisted: bool = Field(description="Whether the gallery file was rewritten.")
+    photos: list[PhotoOut]
+
+
+class ErasureOut(_Out):
+    id: str
+    erased: bool
+    samples_erased: int
+    persisted: bool = Field(description="Whether the gallery file was rewritten without them.")
+
+
+class IdentityListOut(_Out):
+    total: int
+    offset: int
+    limit: int
+    items: list[IdentityOut]
+
+
+class HealthOut(_Out):
+    status: Literal["ok"]
+    identities: int
+    samples: int

@@ -1,0 +1,113 @@
+"""Settings of the HTTP face service, read from ``FACESTREAM_API_*`` environment variables.
+
+Built once in ``__main__`` (or by whoever calls :func:`services.api.server.serve`), never at
+import time. The service refuses to start without an API key that looks like a real secret.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX: Final = "FACESTREAM_API_"
+MIN_KEY_LENGTH: Final = 16
+MIN_KEY_DISTINCT_CHARS: Final = 6
+# Fragments of the placeholders that templates, READMEs and compose files ship with. A key that
+# contains one was copied from an example, not generated.
+PLACEHOLDER_FRAGMENTS: Final = (
+    "changeme",
+    "change-me",
+    "change_me",
+    "changethis",
+    "replaceme",
+    "replace-me",
+    "yourapikey",
+    "your-api-key",
+    "your_api_key",
+    "placeholder",
+    "example",
+    "password",
+)
+_KEY_HINT: Final = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def key_problem(key: str) -> str | None:
+    """Why ``key`` is not safe to use as an API key, or None when it is acceptable."""
+    if not key:
+        return "is empty"
+    if len(key) < MIN_KEY_LENGTH:
+        return f"is {len(key)} characters long; at least {MIN_KEY_LENGTH} are required"
+    lowered = key.lower()
+    for fragment in PLACEHOLDER_FRAGMENTS:
+        if fragment in lowered:
+            return f"contains the placeholder {fragment!r}"
+    if len(set(key)) < MIN_KEY_DISTINCT_CHARS:
+        return f"uses fewer than {MIN_KEY_DISTINCT_CHARS} distinct characters"
+    return None
+
+
+class ApiSettings(BaseSettings):
+    """Configuration of one API process. Every field can be set as ``FACESTREAM_API_<NAME>``."""
+
+    # hide_input_in_errors: a validation error would otherwise print the raw key it refused.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, hide_input_in_errors=True
+    )
+
+    api_key: SecretStr | None = None
+    """The API key clients send in ``X-API-Key``."""
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """Several accepted keys (for rotation): a JSON list or comma-separated."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    gallery_path: Path | None = None
+    """Gallery file. When set, it is loaded at start, and every enrollment and erasure is
+    written back to it atomically before the request returns."""
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    """Largest accepted image file, in bytes."""
+    max_pixels: int = Field(default=25_000_000, ge=10_000)
+    """Largest accepted image, in pixels (width x height); 25e6 admits a 24 MP camera photo."""
+    max_photos_per_enroll: int = Field(default=20, ge=1, le=200)
+    threshold: float | None = Field(default=None, gt=0.0, le=2.0)
+    """Overrides the gallery's match threshold (Euclidean distance) when set."""
+    margin: float | None = Field(default=None, ge=0.0, le=2.0)
+    """Overrides the gallery's required margin over the next identity when set."""
+    log_level: str = "INFO"
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        # Environment variables hold one string: accept a JSON list or a comma-separated list.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _require_safe_keys(self) -> ApiSettings:
+        named: list[tuple[str, SecretStr]] = []
+        if self.api_key is not None:
+            named.append((f"{ENV_PREFIX}API_KEY", self.api_key))
+        named += [(f"{ENV_PREFIX}API_KEYS[{i}]", key) for i, key in enumerate(self.api_keys)]
+        if not named:
+            raise ValueError(
+                f"no API key configured: set {ENV_PREFIX}API_KEY (or {ENV_PREFIX}API_KEYS); "
+                + _KEY_HINT
+            )
+        for label, key in named:
+            # The message names the setting, never the key itself: it ends up in logs.
+            problem = key_problem(key.get_secret_value().strip())
+            if problem is not None:
+                raise ValueError(f"{label} is unsafe: it {problem}; {_KEY_HINT}")
+        return self
+
+    def keys(self) -> tuple[bytes, ...]:
+        """Every accepted API key, as UTF-8 bytes for constant-time comparison."""
+        keys = ([self.api_key] if self.api_key is not None else []) + list(self.api_keys)
+        return tuple(k.get_secret_value().strip().encode() for k in keys)
