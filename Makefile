@@ -1,0 +1,53 @@
+# The README's commands. `make run` and `make test` each set up everything they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck pytest format eval bench all clean
+
+all: test
+
+# face_recognition's metadata asks for `dlib`, which pip would compile from source (a long
+# build); pyproject.toml depends on the prebuilt `dlib-bin` instead, and face_recognition itself
+# is installed without its dependencies.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps face_recognition==1.3.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/facestream demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+eval: install
+	$(BIN)/facestream eval verify --pairs ../shared/datasets/lfw-fold1/pairs.txt \
+		--images ../shared/datasets/lfw-fold1/images
+	$(BIN)/facestream eval identify --images ../shared/datasets/lfw-fold1/images \
+		--plot docs/identify-rates.png
+
+bench: install
+	$(BIN)/python -m benchmarks.bench_search
+	$(BIN)/python -m benchmarks.bench_engine
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
