@@ -308,6 +308,61 @@ def eval_identify(
 
 
 @main.command()
+@click.option(
+    "--gallery",
+    "gallery_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Gallery file to serve (and to persist enrollments and erasures to).",
+)
+@click.option(
+    "--enroll",
+    "enroll_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Enroll this folder before serving.",
+)
+@click.option("--host", default=None, help="Listen address [default: 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default: 8000].")
+def serve(
+    gallery_path: Path | None, enroll_dir: Path | None, host: str | None, port: int | None
+) -> None:
+    """Serve the HTTP face API. The API key comes from $FACESTREAM_API_KEY."""
+    from pydantic import ValidationError
+
+    from facestream.enrollment import enroll_folder
+    from services.api.server import open_gallery
+    from services.api.server import serve as serve_api
+    from services.api.settings import ApiSettings
+
+    if gallery_path is None and enroll_dir is None:
+        _fail("give --gallery FILE, --enroll DIR, or both")
+    try:
+        settings = ApiSettings(gallery_path=gallery_path) if gallery_path else ApiSettings()
+    except ValidationError as exc:
+        _fail(f"invalid settings:\n{exc}")
+    try:
+        gallery = open_gallery(settings)
+    except GalleryError as exc:
+        _fail(str(exc))
+    if enroll_dir is not None:
+        report = enroll_folder(enroll_dir, gallery, progress=True)
+        click.echo(f"enrolled {report.identities} identities: {dict(report.counts)}", err=True)
+        if gallery_path is not None:
+            gallery.save(gallery_path)
+    serve_api(settings, gallery, host, port)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def stack(args: tuple[str, ...]) -> None:
+    """Local Kafka and Redis without Docker: up | down | status [--json]."""
+    from facestream.stack import main as stack_main
+
+    raise SystemExit(stack_main(list(args)))
+
+
+@main.command()
 @click.option("--members", type=int, default=25, show_default=True)
 @click.option("--strangers", type=int, default=15, show_default=True)
 def demo(members: int, strangers: int) -> None:

@@ -571,7 +571,7 @@ def test_settings_refuse_unsafe_keys(
     with pytest.raises(ValidationError) as info:
         ApiSettings(api_key=key)
     message = str(info.value)
-    assert "FACESTREAM_API_API_KEY is unsafe" in message and problem in message
+    assert "FACESTREAM_API_KEY is unsafe" in message and problem in message
     if key:
         assert key not in message.replace("'changeme'", "")  # the key itself is never echoed
 
@@ -579,14 +579,14 @@ def test_settings_refuse_unsafe_keys(
 def test_settings_need_a_key_and_read_the_environment(clean_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="no API key configured"):
         ApiSettings()
-    clean_env.setenv("FACESTREAM_API_API_KEYS", f"{KEY}, {OTHER_KEY}")
+    clean_env.setenv("FACESTREAM_API_KEYS", f"{KEY}, {OTHER_KEY}")
     clean_env.setenv("FACESTREAM_API_MAX_PIXELS", "1000000")
     clean_env.setenv("FACESTREAM_API_GALLERY_PATH", "/tmp/g.npz")
     settings = ApiSettings()
     assert settings.keys() == (KEY.encode(), OTHER_KEY.encode())
     assert (settings.max_pixels, settings.gallery_path) == (1_000_000, Path("/tmp/g.npz"))
     assert settings.max_upload_bytes == 10 * 1024 * 1024
-    clean_env.setenv("FACESTREAM_API_API_KEYS", f'["{KEY}", "changeme"]')
+    clean_env.setenv("FACESTREAM_API_KEYS", f'["{KEY}", "changeme"]')
     with pytest.raises(ValidationError, match=r"API_KEYS\[1\] is unsafe"):
         ApiSettings()
 

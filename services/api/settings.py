@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX: Final = "FACESTREAM_API_"
@@ -55,12 +55,21 @@ class ApiSettings(BaseSettings):
 
     # hide_input_in_errors: a validation error would otherwise print the raw key it refused.
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", frozen=True, hide_input_in_errors=True
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        populate_by_name=True,
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
-    api_key: SecretStr | None = None
+    # The variables are FACESTREAM_API_KEY and FACESTREAM_API_KEYS, not ..._API_API_KEY.
+    api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("api_key", f"{ENV_PREFIX}KEY")
+    )
     """The API key clients send in ``X-API-Key``."""
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("api_keys", f"{ENV_PREFIX}KEYS")
+    )
     """Several accepted keys (for rotation): a JSON list or comma-separated."""
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -93,12 +102,11 @@ class ApiSettings(BaseSettings):
     def _require_safe_keys(self) -> ApiSettings:
         named: list[tuple[str, SecretStr]] = []
         if self.api_key is not None:
-            named.append((f"{ENV_PREFIX}API_KEY", self.api_key))
-        named += [(f"{ENV_PREFIX}API_KEYS[{i}]", key) for i, key in enumerate(self.api_keys)]
+            named.append((f"{ENV_PREFIX}KEY", self.api_key))
+        named += [(f"{ENV_PREFIX}KEYS[{i}]", key) for i, key in enumerate(self.api_keys)]
         if not named:
             raise ValueError(
-                f"no API key configured: set {ENV_PREFIX}API_KEY (or {ENV_PREFIX}API_KEYS); "
-                + _KEY_HINT
+                f"no API key configured: set {ENV_PREFIX}KEY (or {ENV_PREFIX}KEYS); " + _KEY_HINT
             )
         for label, key in named:
             # The message names the setting, never the key itself: it ends up in logs.
