@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from facestream.runtime.topics import Topics
+
 # Named explicitly: under `python -m` __name__ would be "__main__".
 logger = logging.getLogger("facestream.stack")
 
@@ -65,12 +67,11 @@ MIN_JAVA_MAJOR = 17
 
 # --- topics ---------------------------------------------------------------------------------
 
-FRAMES_TOPIC = "frames.v1"
-ENCODINGS_TOPIC = "encodings.v1"
-MATCHES_TOPIC = "matches.v1"
-MEMBERS_TOPIC = "members.v1"
-IDENTITIES_TOPIC = "identities.v1"
-DLQ_SUFFIX = ".dlq"
+FRAMES_TOPIC = Topics().frames
+ENCODINGS_TOPIC = Topics().encodings
+MATCHES_TOPIC = Topics().matches
+MEMBERS_TOPIC = Topics().members
+IDENTITIES_TOPIC = Topics().identities
 DEFAULT_PARTITIONS = 4
 
 _COMPACT: Mapping[str, str] = {"cleanup.policy": "compact"}
@@ -85,25 +86,27 @@ class TopicSpec:
     config: Mapping[str, str] = field(default_factory=dict)
 
 
-def topic_specs(partitions: int = DEFAULT_PARTITIONS) -> tuple[TopicSpec, ...]:
-    """The pipeline's topics with ``partitions`` partitions for the store-keyed ones.
+def topic_specs(partitions: int = DEFAULT_PARTITIONS, prefix: str = "") -> tuple[TopicSpec, ...]:
+    """The pipeline's topics with ``partitions`` partitions for the store-keyed ones, named
+    with ``prefix`` (see :class:`facestream.runtime.topics.Topics`).
 
     ``identities.v1`` always gets the same count as ``encodings.v1``: a matcher writes a store's
     FaceIds to the partition that the store maps to in ``encodings.v1``, so the two must agree.
     """
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
+    t = Topics(prefix)
     return (
-        TopicSpec(FRAMES_TOPIC, partitions),
-        TopicSpec(ENCODINGS_TOPIC, partitions),
-        TopicSpec(MATCHES_TOPIC, partitions),
+        TopicSpec(t.frames, partitions),
+        TopicSpec(t.encodings, partitions),
+        TopicSpec(t.matches, partitions),
         # Members are replicated whole to every matcher, so one partition keeps reads simple.
-        TopicSpec(MEMBERS_TOPIC, 1, _COMPACT),
-        TopicSpec(IDENTITIES_TOPIC, partitions, _COMPACT),
+        TopicSpec(t.members, 1, _COMPACT),
+        TopicSpec(t.identities, partitions, _COMPACT),
         # Dead letters are rare and read by people: one partition keeps them in one ordered list.
-        TopicSpec(FRAMES_TOPIC + DLQ_SUFFIX, 1),
-        TopicSpec(ENCODINGS_TOPIC + DLQ_SUFFIX, 1),
-        TopicSpec(MATCHES_TOPIC + DLQ_SUFFIX, 1),
+        TopicSpec(t.dlq(t.frames), 1),
+        TopicSpec(t.dlq(t.encodings), 1),
+        TopicSpec(t.dlq(t.matches), 1),
     )
 
 
@@ -702,6 +705,9 @@ def _server_properties(cfg: StackConfig) -> str:
             # Fewer threads than the defaults (3 network, 8 io): this runs on 2-core machines.
             "num.network.threads=2",
             "num.io.threads=4",
+            # Frames are whole camera images: a 1080p JPEG can pass the 1 MB default.
+            "message.max.bytes=10485760",
+            "replica.fetch.max.bytes=10485760",
             "",
         ]
     )
@@ -903,7 +909,11 @@ def _kafka_topic_partitions(cfg: StackConfig, timeout: float = 5.0) -> dict[str,
 
 
 def ensure_topics(
-    partitions: int | None = None, *, timeout: float = 30.0, config: StackConfig | None = None
+    partitions: int | None = None,
+    *,
+    prefix: str = "",
+    timeout: float = 30.0,
+    config: StackConfig | None = None,
 ) -> list[str]:
     """Create the missing topics of :func:`topic_specs`; return the names created.
 
@@ -915,7 +925,7 @@ def ensure_topics(
     from kafka.errors import TopicAlreadyExistsError
 
     cfg = _cfg(config)
-    specs = topic_specs(cfg.partitions if partitions is None else partitions)
+    specs = topic_specs(cfg.partitions if partitions is None else partitions, prefix)
     admin = _admin(cfg, timeout)
     created: list[str] = []
     try:
@@ -948,10 +958,11 @@ def ensure_topics(
         admin.close()
     if created:
         logger.info("created topics: %s", ", ".join(created))
-    enc, ids = final.get(ENCODINGS_TOPIC), final.get(IDENTITIES_TOPIC)
+    names = Topics(prefix)
+    enc, ids = final.get(names.encodings), final.get(names.identities)
     if enc is not None and ids is not None and enc != ids:
         raise StackError(
-            f"{IDENTITIES_TOPIC} has {ids} partitions but {ENCODINGS_TOPIC} has {enc}; they must "
+            f"{names.identities} has {ids} partitions but {names.encodings} has {enc}; they must "
             "match. For a local stack: `down`, delete the kafka/data folder, `up` again"
         )
     return created

@@ -1,0 +1,31 @@
+"""Message contracts of the facestream pipeline: versioned, frozen, validated at one boundary."""
+
+from schemas.messages import (
+    Box,
+    DeadLetter,
+    FaceObservation,
+    FrameMeta,
+    IdentityRecord,
+    MatchEvent,
+    MemberRecord,
+    derived_id,
+    payload_field,
+)
+from schemas.wire import Message, SchemaError, decode, vector_from_wire, vector_to_wire
+
+__all__ = [
+    "Box",
+    "DeadLetter",
+    "FaceObservation",
+    "FrameMeta",
+    "IdentityRecord",
+    "MatchEvent",
+    "MemberRecord",
+    "Message",
+    "SchemaError",
+    "decode",
+    "derived_id",
+    "payload_field",
+    "vector_from_wire",
+    "vector_to_wire",
+]

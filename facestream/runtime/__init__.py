@@ -1,0 +1,1 @@
+"""Runtime shared by every pipeline worker: settings, topics, metrics, and the Kafka loop."""

@@ -1,0 +1,304 @@
+"""The one Kafka loop every worker runs: poll, handle, produce, flush, then commit.
+
+A worker is a :class:`Handler` (pure logic: a record in, outputs out) plus this runner. The
+contract, after quix-streams' checkpointing:
+
+1. poll a batch;
+2. ``handle`` each record; a record the handler cannot process (a :class:`Poison` error, a
+   schema error, a bad image, or an unexpected exception after bounded retries) becomes a
+   dead-letter record with its reason and source offset, and the batch goes on;
+3. send every output, flush the producer and check every send succeeded;
+4. let the handler flush its own side effects (``before_commit``);
+5. only then commit offset + 1 of the last record handled in each partition.
+
+If step 3 or 4 fails, nothing is committed: the consumer seeks back to the batch start and the
+batch is handled again (outputs are idempotent downstream: ids are derived, not random). So
+nothing accepted is lost and a crash anywhere replays at most one batch.
+
+SIGTERM and SIGINT only set a stop flag: the batch in hand finishes, is flushed and committed,
+then the consumer leaves its group. A second SIGINT stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from facestream.runtime import metrics
+from facestream.runtime.topics import Topics
+from schemas import DeadLetter, SchemaError, payload_field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One message to produce. ``partition`` None lets the producer hash the key."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None = None
+    headers: list[tuple[str, bytes]] | None = None
+    partition: int | None = None
+    kind: str = "out"
+    """A short label for metrics (``observation``, ``match``, ``identity``, ...)."""
+
+
+class Poison(Exception):
+    """The record can never be handled (bad content); dead-letter it with ``reason``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class Handler:
+    """Business logic of one stage. Subclasses implement :meth:`handle`; hooks are optional."""
+
+    stage = "worker"
+
+    def handle(self, record: Any) -> Sequence[Output]:
+        raise NotImplementedError
+
+    def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        """Partitions of the input topic now ours (before any of their records is handled)."""
+
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        """Partitions no longer ours (everything handled from them is already committed)."""
+
+    def before_commit(self) -> None:
+        """Make the batch's own side effects durable; raising prevents the commit."""
+
+    def idle(self) -> None:
+        """Called once per poll, records or not (for background reads such as members)."""
+
+
+def poison_reason(exc: BaseException) -> tuple[str, str] | None:
+    """``(reason, message)`` when ``exc`` means the record itself is bad, else None."""
+    if isinstance(exc, Poison | SchemaError):
+        return exc.reason, exc.message
+    return None
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked:
+            log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+            self.handler.on_revoked(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        if assigned:
+            log.info("partitions assigned: %s", sorted(tp.partition for tp in assigned))
+            self.handler.on_assigned(list(assigned))
+
+
+class Runner:
+    """Runs one :class:`Handler` over one input topic until stopped."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        max_batch: int = 50,
+        handler_retries: int = 2,
+        producer: KafkaProducer | None = None,
+        consumer_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.handler = handler
+        self.topic = topic
+        self.max_batch = max_batch
+        self.handler_retries = handler_retries
+        self._stop = False
+        self._signals = 0
+        self.producer = producer or make_producer(bootstrap)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            client_id=f"{group}-{handler.stage}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_batch,
+            # A batch of frames can take a while on one core; stay in the group meanwhile.
+            max_poll_interval_ms=600_000,
+            **(consumer_options or {}),
+        )
+        self.consumer.subscribe([topic], listener=_Listener(handler))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1 and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl+C: stop now
+        log.info("signal %d: finishing the current batch, then stopping", signum)
+        self._stop = True
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self, max_idle_seconds: float | None = None) -> None:
+        """Poll and handle until stopped (or, for tests and replays, until the input has been
+        idle for ``max_idle_seconds``)."""
+        idle_since = time.monotonic()
+        try:
+            while not self._stop:
+                batch = self.consumer.poll(timeout_ms=500, max_records=self.max_batch)
+                self.handler.idle()
+                if not batch:
+                    if max_idle_seconds and time.monotonic() - idle_since > max_idle_seconds:
+                        break
+                    continue
+                idle_since = time.monotonic()
+                self._process(batch)
+                self._report_lag()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            self.producer.flush(timeout=10)
+        finally:
+            self.producer.close(timeout=10)
+            self.consumer.close(autocommit=False)
+        log.info("stopped")
+
+    # -- one batch ---------------------------------------------------------------------------
+
+    def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        stage = self.handler.stage
+        first = {tp: records[0].offset for tp, records in batch.items() if records}
+        commit: dict[TopicPartition, OffsetAndMetadata] = {}
+        futures = []
+        for tp, records in batch.items():
+            for record in records:
+                outputs = self._handle(record)
+                for out in outputs:
+                    futures.append(
+                        self.producer.send(
+                            out.topic,
+                            value=out.value,
+                            key=out.key,
+                            headers=out.headers,
+                            partition=out.partition,
+                        )
+                    )
+                    metrics.OUTPUTS.labels(stage, out.kind).inc()
+                commit[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+        try:
+            self.producer.flush(timeout=30)
+            for f in futures:
+                f.get(timeout=30)  # raises if that send failed
+            self.handler.before_commit()
+        except Exception:
+            # Nothing of this batch is committed: go back and handle it again.
+            metrics.RETRIES.labels(stage).inc()
+            log.exception("batch outputs not acknowledged; retrying the batch")
+            for tp, offset in first.items():
+                self.consumer.seek(tp, offset)
+            time.sleep(1.0)
+            return
+        self.consumer.commit(commit)
+
+    def _handle(self, record: Any) -> Sequence[Output]:
+        stage = self.handler.stage
+        metrics.IN_PROGRESS.labels(stage).inc()
+        started = time.perf_counter()
+        try:
+            for attempt in range(self.handler_retries + 1):
+                try:
+                    outputs = self.handler.handle(record)
+                    metrics.MESSAGES.labels(stage, "ok").inc()
+                    return outputs
+                except Exception as exc:
+                    bad = poison_reason(exc)
+                    if bad is not None:
+                        return [self._dead_letter(record, *bad)]
+                    metrics.ERRORS.labels(stage).inc()
+                    log.exception(
+                        "unexpected error on %s[%d]@%d (attempt %d)",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        attempt + 1,
+                    )
+                    if attempt == self.handler_retries:
+                        return [self._dead_letter(record, "handler_error", repr(exc))]
+                    time.sleep(0.2 * (attempt + 1))
+            raise AssertionError("unreachable")
+        finally:
+            metrics.IN_PROGRESS.labels(stage).dec()
+            metrics.PROCESSING.labels(stage).observe(time.perf_counter() - started)
+
+    def _dead_letter(self, record: Any, reason: str, message: str) -> Output:
+        stage = self.handler.stage
+        metrics.MESSAGES.labels(stage, "dead_lettered").inc()
+        metrics.DEAD_LETTERED.labels(stage, reason).inc()
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
+            message,
+        )
+        payload, truncated = payload_field(record.value)
+        headers = {}
+        for k, v in record.headers or []:
+            headers[k] = v.decode("utf-8", "replace")
+        letter = DeadLetter(
+            stage=stage,
+            reason=reason,
+            error=message[:2000],
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            source_key=record.key.decode("utf-8", "replace") if record.key else None,
+            source_headers=headers,
+            payload_b64=payload,
+            payload_truncated=truncated,
+            failed_at=datetime.now(UTC),
+        )
+        return Output(Topics.dlq(record.topic), letter.to_bytes(), record.key, kind="dead_letter")
+
+    def _report_lag(self) -> None:
+        try:
+            lag = 0
+            for tp in self.consumer.assignment():
+                high = self.consumer.highwater(tp)
+                if high is not None:
+                    lag += max(0, high - self.consumer.position(tp))
+            metrics.LAG.labels(self.handler.stage).set(lag)
+        except Exception:  # lag is informative only; never let it stop the loop
+            log.debug("could not compute lag", exc_info=True)
+
+
+def make_producer(bootstrap: str) -> KafkaProducer:
+    """A producer that waits for the broker's acknowledgement and keeps per-partition order."""
+    return KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=5,
+        retries=5,
+        max_in_flight_requests_per_connection=1,
+        max_request_size=8 * 1024 * 1024,
+    )

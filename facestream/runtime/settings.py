@@ -1,0 +1,37 @@
+"""Settings every pipeline process shares, from ``FACESTREAM_*`` environment variables.
+
+Each service adds its own class with its own prefix (``FACESTREAM_DETECTOR_*``, ...). Both are
+built in the service's ``__main__``, never at import time.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from facestream.runtime.topics import Topics
+
+
+class PipelineSettings(BaseSettings):
+    """Where Kafka and Redis are, which topics, and where metrics are served."""
+
+    model_config = SettingsConfigDict(env_prefix="FACESTREAM_", extra="ignore", frozen=True)
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    topic_prefix: str = ""
+    """Prepended to every topic name: lets several pipelines (or tests) share one broker."""
+    group_prefix: str = "facestream"
+    """Consumer groups are ``{group_prefix}-{stage}``."""
+    redis_prefix: str = "fs"
+    """First part of every Redis key (``fs:{store}:...``)."""
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    """Prometheus /metrics port; 0 serves none (tests run many workers on one machine)."""
+    log_level: str = "INFO"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    def group(self, stage: str) -> str:
+        return f"{self.group_prefix}-{stage}"

@@ -1,0 +1,190 @@
+"""Message contracts of the pipeline, one model per topic. Documented in docs/events.md.
+
+| topic | key | value |
+|---|---|---|
+| ``frames.v1`` | store id | the JPEG/PNG/BMP bytes; :class:`FrameMeta` in the headers |
+| ``encodings.v1`` | store id | :class:`FaceObservation`, one face each |
+| ``matches.v1`` | store id | :class:`MatchEvent`, one decision per face |
+| ``members.v1`` (compacted) | member id | :class:`MemberRecord`; a tombstone (null) erases |
+| ``identities.v1`` (compacted) | ``store/face_id`` | :class:`IdentityRecord`; a tombstone erases |
+| ``<topic>.dlq`` | the source key | :class:`DeadLetter` |
+
+Times are event times (``captured_at``, stamped by the camera) and must carry a UTC offset.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import datetime
+from typing import Annotated, Final, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import AfterValidator, Field, StringConstraints, ValidationError
+
+from schemas.wire import Message, SchemaError, Vector, vector_from_wire
+
+# Ids travel in keys and Redis key names: keep them printable, short and free of separators
+# that mean something there ("/" splits identity keys, "{}" are Redis hash tags).
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("times must carry a UTC offset (event time is compared across stores)")
+    return value
+
+
+EventTime = Annotated[datetime, AfterValidator(_aware)]
+
+# uuid5 namespace of facestream: ids derived from it are the same on every replay.
+NAMESPACE: Final = uuid.UUID("6f1c2d8e-3b4a-5c6d-8e9f-0a1b2c3d4e5f")
+
+
+def derived_id(*parts: str) -> str:
+    """A deterministic id from its parts (a replay derives the same id)."""
+    return str(uuid.uuid5(NAMESPACE, "/".join(parts)))
+
+
+class Box(Message):
+    top: int
+    right: int
+    bottom: int
+    left: int
+
+
+class FrameMeta(Message):
+    """Metadata of a frame; travels as Kafka headers beside the image bytes."""
+
+    v: Literal[1] = 1
+    frame_id: Id
+    store_id: Id
+    camera_id: Id
+    captured_at: EventTime
+    content_type: str = "image/jpeg"
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        return [(k, str(v).encode()) for k, v in self.model_dump(mode="json").items()]
+
+    @classmethod
+    def from_headers(cls, headers: list[tuple[str, bytes]] | None) -> FrameMeta:
+        """Parse frame headers; a missing or bad header is a :class:`SchemaError`."""
+        fields: dict[str, str] = {}
+        for key, raw in headers or []:
+            try:
+                fields[key] = raw.decode()
+            except UnicodeDecodeError as exc:
+                raise SchemaError("invalid", f"header {key} is not UTF-8") from exc
+        if "v" not in fields:
+            raise SchemaError("invalid", "the frame has no 'v' header")
+        if fields["v"] != str(cls.VERSION):
+            raise SchemaError("unknown_version", f"frame version {fields['v']!r} is not understood")
+        try:
+            return cls.model_validate({**fields, "v": int(fields["v"])})
+        except ValidationError as exc:
+            bad = exc.errors()[0]
+            where = ".".join(str(p) for p in bad["loc"])
+            raise SchemaError("invalid", f"header {where}: {bad['msg']}") from exc
+
+
+class FaceObservation(Message):
+    """One face found in one frame (``encodings.v1``)."""
+
+    v: Literal[1] = 1
+    observation_id: str
+    """``{frame_id}:{face_index}``: unique, and the same on every replay of the frame."""
+    frame_id: Id
+    face_index: int = Field(ge=0)
+    store_id: Id
+    camera_id: Id
+    captured_at: EventTime
+    box: Box
+    size_px: int
+    sharpness: float
+    detector: str
+    model_version: str
+    encoding: Vector
+
+    @property
+    def vector(self) -> NDArray[np.float32]:
+        return vector_from_wire(self.encoding)
+
+
+class MatchEvent(Message):
+    """The decision about one face (``matches.v1``): what the CRM and the sink consume."""
+
+    v: Literal[1] = 1
+    event_id: str
+    """Derived from the observation id: a replayed observation gives the same event id."""
+    kind: Literal["member", "returning", "new"]
+    member_id: Id | None = None
+    face_id: str | None = None
+    """The anonymous visitor's FaceId (``returning`` and ``new``)."""
+    distance: float | None = None
+    margin: float | None = None
+    store_id: Id
+    matched_store_id: Id | None = None
+    """For a returning visitor: the store whose shard knew them (a neighbour, or this store)."""
+    camera_id: Id
+    captured_at: EventTime
+    frame_id: Id
+    observation_id: str
+    box: Box
+    model_version: str
+
+
+class MemberRecord(Message):
+    """An enrolled member with their encodings (``members.v1``, compacted, key = member id)."""
+
+    v: Literal[1] = 1
+    member_id: Id
+    name: str = ""
+    encodings: list[Vector] = Field(min_length=1, max_length=64)
+    enrolled_at: EventTime
+
+    @property
+    def vectors(self) -> NDArray[np.float32]:
+        return np.stack([vector_from_wire(e) for e in self.encodings])
+
+
+class IdentityRecord(Message):
+    """A minted anonymous FaceId (``identities.v1``, compacted, key = ``store/face_id``)."""
+
+    v: Literal[1] = 1
+    face_id: str
+    store_id: Id
+    encoding: Vector
+    first_seen: EventTime
+    observation_id: str
+
+    @property
+    def vector(self) -> NDArray[np.float32]:
+        return vector_from_wire(self.encoding)
+
+
+class DeadLetter(Message):
+    """A message a stage could not handle, with why and where it came from (``<topic>.dlq``)."""
+
+    v: Literal[1] = 1
+    stage: str
+    reason: str
+    error: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    source_key: str | None = None
+    source_headers: dict[str, str] = Field(default_factory=dict)
+    payload_b64: str = ""
+    """The original value (base64), cut at :data:`DLQ_PAYLOAD_LIMIT` bytes."""
+    payload_truncated: bool = False
+    failed_at: EventTime
+
+
+DLQ_PAYLOAD_LIMIT: Final = 1024 * 1024
+
+
+def payload_field(value: bytes | None) -> tuple[str, bool]:
+    """The base64 payload for a :class:`DeadLetter` and whether it was cut."""
+    raw = value or b""
+    return base64.b64encode(raw[:DLQ_PAYLOAD_LIMIT]).decode(), len(raw) > DLQ_PAYLOAD_LIMIT
