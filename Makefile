@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest format eval bench all clean
+.PHONY: install run test lint typecheck pytest format eval bench all clean stack-up stack-down
 
 all: test
 
@@ -30,7 +30,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# Kafka and Redis for the integration tests: installed on first use, `up` twice is harmless.
+stack-up: install
+	$(BIN)/facestream stack up
+
+stack-down: install
+	$(BIN)/facestream stack down
+
+pytest: install stack-up
 	$(BIN)/pytest
 
 test: lint typecheck pytest

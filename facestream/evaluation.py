@@ -273,7 +273,7 @@ def _plot_rates(
     far, frr = error_rates(gallery, members, strangers, thresholds, config.margin)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ax.plot(thresholds, far, label="false accept rate (strangers accepted)")
-    ax.plot(thresholds, frr, label="false reject rate (members not recognised)")
+    ax.plot(thresholds, frr, label="members not recognised (rejected or taken for another)")
     ax.axvline(config.threshold, color="grey", linestyle="--", label=f"default {config.threshold}")
     ax.set_xlabel("distance threshold (Euclidean)")
     ax.set_ylabel("rate")

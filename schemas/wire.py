@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, ClassVar, Final, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -71,7 +71,7 @@ class Message(BaseModel):
     """Base of every message: immutable, no unknown fields, versioned."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    VERSION: Final = 1  # type: ignore[misc]
+    VERSION: ClassVar[int] = 1
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
