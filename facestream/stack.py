@@ -698,6 +698,9 @@ def _server_properties(cfg: StackConfig) -> str:
             # would be added to each of them.
             "group.initial.rebalance.delay.ms=0",
             "num.partitions=1",
+            # Topics are created by `up` with their partition counts and compaction; a topic
+            # auto-created by a typo'd prefix would have neither (identities.v1 must match).
+            "auto.create.topics.enable=false",
             # After a kill -9 the restarted broker cannot register until the old registration's
             # session expires (9 s by default); in one JVM with its own controller, 4 s is ample.
             "broker.heartbeat.interval.ms=1000",

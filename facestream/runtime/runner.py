@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from facestream.runtime import metrics
@@ -62,19 +63,32 @@ class Poison(Exception):
         self.message = message
 
 
+class Fatal(Exception):
+    """The worker cannot go on (its state is unusable): stop the process, commit nothing more.
+
+    Unlike other exceptions it is not retried or dead-lettered: the record is fine, the worker
+    is not. A restart (rebuilding state) is the remedy."""
+
+
 class Handler:
     """Business logic of one stage. Subclasses implement :meth:`handle`; hooks are optional."""
 
     stage = "worker"
 
     def handle(self, record: Any) -> Sequence[Output]:
+        """Outputs for one record. May see a record again (a batch whose outputs were not
+        acknowledged is handled again), so outputs must be derived, never random."""
         raise NotImplementedError
 
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
-        """Partitions of the input topic now ours (before any of their records is handled)."""
+        """Partitions of the input topic now ours (before any of their records is handled).
+
+        Runs on the consumer's network loop, where it blocks group heartbeats: note the
+        partitions here and do slow work (rebuilding state) in :meth:`idle`."""
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
-        """Partitions no longer ours (everything handled from them is already committed)."""
+        """Partitions no longer ours (everything handled from them is already committed).
+        Same caveat as :meth:`on_assigned`."""
 
     def before_commit(self) -> None:
         """Make the batch's own side effects durable; raising prevents the commit."""
@@ -165,7 +179,11 @@ class Runner:
                 batch = self.consumer.poll(timeout_ms=500, max_records=self.max_batch)
                 self.handler.idle()
                 if not batch:
-                    if max_idle_seconds and time.monotonic() - idle_since > max_idle_seconds:
+                    if not self.consumer.assignment():
+                        # Still joining the group (or waiting out a killed predecessor's
+                        # session): that is not idleness.
+                        idle_since = time.monotonic()
+                    elif max_idle_seconds and time.monotonic() - idle_since > max_idle_seconds:
                         break
                     continue
                 idle_since = time.monotonic()
@@ -217,7 +235,13 @@ class Runner:
                 self.consumer.seek(tp, offset)
             time.sleep(1.0)
             return
-        self.consumer.commit(commit)
+        try:
+            self.consumer.commit(commit)
+        except (CommitFailedError, RebalanceInProgressError):
+            # The partitions moved to another member mid-batch. Our outputs are out and
+            # idempotent; the new owner replays from the last commit. Carry on.
+            metrics.RETRIES.labels(stage).inc()
+            log.warning("commit refused during a rebalance; the new owner replays the batch")
 
     def _handle(self, record: Any) -> Sequence[Output]:
         stage = self.handler.stage
@@ -229,6 +253,8 @@ class Runner:
                     outputs = self.handler.handle(record)
                     metrics.MESSAGES.labels(stage, "ok").inc()
                     return outputs
+                except Fatal:
+                    raise
                 except Exception as exc:
                     bad = poison_reason(exc)
                     if bad is not None:

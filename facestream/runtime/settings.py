@@ -35,3 +35,9 @@ class PipelineSettings(BaseSettings):
 
     def group(self, stage: str) -> str:
         return f"{self.group_prefix}-{stage}"
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as the environment variables a worker subprocess reads."""
+        return {
+            f"FACESTREAM_{name.upper()}": str(value) for name, value in self.model_dump().items()
+        }

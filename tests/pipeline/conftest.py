@@ -50,15 +50,4 @@ def topics(pipeline: PipelineSettings) -> Topics:
 
 def pipeline_env(settings: PipelineSettings) -> dict[str, str]:
     """Environment for a worker subprocess that uses these settings."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "FACESTREAM_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "FACESTREAM_REDIS_URL": settings.redis_url,
-            "FACESTREAM_TOPIC_PREFIX": settings.topic_prefix,
-            "FACESTREAM_GROUP_PREFIX": settings.group_prefix,
-            "FACESTREAM_REDIS_PREFIX": settings.redis_prefix,
-            "FACESTREAM_METRICS_PORT": "0",
-        }
-    )
-    return env
+    return {**os.environ, **settings.to_env(), "FACESTREAM_METRICS_PORT": "0"}
