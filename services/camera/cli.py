@@ -1,0 +1,119 @@
+"""``facestream camera`` / ``python -m services.camera``: publish frames to ``frames.v1``.
+
+One source per run: ``--source DIR`` (the folder's images in name order, stamped now),
+``--manifest CSV`` (``path,captured_at[,camera]``, times with a UTC offset, replayable) or
+``--video FILE_OR_URL`` (a file or an RTSP/HTTP stream, at most ``--fps`` frames a second).
+Kafka and the topic prefix come from ``FACESTREAM_*``. Prints a one-line summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import click
+from kafka.errors import KafkaError
+
+from facestream.runtime.runner import make_producer
+from facestream.runtime.settings import PipelineSettings
+from services.camera.publisher import (
+    CameraError,
+    Frame,
+    Skipped,
+    check_id,
+    frames_from_dir,
+    frames_from_manifest,
+    publish,
+)
+from services.camera.video import frames_from_video
+
+
+@click.command("camera")
+@click.option("--store", "store_id", required=True, help="Store id (the Kafka key).")
+@click.option(
+    "--camera",
+    "camera_id",
+    default=None,
+    help="Camera id (required with --source and --video; the manifest's default).",
+)
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Folder of JPEG/PNG/BMP images, published in name order, stamped at publish time.",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="CSV with header path,captured_at[,camera]; paths relative to the CSV's folder.",
+)
+@click.option("--video", default=None, help="Video file or stream URL (rtsp://, http://).")
+@click.option(
+    "--fps",
+    type=click.FloatRange(min=0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="At most this many frames per second of video (--video).",
+)
+@click.option(
+    "--max-frames",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after publishing this many frames.",
+)
+def camera_command(
+    store_id: str,
+    camera_id: str | None,
+    source: Path | None,
+    manifest: Path | None,
+    video: str | None,
+    fps: float,
+    max_frames: int | None,
+) -> None:
+    """Publish camera frames to frames.v1 (key = store id, FrameMeta in the headers)."""
+    chosen = [
+        name
+        for name, v in (("--source", source), ("--manifest", manifest), ("--video", video))
+        if v
+    ]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --source, --manifest or --video")
+    settings = PipelineSettings()
+    try:
+        check_id(store_id, "store")
+        if camera_id is not None:
+            check_id(camera_id, "camera")
+        elif manifest is None:
+            raise CameraError(f"{chosen[0]} needs --camera")
+        items: Iterable[Frame | Skipped]
+        if source is not None:
+            assert camera_id is not None
+            items = frames_from_dir(source, camera_id)
+        elif manifest is not None:
+            items = frames_from_manifest(manifest, camera_id)
+        else:
+            assert video is not None and camera_id is not None
+            items = frames_from_video(video, camera_id, fps=fps)
+    except CameraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        producer = make_producer(settings.kafka_bootstrap)
+    except KafkaError as exc:
+        raise click.ClickException(
+            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}"
+        ) from exc
+    try:
+        report = publish(producer, settings.topics.frames, store_id, items, max_frames=max_frames)
+    except CameraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        producer.close(timeout=10)
+    click.echo(
+        f"published {report.published} frames to {report.topic} (store {store_id}); "
+        f"{report.skipped} skipped, {report.failed} failed"
+    )
+    for where in report.skipped_sources[:10]:
+        click.echo(f"  skipped {where}", err=True)
+    if report.failed:
+        raise click.ClickException(f"{report.failed} frames were not acknowledged by Kafka")
