@@ -1,0 +1,116 @@
+"""Group-less reads of the compacted topics the matcher mirrors in memory.
+
+``members.v1`` and ``identities.v1`` are changelogs: the matcher reads them from the start into
+galleries, then follows them. These reads use a consumer of their own with manual assignment
+and no group (no offsets are committed: the state is always rebuilt from the topic), polled
+from the worker's own thread, so galleries change only between records, never during one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+log = logging.getLogger(__name__)
+
+Apply = Callable[[Any], None]
+"""Called with each ``ConsumerRecord``, in offset order within its partition."""
+
+# Tombstones older than this are history: a rebuild applies them but does not acknowledge them
+# again (an erasure waits seconds for its acknowledgements, not hours).
+ACK_WINDOW_SECONDS = 3600.0
+
+
+class ChangelogError(RuntimeError):
+    """A changelog could not be read (missing topic, or not to its end in time)."""
+
+
+def is_recent(record: Any, window: float = ACK_WINDOW_SECONDS) -> bool:
+    """Whether ``record`` was produced within ``window`` seconds (its CreateTime)."""
+    return bool(record.timestamp / 1000.0 >= time.time() - window)
+
+
+class ChangelogReader:
+    """One consumer over some partitions of one compacted topic, applying every record."""
+
+    def __init__(self, bootstrap: str, topic: str, apply: Apply, *, client_id: str) -> None:
+        self.topic = topic
+        self._apply = apply
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+
+    def _tps(self, partitions: Iterable[int]) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in sorted(set(partitions))]
+
+    def partitions(self, timeout: float) -> list[int]:
+        """The topic's partitions (waits for metadata, at most ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.consumer.partitions_for_topic(self.topic)
+            if found:
+                return sorted(found)
+            if time.monotonic() > deadline:
+                raise ChangelogError(f"topic {self.topic} not found (is the stack set up?)")
+            time.sleep(0.2)
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        self.consumer.assign(self._tps(partitions))
+
+    def rewind(self, partitions: Iterable[int]) -> None:
+        """Read ``partitions`` again from their first record."""
+        tps = self._tps(partitions)
+        if tps:
+            self.consumer.seek_to_beginning(*tps)
+
+    def skip_to_end(self, partitions: Iterable[int]) -> None:
+        """Follow ``partitions`` from now on only. Resolved at once (not lazily at the next
+        poll) so that nothing produced after this call is missed."""
+        tps = self._tps(partitions)
+        if tps:
+            self.consumer.seek_to_end(*tps)
+            for tp in tps:
+                self.consumer.position(tp)
+
+    def poll(self, timeout_ms: int = 0) -> int:
+        """Apply whatever has arrived (waiting at most ``timeout_ms``); returns the count."""
+        applied = 0
+        for records in self.consumer.poll(timeout_ms=timeout_ms, max_records=500).values():
+            for record in records:
+                self._apply(record)
+                applied += 1
+        return applied
+
+    def catch_up(self, partitions: Iterable[int], timeout: float) -> int:
+        """Apply records until every partition in ``partitions`` reaches the end offset it has
+        now. Records of other assigned partitions that arrive meanwhile are applied too."""
+        tps = self._tps(partitions)
+        if not tps:
+            return 0
+        ends = self.consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        applied = 0
+        while True:
+            behind = [tp for tp in tps if self.consumer.position(tp) < ends[tp]]
+            if not behind:
+                return applied
+            if time.monotonic() > deadline:
+                where = ", ".join(
+                    f"{tp.partition}@{self.consumer.position(tp)}/{ends[tp]}" for tp in behind
+                )
+                raise ChangelogError(
+                    f"{self.topic} not read to its end in {timeout:.0f} s: {where}"
+                )
+            applied += self.poll(timeout_ms=200)
+
+    def close(self) -> None:
+        self.consumer.close(autocommit=False)
