@@ -1,0 +1,79 @@
+"""Entry point of the sink worker: ``facestream sink`` and ``python -m services.sink``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+from pydantic import ValidationError
+
+from facestream.runtime import metrics
+from facestream.runtime.runner import Runner
+from facestream.runtime.settings import PipelineSettings
+from services.sink.settings import SinkSettings
+from services.sink.store import Applier, redis_client
+from services.sink.worker import SinkHandler
+
+log = logging.getLogger(__name__)
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if root.handlers:
+        # Under `facestream`, the CLI group has set the format already; the worker's own
+        # setting decides the level (a worker is worth hearing at INFO).
+        root.setLevel(level.upper())
+        return
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.command("sink")
+@click.option(
+    "--max-idle-seconds",
+    type=float,
+    default=None,
+    help="Stop once matches.v1 has been idle this long (replays, tests) [default: never].",
+)
+def sink_command(max_idle_seconds: float | None) -> None:
+    """Record visits, PV/UV, new/returning and dwell in Redis from matches.v1.
+
+    Configured by FACESTREAM_* (Kafka, Redis, prefixes) and FACESTREAM_SINK_* (visit gap, time
+    zones, retention).
+    """
+    try:
+        settings = PipelineSettings()
+        sink = SinkSettings()
+    except ValidationError as exc:
+        raise click.ClickException(f"invalid settings\n{exc}") from None
+    _configure_logging(settings.log_level)
+    metrics.serve_metrics(settings.metrics_port)
+    client = redis_client(settings)
+    client.ping()  # fail at start, not at the first batch, when Redis is unreachable
+    handler = SinkHandler(Applier(client, settings.redis_prefix), sink)
+    static = {"group_instance_id": sink.group_instance_id} if sink.group_instance_id else None
+    runner = Runner(
+        handler,
+        bootstrap=settings.kafka_bootstrap,
+        topic=settings.topics.matches,
+        group=settings.group("sink"),
+        max_batch=sink.max_batch,
+        consumer_options=static,
+    )
+    runner.install_signal_handlers()
+    log.info(
+        "sink: %s -> redis prefix %r, group %s, visit gap %ds, default zone %s",
+        settings.topics.matches,
+        settings.redis_prefix,
+        settings.group("sink"),
+        sink.visit_gap_seconds,
+        sink.timezone,
+    )
+    try:
+        runner.run(max_idle_seconds=max_idle_seconds)
+    finally:
+        client.close()

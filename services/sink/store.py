@@ -1,0 +1,293 @@
+"""The Redis data model of visits, and the two ways it changes: applying a match, and erasure.
+
+Key layout (``P`` = ``PipelineSettings.redis_prefix``, ``S`` = store id, ``D`` = local day
+``YYYY-MM-DD`` in the store's time zone, person = ``m:<member id>`` or ``f:<face id>``). Every
+key of a store carries ``{S}`` as its Redis Cluster hash tag, so a store's keys share one slot
+and the apply script can touch them all atomically.
+
+==========================  ======  ==========================================  ================
+key                         type    content                                     expires after
+==========================  ======  ==========================================  ================
+``P:{S}:seen:<event id>``   string  an event id already applied                 dedup_ttl_days
+``P:{S}:visits:<person>``   zset    one member ``start|end|D|events`` per       history_ttl_days
+                                    visit, scored by its start (ms, event time)
+``P:{S}:keys:<person>``     set     the day sets the person is in (for purge)   history_ttl_days
+``P:{S}:erased:<person>``   string  erasure time (ms); older events are dropped 7 days
+``P:{S}:day:D``             hash    pv, uv, new, returning, dwell_ms,           stats_ttl_days
+                                    dwell_visits (anonymous counters)
+``P:{S}:day:D:uv``          set     persons with a visit starting on D          history_ttl_days
+``P:{S}:day:D:members``     set     member ids with a visit starting on D       history_ttl_days
+``P:{S}:arrivals``          stream  member arrivals (member_id, camera_id,      history_ttl_days
+                                    at_ms, event_id), ~arrivals_maxlen long
+``P:stores``                set     every store id seen (purge walks it)        never
+==========================  ======  ==========================================  ================
+
+Expiry counts from the key's last write (Redis' clock: it bounds how long data is kept); a
+person's visit list is also trimmed to ``history_ttl_days`` in event time.
+
+Definitions (all in event time, ``captured_at``; the camera does not matter):
+
+- A *visit* of a person to a store starts with an event more than ``visit_gap_seconds`` after
+  the end of their latest visit (or their first event). An event within a gap of a visit's span
+  joins it, even out of order, and may move its start earlier; late events never merge two
+  recorded visits. A visit belongs to the local day it started on, also when it runs past
+  midnight.
+- *PV* of day D: visits started on D. *UV*: distinct persons with a visit started on D (an exact
+  set; UV ≤ PV). *members*: member ids among them.
+- *new* / *returning*: each UV person of D is exactly one of the two (new + returning = UV). New:
+  no visit of theirs to this store started on an earlier day (within the history retention);
+  returning: one did. Decided when their first visit of D is applied.
+- *dwell* of a visit: its last event time minus its first. A single-event visit has no
+  measurable dwell and is left out of the average (``dwell_visits`` counts the visits with two
+  or more events; ``dwell_ms`` sums their dwell), so the average is not dragged to zero by
+  people who passed one camera once.
+
+Aggregate counters hold no identity and survive erasure and the expiry of the day sets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, Final, cast
+from zoneinfo import ZoneInfo
+
+import redis
+
+from facestream.runtime.settings import PipelineSettings
+from schemas import MatchEvent
+from services.sink.script import APPLY_LUA
+from services.sink.settings import SinkSettings
+
+log = logging.getLogger(__name__)
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+_DAY_SECONDS: Final = 24 * 3600
+ERASE_GUARD_SECONDS: Final = 7 * _DAY_SECONDS
+"""How long an erasure marker drops older events; covers the default retention of matches.v1."""
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if usable: braces in it would become the hash tag instead of the store."""
+    if not prefix or "{" in prefix or "}" in prefix:
+        raise ValueError(f"redis prefix {prefix!r} must be non-empty and free of braces")
+    return prefix
+
+
+@dataclass(frozen=True)
+class StoreKeys:
+    """Key names of one store (see the module docstring)."""
+
+    prefix: str
+    store: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{{{self.store}}}"
+
+    def seen(self, event_id: str) -> str:
+        return f"{self.base}:seen:{event_id}"
+
+    def visits(self, person: str) -> str:
+        return f"{self.base}:visits:{person}"
+
+    def index(self, person: str) -> str:
+        return f"{self.base}:keys:{person}"
+
+    def erased(self, person: str) -> str:
+        return f"{self.base}:erased:{person}"
+
+    def day(self, day: str) -> str:
+        return f"{self.base}:day:{day}"
+
+    def day_uv(self, day: str) -> str:
+        return f"{self.day(day)}:uv"
+
+    def day_members(self, day: str) -> str:
+        return f"{self.day(day)}:members"
+
+    @property
+    def arrivals(self) -> str:
+        return f"{self.base}:arrivals"
+
+
+def stores_key(prefix: str) -> str:
+    """The registry of store ids (no hash tag: it spans stores)."""
+    return f"{prefix}:stores"
+
+
+def person_of(event: MatchEvent) -> str:
+    """The person an event is about; ValueError when the event does not name one."""
+    if event.kind == "member":
+        if not event.member_id:
+            raise ValueError("a member match without member_id")
+        return f"m:{event.member_id}"
+    if not event.face_id:
+        raise ValueError(f"a {event.kind} match without face_id")
+    return f"f:{event.face_id}"
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, exactly (no float rounding)."""
+    return (moment - _EPOCH) // _MS
+
+
+def local_day(moment: datetime, zone: ZoneInfo) -> tuple[str, int]:
+    """The local date of ``moment`` in ``zone`` and the epoch ms at which that day starts."""
+    day = moment.astimezone(zone).date()
+    # Zones that skip midnight on a DST change resolve it to the nearest real instant; being an
+    # hour off there only matters for "returning" on that one day.
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    return day.isoformat(), epoch_ms(start)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the apply script needs for one event; built without touching Redis."""
+
+    store: str
+    event_id: str
+    keys: tuple[str, ...]
+    args: tuple[str | int, ...]
+
+
+def plan(event: MatchEvent, sink: SinkSettings, prefix: str) -> Plan:
+    """The script call that applies ``event``. ValueError for an event without a person."""
+    person = person_of(event)
+    keys = StoreKeys(check_prefix(prefix), event.store_id)
+    day, day_start = local_day(event.captured_at, sink.zone_for(event.store_id))
+    history_ttl = sink.history_ttl_days * _DAY_SECONDS
+    return Plan(
+        store=event.store_id,
+        event_id=event.event_id,
+        keys=(
+            keys.seen(event.event_id),
+            keys.visits(person),
+            keys.index(person),
+            keys.day(day),
+            keys.day_uv(day),
+            keys.day_members(day),
+            keys.arrivals,
+            keys.erased(person),
+        ),
+        args=(
+            epoch_ms(event.captured_at),
+            sink.visit_gap_seconds * 1000,
+            day,
+            day_start,
+            person,
+            event.member_id if event.kind == "member" and event.member_id else "",
+            event.camera_id,
+            event.event_id,
+            sink.dedup_ttl_days * _DAY_SECONDS,
+            history_ttl,
+            sink.stats_ttl_days * _DAY_SECONDS,
+            sink.arrivals_maxlen,
+            keys.day(""),
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying one event did."""
+
+    status: int
+    """1 applied, 0 duplicate (event id seen before), -1 suppressed (person erased since)."""
+    visit_started: bool
+
+    @property
+    def applied(self) -> bool:
+        return self.status == 1
+
+
+class Applier:
+    """Applies planned events to Redis: one pipelined round trip per batch."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = check_prefix(prefix)
+        self.script = client.register_script(APPLY_LUA)
+        self._registered: set[str] = set()
+
+    def apply(self, plans: Sequence[Plan]) -> list[Outcome]:
+        """Apply ``plans`` in order. Raises on any Redis error; replaying is always safe."""
+        if not plans:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        # The registry lets purge find every store; registering before applying means a store
+        # with data is always listed.
+        new_stores = sorted({p.store for p in plans} - self._registered)
+        if new_stores:
+            pipe.sadd(stores_key(self.prefix), *new_stores)
+        for p in plans:
+            self.script(keys=list(p.keys), args=list(p.args), client=pipe)
+        results = pipe.execute()
+        self._registered.update(new_stores)
+        replies = results[1:] if new_stores else results
+        return [Outcome(int(r[0]), bool(int(r[1]))) for r in replies]
+
+
+def redis_client(settings: PipelineSettings) -> redis.Redis:
+    """A client of the pipeline's Redis that returns text."""
+    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+def purge(
+    subject: str,
+    settings: PipelineSettings,
+    *,
+    stores: Iterable[str] | None = None,
+    client: redis.Redis | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Erase a member id or a face id from every store (or from ``stores``); the number of keys
+    changed. Removes the visit history, the person's membership of every day set, the member's
+    arrivals, and marks the person erased so that events captured before now, still in flight,
+    cannot bring them back. Counters without identity (PV, UV, dwell) are kept."""
+    prefix = check_prefix(settings.redis_prefix)
+    r = client or redis_client(settings)
+    if stores is None:
+        stores = cast(set[str], r.smembers(stores_key(prefix)))
+    store_ids = sorted(stores)
+    erased_at = epoch_ms(now or datetime.now(UTC))
+    touched = 0
+    for store in store_ids:
+        keys = StoreKeys(prefix, store)
+        for person in (f"m:{subject}", f"f:{subject}"):
+            touched += _purge_person(r, keys, person, subject, erased_at)
+        touched += _purge_arrivals(r, keys, subject)
+    log.info("erased %s: %d keys changed in %d stores", subject, touched, len(store_ids))
+    return touched
+
+
+def _purge_person(r: redis.Redis, keys: StoreKeys, person: str, subject: str, at: int) -> int:
+    index = keys.index(person)
+    day_sets = sorted(cast(set[str], r.smembers(index)))
+    # One MULTI on the store's slot: the person disappears from all of it at once.
+    pipe = r.pipeline(transaction=True)
+    for key in day_sets:
+        pipe.srem(key, person, subject)
+    pipe.delete(keys.visits(person), index)
+    pipe.set(keys.erased(person), at, ex=ERASE_GUARD_SECONDS)
+    results = pipe.execute()
+    removed = sum(1 for n in results[: len(day_sets)] if int(n) > 0)
+    return removed + int(results[len(day_sets)])
+
+
+def _purge_arrivals(r: redis.Redis, keys: StoreKeys, member_id: str) -> int:
+    """Delete the member's entries from the store's capped arrivals stream (1 if any)."""
+    doomed: list[str] = []
+    start = "-"
+    while True:
+        chunk = cast(list[Any], r.xrange(keys.arrivals, min=start, max="+", count=1000))
+        doomed += [eid for eid, fields in chunk if fields.get("member_id") == member_id]
+        if len(chunk) < 1000:
+            break
+        start = "(" + chunk[-1][0]
+    if doomed:
+        r.xdel(keys.arrivals, *doomed)
+    return 1 if doomed else 0
