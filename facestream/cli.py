@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,34 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
-@click.group()
+# The pipeline's commands live with their services; they are imported only when run, so that
+# `facestream verify` does not load Kafka and Redis clients.
+LAZY_COMMANDS = {
+    "detector": "services.detector.cli:detector_command",
+    "matcher": "services.matcher.cli:matcher_command",
+    "sink": "services.sink.cli:sink_command",
+    "camera": "services.camera.cli:camera_command",
+    "stats": "services.sink.stats:stats_command",
+    "erase": "services.matcher.cli:erase_command",
+    "crm-example": "facestream.crm_example:crm_example_command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup)
 @click.option("--log-level", default="WARNING", show_default=True, help="Python log level.")
 def main(log_level: str) -> None:
     """facestream: face recognition for retail stores."""
@@ -46,6 +75,8 @@ def main(log_level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # kafka-python narrates every connection; its warnings are about our own choices.
+    logging.getLogger("kafka").setLevel(max(logging.ERROR, logging.getLogger().level))
 
 
 gallery_option = click.option(
@@ -82,8 +113,23 @@ def _load_gallery(path: Path, threshold: float | None, margin: float | None) -> 
 
 
 @main.command()
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@gallery_option
+@click.argument(
+    "folder", type=click.Path(exists=True, file_okay=False, path_type=Path), required=False
+)
+@click.option(
+    "--gallery",
+    "gallery_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Gallery file to enroll into (created if missing).",
+)
+@click.option(
+    "--members",
+    "members_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Publish these people to the pipeline's members.v1 topic instead.",
+)
 @click.option("--index", type=click.Choice(INDEX_TYPES), default="flat", show_default=True)
 @click.option("--metric", type=click.Choice(["l2", "cosine"]), default="l2", show_default=True)
 @click.option(
@@ -96,17 +142,28 @@ def _load_gallery(path: Path, threshold: float | None, margin: float | None) -> 
 @click.option("--workers", type=int, default=None, help="Encoding processes [default: cores].")
 @json_option
 def enroll(
-    folder: Path,
-    gallery_path: Path,
+    folder: Path | None,
+    gallery_path: Path | None,
+    members_dir: Path | None,
     index: str,
     metric: str,
     aggregate: str,
     workers: int | None,
     as_json: bool,
 ) -> None:
-    """Enroll every person in FOLDER (Name/*.jpg or ID_n.jpg) into the gallery file."""
+    """Enroll every person in FOLDER (Name/*.jpg or ID_n.jpg) into the gallery file, or with
+    --members DIR, into the pipeline (every matcher picks them up)."""
     from facestream.enrollment import enroll_folder
 
+    if members_dir is not None:
+        from facestream.members import publish_members
+        from facestream.runtime.settings import PipelineSettings
+
+        _emit(publish_members(members_dir, PipelineSettings(), workers=workers, progress=True))
+        return
+    if folder is None or gallery_path is None:
+        _fail("give FOLDER and --gallery FILE, or --members DIR")
+    assert folder is not None and gallery_path is not None
     if gallery_path.exists():
         gallery = _load_gallery(gallery_path, None, None)
     else:
@@ -363,9 +420,107 @@ def stack(args: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.option("--store", required=True, help="Store id of the frames.")
+@click.option(
+    "--members",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of members to enroll first (Name/*.jpg).",
+)
+@click.option(
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV path,captured_at,camera (paths relative to the manifest).",
+)
+@click.option("--timezone", default="UTC", show_default=True, help="The store's time zone.")
+@click.option("--quiet", is_flag=True, help="Do not print match events as they arrive.")
+@json_option
+def replay(
+    store: str, members: Path | None, manifest: Path, timezone: str, quiet: bool, as_json: bool
+) -> None:
+    """Run a whole replay: stack, workers, members, frames; print the day's stats."""
+    from facestream import replay as replay_module
+    from facestream.runtime.settings import PipelineSettings
+
+    stats = replay_module.run(
+        store=store,
+        members=members,
+        manifest=manifest,
+        settings=PipelineSettings(),
+        timezone=timezone,
+        echo=lambda line: click.echo(line, err=as_json),
+        show_events=not quiet,
+    )
+    if as_json:
+        _emit(stats)
+        return
+    click.echo(_stats_table(stats))
+
+
+def _stats_table(stats: dict[str, Any], truth: dict[str, Any] | None = None) -> str:
+    keys = ("pv", "uv", "new", "returning", "members", "dwell_seconds_avg")
+    lines = [f"store {stats['store']} on {stats['date']}"]
+    for k in keys:
+        got = stats.get(k)
+        if truth is None:
+            lines.append(f"  {k:<18} {got}")
+        else:
+            mark = "ok" if got == truth.get(k) else "DIFFERENT"
+            lines.append(f"  {k:<18} {got!s:<40} truth {truth.get(k)!s:<40} {mark}")
+    return "\n".join(lines)
+
+
+@main.command()
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the simulated frames [default: a temporary folder].",
+)
+def demo(work: Path | None) -> None:
+    """The main job: a simulated store day replayed through the whole pipeline, with truth.
+
+    Members, returning strangers and new strangers pass two cameras of one store over two
+    days ($FACESTREAM_DATASETS photos); the day's stats are printed beside the known truth."""
+    import tempfile
+
+    from facestream import replay as replay_module
+    from facestream import simulate
+    from facestream.runtime.settings import PipelineSettings
+
+    root = datasets_dir()
+    if not (root / "lfw-fold1" / "images").is_dir():
+        _fail(f"no sample photos at {root}; set {DATASETS_ENV} to the datasets folder")
+    with tempfile.TemporaryDirectory(prefix="facestream-demo-") as tmp:
+        folder = work or Path(tmp)
+        scenario = simulate.build(root, folder)
+        truth = scenario.truth()
+        click.echo(
+            f"simulated store {scenario.store} ({scenario.timezone}): "
+            f"{len(scenario.appearances)} frames over two days, two cameras"
+        )
+        # A fresh topic prefix per run: the demo's numbers are its own, whatever ran before.
+        tag = f"demo-{os.getpid()}-{int(time.time())}"
+        settings = PipelineSettings(topic_prefix=f"{tag}.", group_prefix=tag, redis_prefix=tag)
+        stats = replay_module.run(
+            store=scenario.store,
+            members=scenario.members_dir,
+            manifest=scenario.manifest,
+            settings=settings,
+            timezone=scenario.timezone,
+            echo=click.echo,
+        )
+    click.echo(_stats_table(stats, truth))
+    keys = ("pv", "uv", "new", "returning", "members", "dwell_seconds_avg")
+    if any(stats.get(k) != truth.get(k) for k in keys):
+        raise SystemExit(1)
+
+
+@main.command("demo-core")
 @click.option("--members", type=int, default=25, show_default=True)
 @click.option("--strangers", type=int, default=15, show_default=True)
-def demo(members: int, strangers: int) -> None:
+def demo_core(members: int, strangers: int) -> None:
     """Enroll sample people, then identify members, strangers and group photos.
 
     Photos come from $FACESTREAM_DATASETS (default ../shared/datasets)."""
