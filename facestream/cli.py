@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
+from facestream.runtime.logs import configure_logging
 from services.detector.images import ImageError
 from services.matcher.gallery import (
     DEFAULT_MARGIN,
@@ -70,13 +69,7 @@ class LazyGroup(click.Group):
 @click.option("--log-level", default="WARNING", show_default=True, help="Python log level.")
 def main(log_level: str) -> None:
     """facestream: face recognition for retail stores."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # kafka-python narrates every connection; its warnings are about our own choices.
-    logging.getLogger("kafka").setLevel(max(logging.ERROR, logging.getLogger().level))
+    configure_logging(log_level)
 
 
 gallery_option = click.option(

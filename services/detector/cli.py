@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import click
 
@@ -29,22 +28,11 @@ def limit_threads() -> None:
         os.environ.setdefault(name, "1")
 
 
-def configure_logging(level: str) -> None:
-    """Log to stderr at ``level``; a handler set up earlier (by the ``facestream`` group) stays."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(
-            format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-        )
-    root.setLevel(level.upper())
-    # kafka-python logs every connection at INFO; its warnings and errors are what matter here.
-    logging.getLogger("kafka").setLevel(max(root.level, logging.WARNING))
-
-
 def run_detector(max_idle_seconds: float | None = None, log_level: str | None = None) -> None:
     """Run the detector stage with settings from the environment until stopped."""
     limit_threads()
     # Heavy imports (dlib, the Kafka client) after the thread limits are in the environment.
+    from facestream.runtime.logs import configure_logging
     from facestream.runtime.metrics import serve_metrics
     from facestream.runtime.runner import Runner
     from facestream.runtime.settings import PipelineSettings

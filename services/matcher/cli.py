@@ -15,20 +15,10 @@ from typing import Any
 
 import click
 
+from facestream.runtime.logs import configure_logging
 from facestream.runtime.settings import PipelineSettings
 
 log = logging.getLogger(__name__)
-
-
-def _logging(level: str) -> None:
-    # A no-op when `facestream` already configured logging for the whole CLI.
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    # kafka-python logs every connection and metadata refresh at INFO: keep its warnings only.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -52,7 +42,7 @@ def matcher_command(max_idle_seconds: float | None) -> None:
 
     pipeline = PipelineSettings()
     settings = MatcherSettings()
-    _logging(pipeline.log_level)
+    configure_logging(pipeline.log_level)
     serve_metrics(pipeline.metrics_port)
     handler = MatcherHandler(settings, pipeline)
     try:
@@ -82,7 +72,7 @@ def enroll_members_command(folder: Path, workers: int | None, as_json: bool) -> 
     from facestream.members import publish_members
 
     settings = PipelineSettings()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     report = publish_members(folder, settings, workers=workers, progress=not as_json)
     if as_json:
         _emit(report)
@@ -107,7 +97,7 @@ def erase_command(subject: str, timeout: float, as_json: bool) -> None:
     from facestream.members import erase
 
     settings = PipelineSettings()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     result = erase(subject, settings, timeout)
     if as_json:
         _emit(result)

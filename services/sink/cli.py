@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 import click
 from pydantic import ValidationError
 
 from facestream.runtime import metrics
+from facestream.runtime.logs import configure_logging
 from facestream.runtime.runner import Runner
 from facestream.runtime.settings import PipelineSettings
 from services.sink.settings import SinkSettings
@@ -16,20 +16,6 @@ from services.sink.store import Applier, redis_client
 from services.sink.worker import SinkHandler
 
 log = logging.getLogger(__name__)
-
-
-def _configure_logging(level: str) -> None:
-    root = logging.getLogger()
-    if root.handlers:
-        # Under `facestream`, the CLI group has set the format already; the worker's own
-        # setting decides the level (a worker is worth hearing at INFO).
-        root.setLevel(level.upper())
-        return
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
 
 
 @click.command("sink")
@@ -50,7 +36,7 @@ def sink_command(max_idle_seconds: float | None) -> None:
         sink = SinkSettings()
     except ValidationError as exc:
         raise click.ClickException(f"invalid settings\n{exc}") from None
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     metrics.serve_metrics(settings.metrics_port)
     client = redis_client(settings)
     client.ping()  # fail at start, not at the first batch, when Redis is unreachable

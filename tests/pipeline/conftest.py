@@ -7,10 +7,14 @@ locally and fail under CI, where a missing broker is a broken set-up, not a reas
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
 
 from facestream import stack
 from facestream.runtime.settings import PipelineSettings
@@ -51,3 +55,22 @@ def topics(pipeline: PipelineSettings) -> Topics:
 def pipeline_env(settings: PipelineSettings) -> dict[str, str]:
     """Environment for a worker subprocess that uses these settings."""
     return {**os.environ, **settings.to_env(), "FACESTREAM_METRICS_PORT": "0"}
+
+
+def read_topic(settings: PipelineSettings, topic: str, timeout: float = 20.0) -> list[Any]:
+    """Every record now in ``topic``, partition by partition, in offset order."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    try:
+        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            assert time.monotonic() < deadline, f"timed out reading {topic}"
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        consumer.close()

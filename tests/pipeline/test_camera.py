@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,6 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
 
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
@@ -31,29 +28,14 @@ from services.camera.publisher import (
 )
 from services.camera.video import frames_from_video, redact
 from services.detector.images import load_image
-from tests.pipeline.conftest import pipeline_env
+from tests.pipeline.conftest import pipeline_env, read_topic
 
 STORE = "store-3"
 
 
 def read_frames(settings: PipelineSettings, timeout: float = 20.0) -> list[Any]:
     """Every record now in the frames topic, partition by partition, in offset order."""
-    topic = settings.topics.frames
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            assert time.monotonic() < deadline, f"timed out reading {topic}"
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return sorted(records, key=lambda r: (r.partition, r.offset))
-    finally:
-        consumer.close()
+    return read_topic(settings, settings.topics.frames, timeout)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from facestream.runtime.settings import PipelineSettings
 from schemas import DeadLetter, FaceObservation, FrameMeta, decode
 from services.detector.engine import MODEL_VERSION, EngineConfig, FaceEngine
 from services.detector.worker import DetectorHandler, DetectorSettings
-from tests.pipeline.conftest import pipeline_env
+from tests.pipeline.conftest import pipeline_env, read_topic
 
 STORE = "store-7"
 CAMERA = "door-1"
@@ -196,25 +196,6 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # -- on the broker ---------------------------------------------------------------------------
-
-
-def read_topic(settings: PipelineSettings, topic: str, timeout: float = 20.0) -> list[Any]:
-    """Every record now in ``topic``, partition by partition, in offset order."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            assert time.monotonic() < deadline, f"timed out reading {topic}"
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return sorted(records, key=lambda r: (r.partition, r.offset))
-    finally:
-        consumer.close()
 
 
 def committed_lag(settings: PipelineSettings, group: str, topic: str) -> int:
