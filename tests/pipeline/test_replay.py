@@ -8,17 +8,22 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import redis
 from kafka import KafkaAdminClient, KafkaConsumer
 
 from facestream import replay, simulate
-from facestream.members import publish_members
+from facestream.members import erase, publish_members
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
-from services.camera.publisher import frames_from_manifest, publish
+from schemas import MatchEvent, decode
+from services.camera.publisher import Frame, frame_id, frames_from_manifest, publish
+from services.matcher.presence import live_matchers
 from services.sink.stats import store_stats
+from tests.pipeline.conftest import read_topic
 
 KEYS = ("pv", "uv", "new", "returning", "members", "dwell_seconds_avg")
 
@@ -130,3 +135,64 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(
     stats = store_stats(scenario.store, scenario.day, pipeline)
     truth = scenario.truth()
     assert {k: stats[k] for k in KEYS} == {k: truth[k] for k in KEYS}
+
+
+def test_erasure_reaches_every_copy(
+    scenario: simulate.Scenario, pipeline: PipelineSettings
+) -> None:
+    """After a replay: erasing a member removes them from members.v1 (tombstone), from a live
+    matcher (acknowledged; their face now comes back as a stranger) and from Redis."""
+    replay.run(
+        store=scenario.store,
+        members=scenario.members_dir,
+        manifest=scenario.manifest,
+        settings=pipeline,
+        timezone=scenario.timezone,
+        echo=lambda _: None,
+        show_events=False,
+        timeout=300,
+    )
+    member = scenario.truth()["members"][0]
+    client = redis.Redis.from_url(pipeline.redis_url, decode_responses=True)
+    pattern = f"{pipeline.redis_prefix}:*m:{member}*"
+    assert list(client.scan_iter(pattern)), "the member's visits should be in Redis"
+    stages = ("detector", "matcher", "sink")
+    procs = {stage: _start(stage, pipeline, scenario.timezone) for stage in stages}
+    try:
+        _wait_live_matcher(client, pipeline)
+        result = erase(member, pipeline, timeout=60)
+        assert result["confirmed"] and result["acknowledged"], result
+        # Topic: the member's latest record is a tombstone.
+        latest = {r.key: r.value for r in read_topic(pipeline, pipeline.topics.members)}
+        assert latest[member.encode()] is None
+        # Redis: no history, day set or stats entry names them any more; only the erasure
+        # marker does, which drops their events still in the backlog (and expires in 7 days).
+        left = list(client.scan_iter(pattern))
+        assert [k.split(":")[-3] for k in left] == ["erased"], left
+        assert member not in store_stats(scenario.store, scenario.day, pipeline)["members"]
+        # Matcher: the same photo, seen again today, is now a stranger.
+        photo = next((scenario.members_dir / member).iterdir())
+        seen = next(a.at for a in scenario.appearances if a.person == member)
+        frame = Frame(photo.read_bytes(), "entrance", seen + timedelta(hours=3), "after-erasure")
+        producer = make_producer(pipeline.kafka_bootstrap)
+        publish(producer, pipeline.topics.frames, scenario.store, [frame])
+        producer.close()
+        _wait(pipeline, 120)
+        last = decode(MatchEvent, read_topic(pipeline, pipeline.topics.matches)[-1].value)
+        assert last.frame_id == frame_id(scenario.store, frame)
+        assert (last.kind, last.member_id) == ("new", None)
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_live_matcher(client: redis.Redis, settings: PipelineSettings) -> None:
+    deadline = time.monotonic() + 120
+    while not live_matchers(client, settings.redis_prefix):
+        assert time.monotonic() < deadline, "the matcher never registered"
+        time.sleep(0.5)
