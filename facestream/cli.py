@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from facestream.runtime.logs import configure_logging
+from facestream.runtime.settings import PipelineSettings
 from services.detector.images import ImageError
 from services.matcher.gallery import (
     DEFAULT_MARGIN,
@@ -150,9 +151,8 @@ def enroll(
 
     if members_dir is not None:
         from facestream.members import publish_members
-        from facestream.runtime.settings import PipelineSettings
 
-        _emit(publish_members(members_dir, PipelineSettings(), workers=workers, progress=True))
+        _emit(publish_members(members_dir, _local_settings(), workers=workers, progress=True))
         return
     if folder is None or gallery_path is None:
         _fail("give FOLDER and --gallery FILE, or --members DIR")
@@ -434,13 +434,12 @@ def replay(
 ) -> None:
     """Run a whole replay: stack, workers, members, frames; print the day's stats."""
     from facestream import replay as replay_module
-    from facestream.runtime.settings import PipelineSettings
 
     stats = replay_module.run(
         store=store,
         members=members,
         manifest=manifest,
-        settings=PipelineSettings(),
+        settings=_local_settings(),
         timezone=timezone,
         echo=lambda line: click.echo(line, err=as_json),
         show_events=not quiet,
@@ -449,6 +448,25 @@ def replay(
         _emit(stats)
         return
     click.echo(_stats_table(stats))
+
+
+def _local_settings(**overrides: str) -> PipelineSettings:
+    """Pipeline settings for commands that run the local stack: unless Kafka and Redis are named
+    explicitly (FACESTREAM_KAFKA_BOOTSTRAP, FACESTREAM_REDIS_URL), the ones `facestream stack`
+    runs, on the ports it is configured with."""
+    from facestream import stack
+
+    cfg = stack.StackConfig.from_env()
+    local = {
+        "kafka_bootstrap": stack.kafka_bootstrap(cfg),
+        "redis_url": stack.redis_url(cfg),
+    }
+    explicit = {
+        "kafka_bootstrap": "FACESTREAM_KAFKA_BOOTSTRAP",
+        "redis_url": "FACESTREAM_REDIS_URL",
+    }
+    defaults = {k: v for k, v in local.items() if explicit[k] not in os.environ}
+    return PipelineSettings(**{**defaults, **overrides})  # type: ignore[arg-type]
 
 
 def _stats_table(stats: dict[str, Any], truth: dict[str, Any] | None = None) -> str:
@@ -480,7 +498,6 @@ def demo(work: Path | None) -> None:
 
     from facestream import replay as replay_module
     from facestream import simulate
-    from facestream.runtime.settings import PipelineSettings
 
     root = datasets_dir()
     if not (root / "lfw-fold1" / "images").is_dir():
@@ -495,7 +512,7 @@ def demo(work: Path | None) -> None:
         )
         # A fresh topic prefix per run: the demo's numbers are its own, whatever ran before.
         tag = f"demo-{os.getpid()}-{int(time.time())}"
-        settings = PipelineSettings(topic_prefix=f"{tag}.", group_prefix=tag, redis_prefix=tag)
+        settings = _local_settings(topic_prefix=f"{tag}.", group_prefix=tag, redis_prefix=tag)
         stats = replay_module.run(
             store=scenario.store,
             members=scenario.members_dir,
