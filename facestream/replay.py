@@ -232,12 +232,13 @@ def run(
                 f"({sent.skipped} unreadable); waiting for the pipeline"
             )
             _wait_drained(settings, echo, timeout)
+        # Read before the stack it may have started goes down with its Redis.
+        return store_stats(store, day, settings)
     finally:
         if tail is not None:
             tail.stop()
         if started_stack:
             stack.down(config=cfg)
-    return store_stats(store, day, settings)
 
 
 def _wait_drained(settings: PipelineSettings, echo: Callable[[str], None], timeout: float) -> None:
