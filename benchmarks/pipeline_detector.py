@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks._common import median
-from benchmarks.pipeline_frames import FakeRecord, Frames, frame_record
+from benchmarks.pipeline_frames import Frames, frame_record
+from facestream.runtime.runner import Record
 from services.detector.engine import FaceEngine
 from services.detector.images import load_image
 from services.detector.worker import DetectorHandler
@@ -58,7 +59,7 @@ def cases(frames: Frames) -> list[Case]:
     return out
 
 
-def _records(case: Case, count: int, start: int) -> list[FakeRecord]:
+def _records(case: Case, count: int, start: int) -> list[Record]:
     now = datetime.now(UTC)
     return [
         frame_record(TOPIC, STORE, case.data, now, f"{case.name}-{start + i}.jpg", start + i)

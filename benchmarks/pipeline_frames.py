@@ -7,12 +7,13 @@ same pixels and texture and only finds nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from PIL import Image, ImageFilter
 
 from benchmarks.bench_engine import datasets, jpeg
+from facestream.runtime.runner import Record
 from schemas import FrameMeta
 from services.camera.publisher import Frame, frame_id
 from services.detector.engine import FaceEngine
@@ -20,19 +21,6 @@ from services.detector.images import load_image
 
 SCENE = "multi-face/obama-1080p.jpg"
 CAMERA = "cam-1"
-
-
-@dataclass(frozen=True)
-class FakeRecord:
-    """What a handler reads of a kafka-python ``ConsumerRecord``."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    timestamp: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,7 +66,7 @@ def camera_frame(data: bytes, captured_at: datetime, source: str) -> Frame:
 
 def frame_record(
     topic: str, store: str, data: bytes, captured_at: datetime, source: str, offset: int = 0
-) -> FakeRecord:
+) -> Record:
     """A ``frames.v1`` record as the camera publisher writes it (key = store id)."""
     frame = camera_frame(data, captured_at, source)
     meta = FrameMeta(
@@ -88,4 +76,4 @@ def frame_record(
         captured_at=captured_at,
         content_type=frame.content_type,
     )
-    return FakeRecord(topic, 0, offset, store.encode(), data, meta.to_headers())
+    return Record(topic, 0, offset, store.encode(), data, meta.to_headers())

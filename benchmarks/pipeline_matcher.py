@@ -28,8 +28,8 @@ from kafka.structs import TopicPartition
 from numpy.typing import NDArray
 
 from benchmarks._common import median
-from benchmarks.pipeline_frames import FakeRecord
 from benchmarks.pipeline_synthetic import EncodingModel, Vectors
+from facestream.runtime.runner import Record
 from facestream.runtime.settings import PipelineSettings
 from schemas import (
     Box,
@@ -192,7 +192,7 @@ class MatcherBench:
     def close(self) -> None:
         self.handler.close()
 
-    def _record(self, vector: Vectors) -> FakeRecord:
+    def _record(self, vector: Vectors) -> Record:
         self.offset += 1
         frame = derived_id("bench-frame", str(self.offset), str(time.time_ns()))
         obs = FaceObservation(
@@ -209,7 +209,7 @@ class MatcherBench:
             model_version=MODEL_VERSION,
             encoding=vector_to_wire(vector),
         )
-        return FakeRecord(self.topic, self.partition, self.offset, STORE.encode(), obs.to_bytes())
+        return Record(self.topic, self.partition, self.offset, STORE.encode(), obs.to_bytes())
 
     def probes(
         self,

@@ -147,12 +147,14 @@ def enroll(
 ) -> None:
     """Enroll every person in FOLDER (Name/*.jpg or ID_n.jpg) into the gallery file, or with
     --members DIR, into the pipeline (every matcher picks them up)."""
-    from facestream.enrollment import enroll_folder
+    from facestream.enrollment import enroll_folder, report_lines
 
     if members_dir is not None:
         from facestream.members import publish_members
+        from services.matcher.cli import print_members_report
 
-        _emit(publish_members(members_dir, _local_settings(), workers=workers, progress=True))
+        published = publish_members(members_dir, _local_settings(), workers=workers, progress=True)
+        print_members_report(published, as_json)
         return
     if folder is None or gallery_path is None:
         _fail("give FOLDER and --gallery FILE, or --members DIR")
@@ -172,10 +174,8 @@ def enroll(
     if as_json:
         _emit(summary)
         return
-    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
-    click.echo(f"{summary['photos']} photos: {counts}")
-    for s in summary["skipped"]:
-        click.echo(f"  skipped {s['path']}: {s['status']} ({s['detail']})")
+    for line in report_lines(summary):
+        click.echo(line)
     click.echo(f"gallery {gallery_path}: {len(gallery)} identities, {gallery.sample_count} samples")
 
 

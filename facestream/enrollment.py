@@ -85,6 +85,15 @@ class EnrollReport:
         }
 
 
+def report_lines(summary: dict[str, Any]) -> list[str]:
+    """Human-readable lines of a report's :meth:`EnrollReport.as_dict` (counts, then every
+    skipped photo with its reason)."""
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+    lines = [f"{summary['photos']} photos: {counts}"]
+    lines += [f"  skipped {s['path']}: {s['status']} ({s['detail']})" for s in summary["skipped"]]
+    return lines
+
+
 def judge(encoded: Encoded) -> tuple[str, str, Encoding | None]:
     """Decide what one encoded photo contributes: (status, detail, encoding or None)."""
     if encoded.error is not None:

@@ -54,6 +54,20 @@ class Output:
     """A short label for metrics (``observation``, ``match``, ``identity``, ...)."""
 
 
+@dataclass(frozen=True)
+class Record:
+    """The fields of a kafka-python ``ConsumerRecord`` that handlers read. Tests and benchmarks
+    build these to drive a handler without a broker."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+    timestamp: int = 0
+
+
 class Poison(Exception):
     """The record can never be handled (bad content); dead-letter it with ``reason``."""
 

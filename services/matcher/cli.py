@@ -1,7 +1,8 @@
 """Click commands of the matcher stage, registered on ``facestream`` by facestream/cli.py.
 
 * ``matcher``: run the matcher worker (also ``python -m services.matcher``);
-* ``enroll-members DIR``: enroll a folder of photos and publish the members to members.v1;
+* members are published by ``facestream enroll --members DIR`` (printed by
+  :func:`print_members_report`);
 * ``erase ID``: erase a member (member id) or a visitor (``store/face_id``), with confirmation.
 """
 
@@ -10,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
+from facestream.enrollment import report_lines
 from facestream.runtime.logs import configure_logging
 from facestream.runtime.settings import PipelineSettings
 
@@ -63,24 +64,13 @@ def matcher_command(max_idle_seconds: float | None) -> None:
         handler.close()
 
 
-@click.command("enroll-members")
-@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--workers", type=int, default=None, help="Encoding processes [default: cores].")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def enroll_members_command(folder: Path, workers: int | None, as_json: bool) -> None:
-    """Enroll every person in FOLDER (Name/*.jpg or ID_n.jpg) as members on members.v1."""
-    from facestream.members import publish_members
-
-    settings = PipelineSettings()
-    configure_logging(settings.log_level)
-    report = publish_members(folder, settings, workers=workers, progress=not as_json)
+def print_members_report(report: dict[str, Any], as_json: bool) -> None:
+    """What :func:`facestream.members.publish_members` did, as JSON or as lines."""
     if as_json:
         _emit(report)
         return
-    counts = ", ".join(f"{k} {v}" for k, v in report["counts"].items())
-    click.echo(f"{report['photos']} photos: {counts}")
-    for s in report["skipped"]:
-        click.echo(f"  skipped {s['path']}: {s['status']} ({s['detail']})")
+    for line in report_lines(report):
+        click.echo(line)
     for member_id, why in report["invalid"].items():
         click.echo(f"  not published {member_id}: {why}")
     click.echo(f"published {len(report['published'])} members to {report['topic']}")

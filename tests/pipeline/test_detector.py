@@ -11,7 +11,6 @@ import threading
 import time
 import zlib
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from kafka.structs import TopicPartition
 from PIL import Image
 from prometheus_client import REGISTRY
 
-from facestream.runtime.runner import Poison, Runner, make_producer
+from facestream.runtime.runner import Poison, Record, Runner, make_producer
 from facestream.runtime.settings import PipelineSettings
 from schemas import DeadLetter, FaceObservation, FrameMeta, decode
 from services.detector.engine import MODEL_VERSION, EngineConfig, FaceEngine
@@ -35,27 +34,19 @@ CAMERA = "door-1"
 T0 = datetime(2024, 5, 17, 9, 30, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class FakeRecord:
-    """What the handler reads of a kafka-python ConsumerRecord."""
-
-    value: bytes | None
-    key: bytes | None
-    headers: list[tuple[str, bytes]] | None
-    topic: str = "frames.v1"
-    partition: int = 0
-    offset: int = 0
+def fake(value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]] | None) -> Record:
+    return Record("frames.v1", 0, 0, key, value, headers)
 
 
 def meta(frame_id: str = "f-1", store: str = STORE, at: datetime = T0) -> FrameMeta:
     return FrameMeta(frame_id=frame_id, store_id=store, camera_id=CAMERA, captured_at=at)
 
 
-def frame(value: bytes | None, frame_id: str = "f-1", **headers: str) -> FakeRecord:
+def frame(value: bytes | None, frame_id: str = "f-1", **headers: str) -> Record:
     """A record as the camera publishes it; ``headers`` override single header values."""
     pairs = dict(meta(frame_id).to_headers())
     pairs.update({k: v.encode() for k, v in headers.items()})
-    return FakeRecord(value, STORE.encode(), list(pairs.items()))
+    return fake(value, STORE.encode(), list(pairs.items()))
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -163,16 +154,16 @@ POISON: list[tuple[str, Any, str]] = [
     ("truncated JPEG", lambda m: frame(_truncated(m)), "image_truncated"),
     ("GIF", lambda m: frame(gif()), "image_unsupported_format"),
     ("pixel bomb", lambda m: frame(pixel_bomb()), "image_too_large"),
-    ("no headers", lambda m: FakeRecord(wall(), STORE.encode(), None), "invalid"),
+    ("no headers", lambda m: fake(wall(), STORE.encode(), None), "invalid"),
     ("naive time", lambda m: frame(wall(), captured_at="2024-05-17T09:30:00"), "invalid"),
     ("bad store id", lambda m: frame(wall(), store_id="a/b"), "invalid"),
     ("unknown version", lambda m: frame(wall(), v="2"), "unknown_version"),
     (
         "other store key",
-        lambda m: FakeRecord(wall(), b"store-8", meta().to_headers()),
+        lambda m: fake(wall(), b"store-8", meta().to_headers()),
         "key_mismatch",
     ),
-    ("no key", lambda m: FakeRecord(wall(), None, meta().to_headers()), "key_mismatch"),
+    ("no key", lambda m: fake(wall(), None, meta().to_headers()), "key_mismatch"),
 ]
 
 
@@ -212,7 +203,7 @@ def committed_lag(settings: PipelineSettings, group: str, topic: str) -> int:
         consumer.close(autocommit=False)
 
 
-def send_all(settings: PipelineSettings, records: list[FakeRecord]) -> list[int]:
+def send_all(settings: PipelineSettings, records: list[Record]) -> list[int]:
     """Publish records to the frames topic in order; their offsets."""
     producer = make_producer(settings.kafka_bootstrap)
     try:
@@ -235,9 +226,9 @@ def test_runner_dead_letters_poison_and_goes_on(
         (frame(b"not an image", "p-1"), "image_not_an_image"),
         (frame(_truncated(multi), "p-2"), "image_truncated"),
         (frame(gif(), "p-3"), "image_unsupported_format"),
-        (FakeRecord(wall(), STORE.encode(), None), "invalid"),
+        (fake(wall(), STORE.encode(), None), "invalid"),
         (frame(wall(), "p-5", v="9"), "unknown_version"),
-        (FakeRecord(wall(), b"store-8", meta("p-6").to_headers()), "key_mismatch"),
+        (fake(wall(), b"store-8", meta("p-6").to_headers()), "key_mismatch"),
     ]
     good_b = frame((multi / "obama-240p.jpg").read_bytes(), "frame-b")
     offsets = send_all(pipeline, [good_a, *(p for p, _ in poison), good_b])
@@ -285,7 +276,7 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(
         headers = FrameMeta(
             frame_id=f"f-{i:02d}", store_id=STORE, camera_id=CAMERA, captured_at=at
         ).to_headers()
-        records.append(FakeRecord(photos[i % 3].read_bytes(), STORE.encode(), headers))
+        records.append(fake(photos[i % 3].read_bytes(), STORE.encode(), headers))
     expected = sum(faces[i % 3] for i in range(total))
     batch = 3
     env = pipeline_env(pipeline) | {"FACESTREAM_DETECTOR_MAX_BATCH": str(batch)}

@@ -13,7 +13,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from facestream.photos import encode_many, image_files
-from facestream.runtime.runner import Poison
+from facestream.runtime.runner import Poison, Record
 from facestream.runtime.settings import PipelineSettings
 from schemas import (
     Box,
@@ -80,21 +79,9 @@ def observation(store: str, obs_id: str, vector: Encoding, seconds: int = 0) -> 
     )
 
 
-@dataclass
-class Rec:
-    """What the runner hands a handler: the fields of a kafka-python ConsumerRecord."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-def record(settings: PipelineSettings, obs: FaceObservation, offset: int = 0) -> Rec:
+def record(settings: PipelineSettings, obs: FaceObservation, offset: int = 0) -> Record:
     part = partition_for(obs.store_id, PARTITIONS)
-    return Rec(settings.topics.encodings, part, offset, obs.store_id.encode(), obs.to_bytes())
+    return Record(settings.topics.encodings, part, offset, obs.store_id.encode(), obs.to_bytes())
 
 
 def produce(settings: PipelineSettings, topic: str, items: list[tuple[Any, ...]]) -> None:
@@ -335,12 +322,12 @@ def test_bad_observations_are_poison(
     handler = make_handler()
     good = record(pipeline, observation("s1", "f1:0", faces["Carl_Reiner"][0]))
     with pytest.raises(Poison) as caught:
-        handler.handle(Rec(good.topic, good.partition, 0, b"s2", good.value))
+        handler.handle(Record(good.topic, good.partition, 0, b"s2", good.value))
     assert caught.value.reason == "key_mismatch"
     with pytest.raises(Poison):
-        handler.handle(Rec(good.topic, good.partition, 0, None, good.value))
+        handler.handle(Record(good.topic, good.partition, 0, None, good.value))
     with pytest.raises(SchemaError):
-        handler.handle(Rec(good.topic, good.partition, 0, b"s1", b"{not json"))
+        handler.handle(Record(good.topic, good.partition, 0, b"s1", b"{not json"))
 
 
 # -- the matcher process ----------------------------------------------------------------------

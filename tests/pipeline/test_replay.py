@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 
@@ -72,6 +73,18 @@ def _start(stage: str, settings: PipelineSettings, timezone: str) -> subprocess.
     return subprocess.Popen([sys.executable, "-m", f"services.{stage}"], env=env)
 
 
+def _stop(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every worker, then wait (bounded) for each; kill what does not stop."""
+    procs = list(procs)
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def _progress(settings: PipelineSettings) -> replay.Progress:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     probe = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
@@ -125,13 +138,7 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(
         procs = {stage: _start(stage, pipeline, scenario.timezone) for stage in stages}
         _wait(pipeline, 240)
     finally:
-        for proc in procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(procs.values())
     stats = store_stats(scenario.store, scenario.day, pipeline)
     truth = scenario.truth()
     assert {k: stats[k] for k in KEYS} == {k: truth[k] for k in KEYS}
@@ -182,13 +189,7 @@ def test_erasure_reaches_every_copy(
         assert last.frame_id == frame_id(scenario.store, frame)
         assert (last.kind, last.member_id) == ("new", None)
     finally:
-        for proc in procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop(procs.values())
 
 
 def _wait_live_matcher(client: redis.Redis, settings: PipelineSettings) -> None:

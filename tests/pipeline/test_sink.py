@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +21,7 @@ from click.testing import CliRunner
 from kafka import KafkaConsumer, KafkaProducer
 
 from facestream.crm_example import Greeter
-from facestream.runtime.runner import Poison
+from facestream.runtime.runner import Poison, Record
 from facestream.runtime.settings import PipelineSettings
 from schemas import Box, DeadLetter, MatchEvent, SchemaError, decode, derived_id
 from services.sink.settings import SinkSettings
@@ -236,8 +235,8 @@ def test_purge_erases_a_person_but_keeps_the_counts(pipeline, client):
 def test_handler_plans_in_handle_and_applies_before_commit(pipeline, client):
     handler = SinkHandler(Applier(client, pipeline.redis_prefix), SINK)
 
-    def record(value: bytes, offset: int) -> SimpleNamespace:
-        return SimpleNamespace(topic="matches.v1", partition=0, offset=offset, value=value)
+    def record(value: bytes, offset: int) -> Record:
+        return Record("matches.v1", 0, offset, b"store-1", value)
 
     assert handler.handle(record(match("a", T0).to_bytes(), 0)) == []
     with pytest.raises(SchemaError):
