@@ -52,9 +52,11 @@ eval: install
 	$(BIN)/facestream eval identify --images ../shared/datasets/lfw-fold1/images \
 		--plot docs/identify-rates.png
 
-bench: install
-	$(BIN)/python -m benchmarks.bench_search
+# About 35 minutes on 2 cores; each prints its tables (docs/*benchmarks.md hold a recorded run).
+bench: install stack-up
 	$(BIN)/python -m benchmarks.bench_engine
+	$(BIN)/python -m benchmarks.bench_search
+	$(BIN)/python -m benchmarks.bench_pipeline
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
