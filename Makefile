@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest format eval bench all clean stack-up stack-down
+.PHONY: install run test lint typecheck pytest format eval bench all clean stack-up stack-down stack-status
 
 all: test
 
@@ -36,6 +36,9 @@ stack-up: install
 
 stack-down: install
 	$(BIN)/facestream stack down
+
+stack-status: install
+	$(BIN)/facestream stack status
 
 pytest: install stack-up
 	$(BIN)/pytest
