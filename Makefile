@@ -57,9 +57,9 @@ eval: install
 
 # About 35 minutes on 2 cores; each prints its tables (docs/*benchmarks.md hold a recorded run).
 bench: install stack-up
-	$(BIN)/python -m benchmarks.bench_engine
-	$(BIN)/python -m benchmarks.bench_search
-	$(BIN)/python -m benchmarks.bench_pipeline
+	$(BIN)/python -m benchmarks.engine
+	$(BIN)/python -m benchmarks.search
+	$(BIN)/python -m benchmarks.pipeline
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

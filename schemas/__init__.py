@@ -1,6 +1,6 @@
 """Message contracts of the facestream pipeline: versioned, frozen, validated at one boundary."""
 
-from schemas.messages import (
+from facestream.schemas.messages import (
     Box,
     DeadLetter,
     FaceObservation,
@@ -11,7 +11,7 @@ from schemas.messages import (
     derived_id,
     payload_field,
 )
-from schemas.wire import Message, SchemaError, decode, vector_from_wire, vector_to_wire
+from facestream.schemas.wire import Message, SchemaError, decode, vector_from_wire, vector_to_wire
 
 __all__ = [
     "Box",

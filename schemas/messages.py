@@ -23,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import AfterValidator, Field, StringConstraints, ValidationError
 
-from schemas.wire import Message, SchemaError, Vector, vector_from_wire
+from facestream.schemas.wire import Message, SchemaError, Vector, vector_from_wire
 
 # Ids travel in keys and Redis key names: keep them printable, short and free of separators
 # that mean something there ("/" splits identity keys, "{}" are Redis hash tags).

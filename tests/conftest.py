@@ -7,18 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from services.detector.engine import FaceEngine
+from facestream.core.datasets import datasets_root
+from facestream.core.engine import FaceEngine
 
-
-def _datasets() -> Path:
-    default = Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    return Path(os.environ.get("FACESTREAM_DATASETS", default))
+# Fixtures for the tests on the real broker and Redis (topics, settings per test).
+pytest_plugins = ("tests.kafka_fixtures",)
 
 
 @pytest.fixture(scope="session")
 def datasets() -> Path:
     """The datasets folder. Skipped locally when absent; under CI its absence is a failure."""
-    root = _datasets()
+    root = datasets_root()
     if not (root / "lfw-fold1" / "images").is_dir():
         message = f"sample photos not found at {root} (set FACESTREAM_DATASETS)"
         if os.environ.get("CI"):

@@ -36,7 +36,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from facestream.runtime import metrics
 from facestream.runtime.topics import Topics
-from schemas import DeadLetter, SchemaError, payload_field
+from facestream.schemas import DeadLetter, SchemaError, payload_field
 
 log = logging.getLogger(__name__)
 

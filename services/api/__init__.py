@@ -1,2 +1,2 @@
 """The HTTP face service: FastAPI app (:mod:`.app`), settings (:mod:`.settings`) and runner
-(:mod:`.server`). Imports nothing heavy, so ``python -m services.api`` starts fast."""
+(:mod:`.server`). Imports nothing heavy, so ``python -m facestream.services.api`` starts fast."""

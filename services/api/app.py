@@ -1,7 +1,7 @@
 """The HTTP face service: recognize, verify, enroll, erase and list identities.
 
 :func:`create_app` builds the FastAPI app around a gallery and a face engine; it does no work
-at import time. The endpoints are in :mod:`services.api.routes`.
+at import time. The endpoints are in :mod:`facestream.services.api.routes`.
 
 Uploads are bounded twice: each endpoint has a request body limit (checked against
 Content-Length before a byte is read, and counted again while the body streams in, for chunked
@@ -19,20 +19,20 @@ from fastapi import FastAPI, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 
-from services.api import routes
-from services.api.errors import install_error_handlers
-from services.api.metrics import create_metrics
-from services.api.middleware import (
+from facestream.core.engine import EngineConfig, FaceEngine
+from facestream.core.gallery import Gallery
+from facestream.services.api import routes
+from facestream.services.api.errors import install_error_handlers
+from facestream.services.api.metrics import create_metrics
+from facestream.services.api.middleware import (
     API_KEY_HEADER,
     ApiKeyMiddleware,
     BodyLimitMiddleware,
     MetricsMiddleware,
 )
-from services.api.routes import ApiContext
-from services.api.schemas import ErrorOut
-from services.api.settings import ApiSettings
-from services.detector.engine import EngineConfig, FaceEngine
-from services.matcher.gallery import Gallery
+from facestream.services.api.routes import ApiContext
+from facestream.services.api.schemas import ErrorOut
+from facestream.services.api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.detector.images import ImageError
+from facestream.core.images import ImageError
 
 log = logging.getLogger(__name__)
 

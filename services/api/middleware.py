@@ -15,8 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api.errors import error_response
-from services.api.metrics import ApiMetrics
+from facestream.services.api.errors import error_response
+from facestream.services.api.metrics import ApiMetrics
 
 log = logging.getLogger(__name__)
 

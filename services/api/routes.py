@@ -19,12 +19,15 @@ from fastapi import Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from facestream.enrollment import judge
-from facestream.photos import Encoded
-from facestream.verification import verify_images
-from services.api.errors import ApiError, image_error
-from services.api.metrics import ApiMetrics
-from services.api.schemas import (
+from facestream.core.engine import Encoding, Face, FaceEngine
+from facestream.core.enrollment import judge
+from facestream.core.gallery import Decision, Gallery, Identity, UnknownIdentity
+from facestream.core.images import ImageError, ImageTooLarge, RGBImage, load_image
+from facestream.core.photos import Encoded
+from facestream.core.verification import verify_images
+from facestream.services.api.errors import ApiError, image_error
+from facestream.services.api.metrics import ApiMetrics
+from facestream.services.api.schemas import (
     BoxOut,
     EnrollOut,
     ErasureOut,
@@ -37,10 +40,7 @@ from services.api.schemas import (
     RecognizeOut,
     VerifyOut,
 )
-from services.api.settings import ApiSettings
-from services.detector.engine import Encoding, Face, FaceEngine
-from services.detector.images import ImageError, ImageTooLarge, RGBImage, load_image
-from services.matcher.gallery import Decision, Gallery, Identity, UnknownIdentity
+from facestream.services.api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 

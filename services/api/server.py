@@ -7,9 +7,9 @@ import sys
 
 from pydantic import ValidationError
 
-from services.api.settings import ApiSettings
-from services.detector.engine import FaceEngine
-from services.matcher.gallery import Gallery, GalleryError
+from facestream.core.engine import FaceEngine
+from facestream.core.gallery import Gallery, GalleryError
+from facestream.services.api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def serve(
     """
     import uvicorn
 
-    from services.api.app import create_app
+    from facestream.services.api.app import create_app
 
     app = create_app(settings, gallery, engine)
     uvicorn.run(
@@ -63,7 +63,7 @@ def serve(
 
 
 def main() -> None:
-    """Entry point of ``python -m services.api``: every setting comes from the environment."""
+    """Entry point of ``python -m facestream.services.api``: settings from the environment."""
     try:
         settings = ApiSettings()
     except ValidationError as exc:

@@ -1,6 +1,6 @@
 """Settings of the HTTP face service, read from ``FACESTREAM_API_*`` environment variables.
 
-Built once in ``__main__`` (or by whoever calls :func:`services.api.server.serve`), never at
+Built once in ``__main__`` (or by whoever calls :func:`~.server.serve`), never at
 import time. The service refuses to start without an API key that looks like a real secret.
 """
 

@@ -1,9 +1,9 @@
-"""``python -m services.camera``: publish frames (see :mod:`services.camera.cli`)."""
+"""``python -m facestream.services.camera``: publish frames (see :mod:`.cli`)."""
 
 import logging
 import sys
 
-from services.camera.cli import camera_command
+from facestream.services.camera.cli import camera_command
 
 if __name__ == "__main__":
     logging.basicConfig(
@@ -12,4 +12,4 @@ if __name__ == "__main__":
         stream=sys.stderr,
     )
     logging.getLogger("kafka").setLevel(logging.WARNING)
-    camera_command(prog_name="python -m services.camera")
+    camera_command(prog_name="python -m facestream.services.camera")

@@ -1,4 +1,4 @@
-"""``facestream camera`` / ``python -m services.camera``: publish frames to ``frames.v1``.
+"""``facestream camera`` / ``python -m facestream.services.camera``: frames to ``frames.v1``.
 
 One source per run: ``--source DIR`` (the folder's images in name order, stamped now),
 ``--manifest CSV`` (``path,captured_at[,camera]``, times with a UTC offset, replayable) or
@@ -16,7 +16,7 @@ from kafka.errors import KafkaError
 
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
-from services.camera.publisher import (
+from facestream.services.camera.publisher import (
     CameraError,
     Frame,
     Skipped,
@@ -25,7 +25,7 @@ from services.camera.publisher import (
     frames_from_manifest,
     publish,
 )
-from services.camera.video import frames_from_video
+from facestream.services.camera.video import frames_from_video
 
 
 @click.command("camera")

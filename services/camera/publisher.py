@@ -1,5 +1,5 @@
 """Publish camera frames to ``frames.v1``: from a folder or a manifest of timed files (and from
-a video, with :mod:`services.camera.video`).
+a video, with :mod:`facestream.services.camera.video`).
 
 Each frame goes out as one record: key = the store id (one store, one partition, in order),
 value = the image bytes, headers = :class:`FrameMeta`. Frame ids are derived from the store,
@@ -22,8 +22,8 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 from pydantic import TypeAdapter, ValidationError
 
-from schemas import FrameMeta, derived_id
-from schemas.messages import Id
+from facestream.schemas import FrameMeta, derived_id
+from facestream.schemas.messages import Id
 
 log = logging.getLogger(__name__)
 

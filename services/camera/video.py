@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from services.camera.publisher import CameraError, Clock, Frame, utc_now
+from facestream.services.camera.publisher import CameraError, Clock, Frame, utc_now
 
 if TYPE_CHECKING:
     import cv2

@@ -1,4 +1,4 @@
-"""``facestream detector`` / ``python -m services.detector``: run the detector stage.
+"""``facestream detector`` / ``python -m facestream.services.detector``: run the detector stage.
 
 Builds the settings, configures logging, serves /metrics, and runs a :class:`Runner` over
 ``frames.v1`` with a :class:`DetectorHandler` until SIGTERM/SIGINT (or, with
@@ -32,12 +32,12 @@ def run_detector(max_idle_seconds: float | None = None, log_level: str | None = 
     """Run the detector stage with settings from the environment until stopped."""
     limit_threads()
     # Heavy imports (dlib, the Kafka client) after the thread limits are in the environment.
+    from facestream.core.engine import FaceEngine
     from facestream.runtime.logs import configure_logging
     from facestream.runtime.metrics import serve_metrics
     from facestream.runtime.runner import Runner
     from facestream.runtime.settings import PipelineSettings
-    from services.detector.engine import FaceEngine
-    from services.detector.worker import DetectorHandler, DetectorSettings
+    from facestream.services.detector.worker import DetectorHandler, DetectorSettings
 
     settings = PipelineSettings()
     detector = DetectorSettings()

@@ -18,11 +18,11 @@ from prometheus_client import Counter
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from facestream.core.engine import MODEL_VERSION, EngineConfig, Face, FaceEngine, Fallback
+from facestream.core.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 from facestream.runtime import metrics
 from facestream.runtime.runner import Handler, Output, Poison
-from schemas import Box, FaceObservation, FrameMeta, SchemaError, vector_to_wire
-from services.detector.engine import MODEL_VERSION, EngineConfig, Face, FaceEngine, Fallback
-from services.detector.images import DEFAULT_MAX_PIXELS, ImageError, load_image
+from facestream.schemas import Box, FaceObservation, FrameMeta, SchemaError, vector_to_wire
 
 log = logging.getLogger(__name__)
 

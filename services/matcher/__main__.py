@@ -1,6 +1,6 @@
-"""``python -m services.matcher``: run the matcher worker (see :mod:`services.matcher.cli`)."""
+"""``python -m facestream.services.matcher``: the matcher worker (see :mod:`.cli`)."""
 
-from services.matcher.cli import matcher_command
+from facestream.services.matcher.cli import matcher_command
 
 if __name__ == "__main__":
     matcher_command()

@@ -14,10 +14,10 @@ from typing import Any
 
 from numpy.typing import NDArray
 
-from schemas import MemberRecord, SchemaError, decode
-from services.matcher import metrics
-from services.matcher.changelog import ChangelogReader, is_recent
-from services.matcher.gallery import Decision, Gallery, GalleryConfig, Identity
+from facestream.core.gallery import Decision, Gallery, GalleryConfig, Identity
+from facestream.schemas import MemberRecord, SchemaError, decode
+from facestream.services.matcher import metrics
+from facestream.services.matcher.changelog import ChangelogReader, is_recent
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Final
 
 import redis
 
-from services.matcher import metrics
+from facestream.services.matcher import metrics
 
 log = logging.getLogger(__name__)
 

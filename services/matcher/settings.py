@@ -15,7 +15,7 @@ from typing import Final
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.matcher.gallery import DEFAULT_MARGIN, DEFAULT_THRESHOLD, IndexType
+from facestream.core.gallery import DEFAULT_MARGIN, DEFAULT_THRESHOLD, IndexType
 
 ENV_PREFIX: Final = "FACESTREAM_MATCHER_"
 

@@ -7,7 +7,7 @@ shards of identities partition *p*. What this matcher keeps of each identities p
 * an owned partition: every store in it (the matcher mints there);
 * a partition holding neighbours of an owned store: just those stores (read-only replicas);
 * any other partition: nothing, but it is still followed from its end, so that every matcher
-  sees every tombstone and can acknowledge an erasure (see :mod:`services.matcher.presence`).
+  sees every tombstone and can acknowledge an erasure (see :mod:`.presence`).
 
 A revoked partition is not dropped at once: it is kept, still following the changelog (so an
 erasure reaches it), until the next assignment says whether it is needed. An eager rebalance
@@ -23,34 +23,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka.partitioner.default import murmur2
 from numpy.typing import NDArray
 
-from schemas import IdentityRecord, SchemaError, decode
-from services.matcher import metrics
-from services.matcher.changelog import ChangelogReader, is_recent
-from services.matcher.gallery import Gallery, GalleryConfig, Identity
+from facestream.core.gallery import Gallery, GalleryConfig, Identity
+from facestream.schemas import IdentityRecord, SchemaError, decode
+from facestream.schemas.keys import identity_key, partition_for, split_identity_key
+from facestream.services.matcher import metrics
+from facestream.services.matcher.changelog import ChangelogReader, is_recent
 
 log = logging.getLogger(__name__)
 
 Keep = frozenset[str] | None
 """What is kept of a partition: None = every store, else just these stores."""
-
-
-def partition_for(store_id: str, partitions: int) -> int:
-    """The partition that kafka-python's default partitioner (murmur2, as the Java client's)
-    gives the key ``store_id`` in a topic of ``partitions`` partitions."""
-    return int((murmur2(store_id.encode()) & 0x7FFFFFFF) % partitions)
-
-
-def identity_key(store_id: str, face_id: str) -> str:
-    return f"{store_id}/{face_id}"
-
-
-def split_identity_key(key: str) -> tuple[str, str] | None:
-    """``(store, face_id)`` of an identities.v1 key, or None when it is not one."""
-    store, sep, face_id = key.partition("/")
-    return (store, face_id) if sep and store and face_id else None
 
 
 @dataclass(frozen=True)

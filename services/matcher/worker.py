@@ -1,8 +1,8 @@
 """The matcher stage: decide who each face on ``encodings.v1`` is, one match event per face.
 
 Per face (see docs/architecture.md, "Deciding who a face is"): members first (replicated tier,
-:mod:`services.matcher.member_tier`), then the store's visitor shard with its neighbours'
-replicas (:mod:`services.matcher.shards`), else a new FaceId derived from the observation id,
+:mod:`facestream.services.matcher.member_tier`), then the store's visitor shard with its neighbours'
+replicas (:mod:`.shards`), else a new FaceId derived from the observation id,
 added to the shard and written to ``identities.v1`` in the partition the observation came from.
 
 Replays are idempotent: ids are derived from the observation id, and an observation whose FaceId
@@ -21,17 +21,18 @@ from typing import Any, Literal
 import redis
 from kafka.structs import TopicPartition
 
+from facestream.core.gallery import GalleryConfig
 from facestream.runtime import metrics as runtime_metrics
 from facestream.runtime.runner import Fatal, Handler, Output, Poison
 from facestream.runtime.settings import PipelineSettings
-from schemas import FaceObservation, IdentityRecord, MatchEvent, decode, derived_id
-from services.matcher import metrics
-from services.matcher.changelog import ChangelogError
-from services.matcher.gallery import GalleryConfig
-from services.matcher.member_tier import MemberTier
-from services.matcher.presence import Presence
-from services.matcher.settings import MatcherSettings
-from services.matcher.shards import VisitorShards, identity_key, partition_for
+from facestream.schemas import FaceObservation, IdentityRecord, MatchEvent, decode, derived_id
+from facestream.schemas.keys import identity_key, partition_for
+from facestream.services.matcher import metrics
+from facestream.services.matcher.changelog import ChangelogError
+from facestream.services.matcher.member_tier import MemberTier
+from facestream.services.matcher.presence import Presence
+from facestream.services.matcher.settings import MatcherSettings
+from facestream.services.matcher.shards import VisitorShards
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class MatcherHandler(Handler):
     def start(self) -> None:
         """Read every member and start following identities.v1, then announce this matcher.
 
-        Raises :class:`~services.matcher.changelog.ChangelogError` when the topics cannot be
+        Raises :class:`~.changelog.ChangelogError` when the topics cannot be
         read in ``startup_timeout``: a matcher without its members would take them for
         strangers and mint FaceIds for them."""
         # Follow identities first: a tombstone produced after the heartbeat must be seen.

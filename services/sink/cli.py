@@ -1,4 +1,4 @@
-"""Entry point of the sink worker: ``facestream sink`` and ``python -m services.sink``."""
+"""The sink worker's entry: ``facestream sink``, ``python -m facestream.services.sink``."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from facestream.runtime import metrics
 from facestream.runtime.logs import configure_logging
 from facestream.runtime.runner import Runner
 from facestream.runtime.settings import PipelineSettings
-from services.sink.settings import SinkSettings
-from services.sink.store import Applier, redis_client
-from services.sink.worker import SinkHandler
+from facestream.services.sink.settings import SinkSettings
+from facestream.services.sink.store import Applier, redis_client
+from facestream.services.sink.worker import SinkHandler
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Reading a store's daily statistics: :func:`store_stats` and ``facestream stats``.
 
-The definitions (visit, PV, UV, new/returning, dwell) are in :mod:`services.sink.store`.
+The definitions (visit, PV, UV, new/returning, dwell) are in :mod:`facestream.services.sink.store`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import redis
 from pydantic import ValidationError
 
 from facestream.runtime.settings import PipelineSettings
-from services.sink.settings import SinkSettings
-from services.sink.store import StoreKeys, check_prefix, redis_client
+from facestream.services.sink.settings import SinkSettings
+from facestream.services.sink.store import StoreKeys, check_prefix, redis_client
 
 
 def store_stats(

@@ -57,9 +57,9 @@ from zoneinfo import ZoneInfo
 import redis
 
 from facestream.runtime.settings import PipelineSettings
-from schemas import MatchEvent
-from services.sink.script import APPLY_LUA
-from services.sink.settings import SinkSettings
+from facestream.schemas import MatchEvent
+from facestream.services.sink.script import APPLY_LUA
+from facestream.services.sink.settings import SinkSettings
 
 log = logging.getLogger(__name__)
 

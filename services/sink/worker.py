@@ -19,9 +19,9 @@ from prometheus_client import Counter
 
 from facestream.runtime import metrics
 from facestream.runtime.runner import Handler, Output, Poison
-from schemas import MatchEvent, decode
-from services.sink.settings import SinkSettings
-from services.sink.store import Applier, Plan, plan
+from facestream.schemas import MatchEvent, decode
+from facestream.services.sink.settings import SinkSettings
+from facestream.services.sink.store import Applier, Plan, plan
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class _Pending:
 
 
 class SinkHandler(Handler):
-    """Applies ``matches.v1`` records to Redis through :class:`~services.sink.store.Applier`."""
+    """Applies ``matches.v1`` records to Redis through :class:`~.store.Applier`."""
 
     stage = "sink"
 

@@ -1,0 +1,1 @@
+"""Administration of the running pipeline: publishing members, erasing people everywhere."""

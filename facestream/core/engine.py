@@ -1,0 +1,312 @@
+"""The face engine: find every face in an image, gate it on quality, and encode it (128-d dlib).
+
+Detection runs on a copy of the frame downscaled to ``max_detect_side`` (HOG's cost grows with
+the pixel count) and the boxes are mapped back; landmarks and encodings are computed on the
+full-resolution image, where the face has the most detail. When the first pass finds nothing,
+the configured fallbacks run in order and the first that finds a face wins; which one found
+each face is reported, and their costs are measured by ``benchmarks/engine/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import dlib
+import face_recognition_models
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+
+from facestream.core.images import DEFAULT_MAX_PIXELS, RGBImage, load_image
+
+log = logging.getLogger(__name__)
+
+Encoding = NDArray[np.float32]
+Fallback = Literal["upsample", "pad", "cnn"]
+ALL_FALLBACKS: Final[tuple[Fallback, ...]] = ("upsample", "pad", "cnn")
+MODEL_VERSION: Final = "dlib_face_recognition_resnet_model_v1"
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box in pixels of the original image; ``right`` and ``bottom`` are exclusive."""
+
+    top: int
+    right: int
+    bottom: int
+    left: int
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    def as_dict(self) -> dict[str, int]:
+        return {"top": self.top, "right": self.right, "bottom": self.bottom, "left": self.left}
+
+
+@dataclass(frozen=True)
+class Quality:
+    """The quality gate's verdict on one face; ``reasons`` is empty when it passed."""
+
+    size_px: int
+    sharpness: float
+    score: float
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face. ``encoding`` is None when the face failed the quality gate."""
+
+    box: Box
+    detector: str
+    quality: Quality
+    encoding: Encoding | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "box": self.box.as_dict(),
+            "detector": self.detector,
+            "quality": {
+                "passed": self.quality.passed,
+                "reasons": list(self.quality.reasons),
+                "size_px": self.quality.size_px,
+                "sharpness": round(self.quality.sharpness, 1),
+                "score": round(self.quality.score, 3),
+            },
+        }
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Tuning of detection, fallbacks and the quality gate.
+
+    Defaults were chosen on ../shared/datasets (see docs/accuracy.md): they find a face in every
+    LFW fold-1 image but a few, and reject nothing there that the matcher would get right.
+    """
+
+    max_detect_side: int = 1280
+    """Frames larger than this (longest side, pixels) are downscaled before detection."""
+    upsample_below: int = 800
+    """HOG runs with one upsampling step on detection images no larger than this, finding
+    faces down to about 40 px; on larger images it runs without (faces from about 80 px)."""
+    fallbacks: tuple[Fallback, ...] = ALL_FALLBACKS
+    """What to try, in order, when the first pass finds no face."""
+    fallback_max_side: int = 400
+    """Fallbacks only run on images up to this size (after downscaling): they are for
+    portraits and face crops. On an empty 480p camera frame they would cost 7-17 s (the CNN
+    detector alone is ~80x the first pass); on a 250 px crop about 1.7 s at worst."""
+    min_face_px: int = 40
+    """Smaller faces (box width or height, original pixels) fail the gate: too few pixels to
+    encode reliably."""
+    min_sharpness: float = 4.0
+    """Variance of the Laplacian of the face resized to 100x100 grey; below it is heavy blur.
+    The softest LFW face scores 5, a typical one 120."""
+    num_jitters: int = 1
+    landmarks: Literal["small", "large"] = "small"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+def _laplacian_variance(gray: NDArray[np.float32]) -> float:
+    lap = (
+        -4.0 * gray[1:-1, 1:-1]
+        + gray[:-2, 1:-1]
+        + gray[2:, 1:-1]
+        + gray[1:-1, :-2]
+        + gray[1:-1, 2:]
+    )
+    return float(lap.var())
+
+
+def sharpness(image: RGBImage, box: Box) -> float:
+    """Variance of the Laplacian of the face crop at a fixed 100x100, so scale does not matter."""
+    h, w = image.shape[:2]
+    top, bottom = max(0, box.top), min(h, box.bottom)
+    left, right = max(0, box.left), min(w, box.right)
+    if bottom - top < 3 or right - left < 3:
+        return 0.0
+    crop = Image.fromarray(image[top:bottom, left:right]).convert("L").resize((100, 100))
+    return _laplacian_variance(np.asarray(crop, dtype=np.float32))
+
+
+@dataclass
+class _Models:
+    hog: Any
+    cnn: Any
+    pose5: Any
+    pose68: Any
+    encoder: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_MODELS: _Models | None = None
+_MODELS_LOCK = threading.Lock()
+
+
+def _models() -> _Models:
+    """Load the dlib models once per process, on first use (never at import time)."""
+    global _MODELS
+    with _MODELS_LOCK:
+        if _MODELS is None:
+            started = time.perf_counter()
+            _MODELS = _Models(
+                hog=dlib.get_frontal_face_detector(),
+                cnn=dlib.cnn_face_detection_model_v1(
+                    face_recognition_models.cnn_face_detector_model_location()
+                ),
+                pose5=dlib.shape_predictor(
+                    face_recognition_models.pose_predictor_five_point_model_location()
+                ),
+                pose68=dlib.shape_predictor(
+                    face_recognition_models.pose_predictor_model_location()
+                ),
+                encoder=dlib.face_recognition_model_v1(
+                    face_recognition_models.face_recognition_model_location()
+                ),
+            )
+            log.debug("dlib models loaded in %.2fs", time.perf_counter() - started)
+        return _MODELS
+
+
+@dataclass(frozen=True)
+class _Detection:
+    rect: Any  # dlib.rectangle in original-image pixels
+    score: float
+    detector: str
+
+
+class FaceEngine:
+    """Detect, gate and encode faces. Thread-safe; one instance per process is enough."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self._m = _models()
+
+    # -- detection ---------------------------------------------------------------------------
+
+    def _hog(self, image: RGBImage, upsample: int) -> list[tuple[Any, float]]:
+        rects, scores, _ = self._m.hog.run(image, upsample, 0.0)
+        return list(zip(rects, scores, strict=True))
+
+    def _cnn(self, image: RGBImage) -> list[tuple[Any, float]]:
+        # The CNN detector is not documented as thread-safe; it is a rare fallback, so a lock
+        # costs nothing in practice.
+        with self._m.lock:
+            found = self._m.cnn(image, 1)
+        return [(d.rect, float(d.confidence)) for d in found]
+
+    def detect(self, image: RGBImage) -> list[_Detection]:
+        """Every face box in ``image``, in original pixels, best-first by detector score."""
+        cfg = self.config
+        h, w = image.shape[:2]
+        scale = min(1.0, cfg.max_detect_side / max(h, w))
+        small = image
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+        upsample = 1 if max(small.shape[:2]) <= cfg.upsample_below else 0
+        found = [(r, s, "hog") for r, s in self._hog(small, upsample)]
+        if not found and max(small.shape[:2]) <= cfg.fallback_max_side:
+            found = self._fallbacks(small, upsample)
+        dets = [
+            _Detection(_scale_rect(rect, 1.0 / scale, 0, 0), float(score), name)
+            for rect, score, name in found
+        ]
+        return sorted(dets, key=lambda d: -d.score)
+
+    def _fallbacks(self, small: RGBImage, upsample: int) -> list[tuple[Any, float, str]]:
+        for name in self.config.fallbacks:
+            if name == "upsample":
+                hits = self._hog(small, upsample + 1)
+                if hits:
+                    return [(r, s, "hog-upsample") for r, s in hits]
+            elif name == "pad":
+                # HOG needs some context around a face; tight pre-cropped faces lack it. Pad
+                # with the edge pixels by a quarter on each side and look again.
+                h, w = small.shape[:2]
+                ph, pw = h // 4, w // 4
+                padded = np.pad(small, ((ph, ph), (pw, pw), (0, 0)), mode="edge")
+                hits = self._hog(np.ascontiguousarray(padded), upsample + 1)
+                if hits:
+                    return [(_scale_rect(r, 1.0, -pw, -ph), s, "hog-pad") for r, s in hits]
+            elif name == "cnn":
+                hits = self._cnn(small)
+                if hits:
+                    return [(r, s, "cnn") for r, s in hits]
+        return []
+
+    # -- quality and encoding ----------------------------------------------------------------
+
+    def _quality(self, image: RGBImage, box: Box, score: float) -> Quality:
+        cfg = self.config
+        size = min(box.width, box.height)
+        sharp = sharpness(image, box)
+        reasons: list[str] = []
+        if size < cfg.min_face_px:
+            reasons.append("too_small")
+        if sharp < cfg.min_sharpness:
+            reasons.append("blurry")
+        return Quality(size_px=size, sharpness=sharp, score=score, reasons=tuple(reasons))
+
+    def _encode(self, image: RGBImage, rects: Sequence[Any]) -> list[Encoding]:
+        predictor = self._m.pose68 if self.config.landmarks == "large" else self._m.pose5
+        out: list[Encoding] = []
+        for rect in rects:
+            shape = predictor(image, rect)
+            vec = self._m.encoder.compute_face_descriptor(image, shape, self.config.num_jitters)
+            out.append(np.asarray(vec, dtype=np.float32))
+        return out
+
+    def faces(self, image: RGBImage) -> list[Face]:
+        """Detect every face in an RGB array, gate each on quality and encode those that pass."""
+        h, w = image.shape[:2]
+        dets = self.detect(image)
+        boxes = [_clip(d.rect, w, h) for d in dets]
+        qualities = [self._quality(image, box, d.score) for box, d in zip(boxes, dets, strict=True)]
+        passing = [d.rect for d, q in zip(dets, qualities, strict=True) if q.passed]
+        encodings = iter(self._encode(image, passing))
+        return [
+            Face(box, d.detector, q, next(encodings) if q.passed else None)
+            for box, d, q in zip(boxes, dets, qualities, strict=True)
+        ]
+
+    def faces_in(self, source: str | Path | bytes) -> list[Face]:
+        """Load an image (path or bytes, see :func:`load_image`) and return its faces."""
+        return self.faces(load_image(source, max_pixels=self.config.max_pixels))
+
+
+def _scale_rect(rect: Any, factor: float, dx: int, dy: int) -> Any:
+    return dlib.rectangle(
+        round((rect.left() + dx) * factor),
+        round((rect.top() + dy) * factor),
+        round((rect.right() + dx) * factor),
+        round((rect.bottom() + dy) * factor),
+    )
+
+
+def _clip(rect: Any, width: int, height: int) -> Box:
+    return Box(
+        top=max(0, int(rect.top())),
+        right=min(width, int(rect.right()) + 1),
+        bottom=min(height, int(rect.bottom()) + 1),
+        left=max(0, int(rect.left())),
+    )
+
+
+def face_distance(a: Encoding, b: Encoding) -> float:
+    """Euclidean distance between two encodings, dlib's unit (its tolerance is 0.6)."""
+    return float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)))

@@ -1,0 +1,1 @@
+"""A real local Kafka + Redis stack for development and tests, without Docker."""

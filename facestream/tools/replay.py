@@ -1,0 +1,264 @@
+"""One command for a whole replay: stack, workers, members, frames, wait, stats, clean up.
+
+``facestream replay`` starts what is not running (the local Kafka and Redis, one detector,
+matcher and sink process each), enrolls the members, publishes the manifest's frames with their
+real timestamps, waits until every stage has committed everything its input topic holds (so
+every frame has been through the sink), prints the store's stats for the manifest's day, and
+stops what it started.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.structs import TopicPartition
+
+from facestream.devstack import stack
+from facestream.runtime.settings import PipelineSettings
+from facestream.schemas import MatchEvent, SchemaError, decode
+
+log = logging.getLogger(__name__)
+
+STAGES: tuple[tuple[str, str], ...] = (
+    ("detector", "frames"),
+    ("matcher", "encodings"),
+    ("sink", "matches"),
+)
+
+
+class ReplayError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far each stage is: committed offsets against the end of its input topic."""
+
+    done: dict[str, int]
+    total: dict[str, int]
+
+    @property
+    def drained(self) -> bool:
+        return all(self.done[s] >= self.total[s] for s in self.total)
+
+    def line(self) -> str:
+        return "  ".join(f"{s} {self.done[s]}/{self.total[s]}" for s in self.total)
+
+
+def progress(settings: PipelineSettings, admin: KafkaAdminClient, probe: KafkaConsumer) -> Progress:
+    """Committed offsets of each stage's group against its input topic's end offsets."""
+    done: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for stage, kind in STAGES:
+        topic = getattr(settings.topics, kind)
+        parts = probe.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        ends = probe.end_offsets(tps) if tps else {}
+        group = settings.group(stage)
+        committed = admin.list_group_offsets({group: None}).get(group, {})
+        total[stage] = sum(ends.values())
+        done[stage] = sum(min(committed[tp].offset, ends[tp]) for tp in tps if tp in committed)
+    return Progress(done, total)
+
+
+def manifest_day(manifest: Path, timezone: str) -> date:
+    """The local date of the manifest's last frame: the day whose stats the replay prints."""
+    with manifest.open(newline="") as fh:
+        times = [datetime.fromisoformat(row["captured_at"]) for row in csv.DictReader(fh)]
+    if not times:
+        raise ReplayError(f"{manifest} has no frames")
+    return max(times).astimezone(ZoneInfo(timezone)).date()
+
+
+def _group_active(admin: KafkaAdminClient, group: str) -> bool:
+    try:
+        described = admin.describe_groups([group])
+    except Exception:  # an unknown group is "not running", whatever the client raises
+        return False
+    return bool(described.get(group, {}).get("members"))
+
+
+@contextmanager
+def workers(
+    settings: PipelineSettings, echo: Callable[[str], None], extra_env: dict[str, str]
+) -> Iterator[list[str]]:
+    """Start a worker process per stage whose consumer group has no live member; stop them
+    (SIGTERM, then a bounded wait) on the way out."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        env = {**os.environ, **settings.to_env(), "FACESTREAM_METRICS_PORT": "0", **extra_env}
+        for stage, _ in STAGES:
+            if _group_active(admin, settings.group(stage)):
+                echo(f"{stage}: already running")
+                continue
+            proc = subprocess.Popen(
+                [sys.executable, "-m", f"services.{stage}"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=None if log.isEnabledFor(logging.DEBUG) else subprocess.DEVNULL,
+            )
+            procs.append((stage, proc))
+        yield [s for s, _ in procs]
+    finally:
+        admin.close()
+        for _, proc in procs:
+            with suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for stage, proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in 30 s; killing it", stage)
+                proc.kill()
+                proc.wait()
+
+
+class EventTail(threading.Thread):
+    """Prints match events as they arrive (from the end of matches.v1 at start)."""
+
+    def __init__(self, settings: PipelineSettings, echo: Callable[[str], None], tz: str) -> None:
+        super().__init__(daemon=True)
+        self.echo = echo
+        self.tz = ZoneInfo(tz)
+        self._stop_event = threading.Event()
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
+        )
+        topic = settings.topics.matches
+        parts = self.consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        self.consumer.seek_to_end()
+        for tp in tps:  # resolve the end now, before any frame is published
+            self.consumer.position(tp)
+        self.seen: set[str] = set()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            for records in self.consumer.poll(timeout_ms=300).values():
+                for r in records:
+                    self._show(r.value)
+
+    def _show(self, value: bytes) -> None:
+        try:
+            ev = decode(MatchEvent, value)
+        except SchemaError:
+            return
+        if ev.event_id in self.seen:  # at-least-once: a replayed event is shown once
+            return
+        self.seen.add(ev.event_id)
+        who = {
+            "member": f"member {ev.member_id}",
+            "returning": f"returning visitor {ev.face_id}",
+            "new": f"new visitor {ev.face_id}",
+        }[ev.kind]
+        at = ev.captured_at.astimezone(self.tz).strftime("%a %H:%M")
+        dist = "" if ev.distance is None else f" (distance {ev.distance:.2f})"
+        self.echo(f"  {at} {ev.store_id}/{ev.camera_id}: {who}{dist}")
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+        self.consumer.close()
+
+
+def run(
+    *,
+    store: str,
+    members: Path | None,
+    manifest: Path,
+    settings: PipelineSettings,
+    timezone: str,
+    echo: Callable[[str], None],
+    show_events: bool = True,
+    timeout: float = 900.0,
+) -> dict[str, Any]:
+    """The whole replay; returns the store's stats for the manifest's day."""
+    from facestream.admin.members import publish_members
+    from facestream.runtime.runner import make_producer
+    from facestream.services.camera.publisher import frames_from_manifest, publish
+    from facestream.services.sink.stats import store_stats
+
+    day = manifest_day(manifest, timezone)
+    cfg = stack.StackConfig.from_env()
+    started_stack = False
+    if not stack.wait_ready(2.0, config=cfg):
+        echo("starting Kafka and Redis (first run installs them)...")
+        stack.up(config=cfg)
+        started_stack = True
+    stack.ensure_topics(prefix=settings.topic_prefix, config=cfg)
+    tail: EventTail | None = None
+    try:
+        # The sink buckets days in the store's time zone; replays must use the manifest's.
+        extra = {"FACESTREAM_SINK_STORE_TIMEZONES": json.dumps({store: timezone})}
+        with workers(settings, echo, extra) as started:
+            if started:
+                echo(f"started workers: {', '.join(started)}")
+            if members is not None:
+                report = publish_members(members, settings)
+                echo(
+                    f"members: published {len(report['published'])} "
+                    f"({', '.join(report['published'])}) from {report['photos']} photos"
+                )
+            if show_events:
+                tail = EventTail(settings, echo, timezone)
+                tail.start()
+            producer = make_producer(settings.kafka_bootstrap)
+            try:
+                sent = publish(
+                    producer, settings.topics.frames, store, frames_from_manifest(manifest)
+                )
+            finally:
+                producer.close()
+            echo(
+                f"published {sent.published} frames of {manifest.name} "
+                f"({sent.skipped} unreadable); waiting for the pipeline"
+            )
+            _wait_drained(settings, echo, timeout)
+        # Read before the stack it may have started goes down with its Redis.
+        return store_stats(store, day, settings)
+    finally:
+        if tail is not None:
+            tail.stop()
+        if started_stack:
+            stack.down(config=cfg)
+
+
+def _wait_drained(settings: PipelineSettings, echo: Callable[[str], None], timeout: float) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    probe = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    deadline = time.monotonic() + timeout
+    last_line = ""
+    stable = 0
+    try:
+        while time.monotonic() < deadline:
+            p = progress(settings, admin, probe)
+            if p.line() != last_line:
+                echo(f"  progress: {p.line()}")
+                last_line = p.line()
+            # Twice in a row: a stage's output lands in the next topic before it commits.
+            stable = stable + 1 if p.drained else 0
+            if stable >= 2:
+                return
+            time.sleep(1.0)
+        raise ReplayError(f"the pipeline did not drain in {timeout:.0f}s: {last_line}")
+    finally:
+        probe.close()
+        admin.close()

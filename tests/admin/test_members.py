@@ -1,0 +1,124 @@
+"""Members on the real topics: enroll a folder, recognise a member, erase members and visitors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from facestream.admin.members import erase, publish_members
+from facestream.core.engine import Encoding
+from facestream.core.photos import encode_many, image_files
+from facestream.runtime.settings import PipelineSettings
+from facestream.schemas import MatchEvent, MemberRecord, decode, derived_id
+from facestream.schemas.keys import partition_for
+from facestream.services.matcher.presence import live_matchers
+from tests.kafka_fixtures import PARTITIONS
+from tests.services.matcher.test_matcher import (
+    clean_redis,
+    events,
+    observation,
+    produce,
+    read_all,
+    start_matcher,
+)
+
+
+@pytest.fixture(autouse=True)
+def _redis_keys(pipeline: PipelineSettings) -> Iterator[None]:
+    yield
+    clean_redis(pipeline)
+
+
+@pytest.fixture(scope="module")
+def folder(lfw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two members with three photos each, and one folder whose name is not a valid id."""
+    root = tmp_path_factory.mktemp("members")
+    for name in ("Hugo_Chavez", "Gray_Davis"):
+        (root / name).mkdir()
+        for photo in image_files(lfw / name)[:3]:
+            (root / name / photo.name).symlink_to(photo)
+    (root / "not valid!").mkdir()
+    photo = image_files(lfw / "Gray_Davis")[3]
+    (root / "not valid!" / photo.name).symlink_to(photo)
+    return root
+
+
+@pytest.fixture(scope="module")
+def probe(lfw: Path) -> Encoding:
+    """A fourth photo of Hugo Chavez, not among the enrolled ones."""
+    [encoded] = encode_many([image_files(lfw / "Hugo_Chavez")[3]], workers=1)
+    face = next(f for f in encoded.faces if f.encoding is not None)
+    assert face.encoding is not None
+    return face.encoding
+
+
+def wait_for_events(settings: PipelineSettings, count: int) -> list[MatchEvent]:
+    got = events(read_all(settings, settings.topics.matches, count, timeout=30))
+    assert len(got) == count, got
+    return got
+
+
+def test_enroll_recognise_and_erase(
+    pipeline: PipelineSettings, folder: Path, probe: Encoding
+) -> None:
+    report = publish_members(folder, pipeline, workers=1)
+    assert report["published"] == ["Gray_Davis", "Hugo_Chavez"]
+    assert report["counts"] == {"enrolled": 7}
+    assert list(report["invalid"]) == ["not valid!"]
+    records = read_all(pipeline, pipeline.topics.members, 2)
+    hugo = decode(MemberRecord, next(r.value for r in records if r.key == b"Hugo_Chavez"))
+    assert (hugo.name, len(hugo.encodings)) == ("Hugo Chavez", 3)
+
+    matcher = start_matcher(pipeline, idle=60, FACESTREAM_MATCHER_MATCHER_ID="m1")
+    try:
+        encodings = pipeline.topics.encodings
+
+        def see(obs_id: str, count: int) -> MatchEvent:
+            produce(pipeline, encodings, [(b"s1", observation("s1", obs_id, probe).to_bytes())])
+            return wait_for_events(pipeline, count)[-1]
+
+        first = see("f1:0", 1)
+        assert (first.kind, first.member_id) == ("member", "Hugo_Chavez")
+
+        erased = erase("Hugo_Chavez", pipeline, timeout=20)
+        assert erased["confirmed"], erased
+        assert (erased["kind"], erased["acknowledged"]) == ("member", ["m1"])
+        assert erased["tombstone"]["topic"] == pipeline.topics.members
+        assert isinstance(erased["visits_purged"], int)
+
+        second = see("f2:0", 2)
+        assert (second.kind, second.member_id) == ("new", None)
+        assert second.face_id == derived_id("face", "f2:0")
+
+        # The visitor minted from the erased member's face is erased in turn.
+        subject = f"s1/{second.face_id}"
+        gone = erase(subject, pipeline, timeout=20)
+        assert gone["confirmed"] and gone["acknowledged"] == ["m1"], gone
+        assert gone["tombstone"]["partition"] == partition_for("s1", PARTITIONS)
+        third = see("f3:0", 3)
+        assert (third.kind, third.face_id) == ("new", derived_id("face", "f3:0"))
+    finally:
+        matcher.send_signal(signal.SIGTERM)
+        try:
+            _, err = matcher.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            matcher.kill()
+            raise
+    assert matcher.returncode == 0, err[-3000:]
+    # A clean stop leaves the heartbeat set: later erasures do not wait for it.
+    client = redis.Redis.from_url(pipeline.redis_url)
+    assert "m1" not in live_matchers(client, pipeline.redis_prefix)
+
+
+def test_erase_with_no_live_matcher(pipeline: PipelineSettings) -> None:
+    started = time.monotonic()
+    result = erase("s7/F-nobody", pipeline, timeout=5)
+    assert time.monotonic() - started < 5
+    assert (result["kind"], result["matchers"], result["confirmed"]) == ("visitor", [], True)
+    assert result["tombstone"]["partition"] == partition_for("s7", PARTITIONS)

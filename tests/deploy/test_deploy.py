@@ -1,0 +1,665 @@
+"""The deployment files, checked without Docker or a cluster.
+
+* ``docker-compose.yml`` against the Compose Specification's JSON schema (the copy that the
+  check-jsonschema package ships, so nothing is fetched), plus the start order it relies on.
+* ``Dockerfile`` and ``.dockerignore``: one non-root image, installed without ``-e``.
+* ``deploy/k8s``: every manifest as written and as kustomize renders each overlay (with
+  ``kubectl kustomize`` or ``kustomize``): hardened containers, probes, resources, no literal
+  secrets, KEDA ceilings within the partition count.
+* ``create-topics.sh`` against a stand-in for ``kafka-topics.sh`` that prints what Kafka 4.1
+  prints, compared with the topics of the local stack.
+* ``docs/events.md``: every example message decodes with the real contracts.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+import yaml
+
+from facestream import schemas
+from facestream.devstack.stack import topic_specs
+from facestream.schemas.wire import vector_from_wire
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+K8S = ROOT / "deploy" / "k8s"
+BASE = K8S / "base"
+TOPICS_SCRIPT = BASE / "create-topics.sh"
+EVENTS_DOC = ROOT / "docs" / "events.md"
+TARGETS = ("base", "overlays/dev", "overlays/prod")
+
+WORKERS = ("detector", "matcher", "sink")
+# Which consumer group and topic each autoscaled worker reads.
+SCALED = {
+    "detector": ("facestream-detector", "frames.v1"),
+    "matcher": ("facestream-matcher", "encodings.v1"),
+}
+SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL", re.IGNORECASE)
+URL_WITH_PASSWORD = re.compile(r"://[^/@\s:]*:[^/@\s]+@")
+
+
+def _yaml_docs(path: Path) -> list[Any]:
+    with path.open() as fh:
+        return [doc for doc in yaml.safe_load_all(fh) if doc is not None]
+
+
+def _in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+# --- docker-compose.yml -------------------------------------------------------------------------
+
+
+@cache
+def _compose() -> dict[str, Any]:
+    docs = _yaml_docs(COMPOSE)
+    assert len(docs) == 1
+    doc: dict[str, Any] = docs[0]
+    return doc
+
+
+@cache
+def _compose_schema() -> dict[str, Any]:
+    vendored = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    schema: dict[str, Any] = json.loads(vendored.joinpath("compose-spec.json").read_text())
+    return schema
+
+
+def _schema_errors(document: dict[str, Any]) -> list[str]:
+    schema = _compose_schema()
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+    return [f"{e.json_path}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = _compose()["services"]
+    return services
+
+
+def _facestream_services() -> dict[str, dict[str, Any]]:
+    return {name: svc for name, svc in _services().items() if "build" in svc}
+
+
+def test_compose_follows_the_compose_specification() -> None:
+    assert _compose_schema()["title"] == "Compose Specification"
+    assert _schema_errors(_compose()) == []
+
+
+def test_compose_schema_check_is_not_vacuous() -> None:
+    broken = copy.deepcopy(_compose())
+    broken["services"]["sink"]["depends_on"]["kafka"]["condition"] = "service_ready"
+    broken["services"]["api"]["healthcheck"]["interval"] = "often"
+    broken["services"]["detector"]["replicas_please"] = 2
+    errors = _schema_errors(broken)
+    assert any("sink" in e for e in errors)
+    assert any("api" in e for e in errors)
+    assert any("detector" in e for e in errors)
+
+
+def test_compose_waits_for_healthy_dependencies() -> None:
+    services = _services()
+    for name, svc in services.items():
+        for target, rule in svc.get("depends_on", {}).items():
+            assert target in services, f"{name} depends on unknown {target}"
+            if rule["condition"] == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} waits for {target}'s health"
+    for name, svc in _facestream_services().items():
+        deps = svc["depends_on"]
+        assert deps["kafka"] == {"condition": "service_healthy"}, name
+        assert deps["topics"] == {"condition": "service_completed_successfully"}, name
+        if "profiles" not in svc:
+            assert svc["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
+    for name in ("matcher", "sink", "api"):
+        assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}, name
+    assert services["topics"]["depends_on"] == {"kafka": {"condition": "service_healthy"}}
+
+
+def test_compose_runs_kafka_in_kraft_mode() -> None:
+    kafka = _services()["kafka"]
+    env = kafka["environment"]
+    assert kafka["image"] == "apache/kafka:4.1.2"
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    factors = [v for k, v in env.items() if k.endswith(("REPLICATION_FACTOR", "MIN_ISR"))]
+    assert factors and all(v == 1 for v in factors)
+    assert str(env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"]) == "false"
+    for svc in _facestream_services().values():
+        assert svc["environment"]["FACESTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092"
+    assert _services()["redis"]["image"] == "redis:7-alpine"
+
+
+def test_compose_builds_one_locked_down_image() -> None:
+    services = _facestream_services()
+    assert {"detector", "matcher", "sink", "api"} <= services.keys()
+    for name, svc in services.items():
+        assert svc["build"] == ".", name
+        assert svc["image"] == services["api"]["image"], name
+        assert svc["read_only"] is True, name
+        assert "/tmp" in svc["tmpfs"], name
+        assert svc["cap_drop"] == ["ALL"], name
+    assert services["detector"]["deploy"]["replicas"] == 2
+    default_partitions = re.fullmatch(
+        r"\$\{FACESTREAM_TOPIC_PARTITIONS:-(\d+)\}",
+        _services()["topics"]["environment"]["FACESTREAM_TOPIC_PARTITIONS"],
+    )
+    assert default_partitions is not None
+    assert services["detector"]["deploy"]["replicas"] <= int(default_partitions.group(1))
+
+
+def test_compose_holds_no_secret() -> None:
+    api_key = _services()["api"]["environment"]["FACESTREAM_API_KEY"]
+    assert re.fullmatch(r"\$\{FACESTREAM_API_KEY:\?[^}]+\}", api_key)
+    for name, svc in _services().items():
+        env = svc.get("environment", {})
+        assert isinstance(env, dict), f"{name}: environment as a mapping"
+        for key, value in env.items():
+            text = str(value)
+            assert not URL_WITH_PASSWORD.search(text), f"{name}.{key}"
+            if SECRET_NAME.search(key):
+                assert text.startswith("${"), f"{name}.{key} must come from the environment"
+
+
+def test_compose_topics_service_runs_the_shared_script() -> None:
+    topics = _services()["topics"]
+    assert topics["image"] == _services()["kafka"]["image"]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in topics["volumes"]}
+    script = topics["command"][-1]
+    assert (ROOT / mounts[script]).resolve() == TOPICS_SCRIPT
+
+
+# --- Dockerfile ---------------------------------------------------------------------------------
+
+
+def _dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    lines = [ln for ln in DOCKERFILE.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    out = []
+    for line in joined.splitlines():
+        if line.strip():
+            word, _, rest = line.strip().partition(" ")
+            out.append((word.upper(), " ".join(rest.split())))
+    return out
+
+
+def test_dockerfile_installs_the_package_for_a_non_root_read_only_container() -> None:
+    steps = _dockerfile_instructions()
+    args = [a for i, a in steps if i == "ARG"]
+    assert "PYTHON_IMAGE=python:3.11-slim" in args
+    assert all(a.split()[0] == "${PYTHON_IMAGE}" for i, a in steps if i == "FROM")
+    runs = " && ".join(a for i, a in steps if i == "RUN")
+    assert "pip install . " in runs + " "
+    assert "pip install -e" not in runs and "--editable" not in runs
+    assert "pip install --no-deps face_recognition==1.3.0" in runs
+    env = " ".join(a for i, a in steps if i == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
+    users = [a for i, a in steps if i == "USER"]
+    assert users and re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]), "a numeric non-root user"
+    assert [a for i, a in steps if i == "ENTRYPOINT"] == ['["facestream"]']
+
+
+def test_dockerignore_admits_exactly_what_the_image_copies() -> None:
+    rules = [
+        ln.strip()
+        for ln in DOCKERIGNORE.read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
+    assert rules[0] == "*", "ignore everything, then admit what the build needs"
+    admitted = {r[1:].rstrip("/") for r in rules if r.startswith("!")}
+    copied: set[str] = set()
+    for instruction, arguments in _dockerfile_instructions():
+        if instruction == "COPY" and "--from=" not in arguments:
+            copied.update(s.rstrip("/") for s in arguments.split()[:-1])
+    assert copied == admitted
+    assert all((ROOT / path).exists() for path in copied)
+
+
+# --- Kubernetes manifests -----------------------------------------------------------------------
+
+
+def _manifest_files() -> list[Path]:
+    return sorted(K8S.rglob("*.yaml"))
+
+
+def _kustomizations() -> list[Path]:
+    return [p for p in _manifest_files() if p.name == "kustomization.yaml"]
+
+
+def test_every_manifest_parses() -> None:
+    assert len(_manifest_files()) >= 8
+    for path in _manifest_files():
+        docs = _yaml_docs(path)
+        assert docs, path
+        for doc in docs:
+            assert isinstance(doc, dict), path
+            if path.name == "kustomization.yaml":
+                assert doc["kind"] == "Kustomization", path
+            else:
+                assert {"apiVersion", "kind", "metadata"} <= doc.keys(), path
+
+
+def test_kustomizations_list_files_that_exist_and_nothing_is_left_out() -> None:
+    referenced: set[Path] = set()
+    for kustomization in _kustomizations():
+        here = kustomization.parent
+        doc = _yaml_docs(kustomization)[0]
+        for entry in doc.get("resources", []) + doc.get("components", []):
+            target = (here / entry).resolve()
+            assert target.exists(), f"{kustomization}: {entry}"
+            if target.is_dir():
+                assert (target / "kustomization.yaml").is_file(), f"{kustomization}: {entry}"
+            referenced.add(target)
+        for patch in doc.get("patches", []):
+            assert ("path" in patch) != ("patch" in patch), f"{kustomization}: {patch}"
+            if "path" in patch:
+                assert (here / patch["path"]).is_file(), f"{kustomization}: {patch['path']}"
+                referenced.add((here / patch["path"]).resolve())
+        for generator in doc.get("configMapGenerator", []) + doc.get("secretGenerator", []):
+            for entry in generator.get("files", []):
+                source = entry.split("=", 1)[-1]
+                assert (here / source).is_file(), f"{kustomization}: {source}"
+                referenced.add((here / source).resolve())
+        assert not doc.get("secretGenerator"), "secrets are created in the cluster, not here"
+    for path in K8S.rglob("*"):
+        if path.is_file() and path.name != "kustomization.yaml":
+            assert path.resolve() in referenced, f"{path} is not used by any kustomization"
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc.get("spec", {})
+    pod = spec.get("template", {}).get("spec", {})
+    containers: list[dict[str, Any]] = pod.get("containers", []) + pod.get("initContainers", [])
+    return containers
+
+
+def _quantity(value: str | int | float) -> float:
+    """A Kubernetes quantity ("500m", "768Mi", "1", "2G") as a number of base units."""
+    text = str(value)
+    factors = {
+        "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+        "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40,
+    }  # fmt: skip
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([a-zA-Z]*)", text)
+    assert match and (match.group(2) in factors or not match.group(2)), f"quantity {text!r}"
+    return float(match.group(1)) * factors.get(match.group(2), 1.0)
+
+
+def _workload_problems(docs: list[dict[str, Any]]) -> Iterator[str]:
+    """Everything wrong with the workloads in ``docs``, one line each."""
+    for doc in docs:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        if pod.get("automountServiceAccountToken") is not False:
+            yield f"{kind}/{name}: mounts a service account token it does not need"
+        pod_context = pod.get("securityContext", {})
+        for c in _containers(doc):
+            where = f"{kind}/{name}/{c['name']}"
+            image = c.get("image", "")
+            tagged = re.fullmatch(r"[^@:]+(:[^/:@]+)?(@sha256:[0-9a-f]{64})?", image)
+            if not tagged or not (tagged.group(1) or tagged.group(2)):
+                yield f"{where}: image {image!r} has no tag or digest"
+            elif tagged.group(1) == ":latest":
+                yield f"{where}: image {image!r} uses latest"
+            resources = c.get("resources", {})
+            requests, limits = resources.get("requests", {}), resources.get("limits", {})
+            if not {"cpu", "memory"} <= requests.keys():
+                yield f"{where}: resources.requests needs cpu and memory"
+            if "memory" not in limits:
+                yield f"{where}: resources.limits needs memory"
+            for res in ("cpu", "memory"):
+                both = res in requests and res in limits
+                if both and _quantity(requests[res]) > _quantity(limits[res]):
+                    yield f"{where}: {res} request {requests[res]} > limit {limits[res]}"
+            ctx = c.get("securityContext", {})
+            if ctx.get("readOnlyRootFilesystem") is not True:
+                yield f"{where}: readOnlyRootFilesystem must be true"
+            if not (ctx.get("runAsNonRoot") or pod_context.get("runAsNonRoot")):
+                yield f"{where}: runAsNonRoot must be true"
+            if ctx.get("allowPrivilegeEscalation") is not False:
+                yield f"{where}: allowPrivilegeEscalation must be false"
+            if ctx.get("capabilities", {}).get("drop") != ["ALL"]:
+                yield f"{where}: capabilities must drop ALL"
+            for env in c.get("env", []):
+                if "value" in env and (
+                    SECRET_NAME.search(env["name"]) or URL_WITH_PASSWORD.search(str(env["value"]))
+                ):
+                    yield f"{where}: {env['name']} is a literal; use valueFrom.secretKeyRef"
+            if kind == "Job":
+                continue
+            role = (c.get("args") or c.get("command") or [""])[0]
+            path = "/metrics" if role in WORKERS else "/health"
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                http = c.get(probe, {}).get("httpGet", {})
+                if http.get("path") != path:
+                    yield f"{where}: {probe} must GET {path}"
+        if kind == "Deployment":
+            grace = pod.get("terminationGracePeriodSeconds", 30)
+            if not 30 <= grace <= 120:
+                yield f"{kind}/{name}: terminationGracePeriodSeconds {grace} not in 30..120"
+
+
+def _raw_docs(directory: Path) -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted(directory.glob("*.yaml")):
+        if path.name != "kustomization.yaml":
+            docs.extend(_yaml_docs(path))
+    return docs
+
+
+def test_base_manifests_as_written_are_hardened() -> None:
+    docs = _raw_docs(BASE)
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for worker in WORKERS:
+        assert ("Deployment", worker) in kinds
+        assert ("Service", f"{worker}-metrics") in kinds
+    assert {("Deployment", "api"), ("Service", "api"), ("Job", "topics")} <= kinds
+    assert ("PodDisruptionBudget", "matcher") in kinds
+    assert {("ScaledObject", name) for name in SCALED} <= kinds
+    assert list(_workload_problems(docs)) == []
+
+
+def _kustomize_command() -> list[str] | None:
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    return None
+
+
+@cache
+def _render(target: str) -> tuple[dict[str, Any], ...]:
+    command = _kustomize_command()
+    assert command is not None
+    result = subprocess.run(
+        [*command, str(K8S / target)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc is not None)
+
+
+@pytest.fixture(params=TARGETS)
+def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """The manifests of one kustomize target, as the cluster would receive them."""
+    if _kustomize_command() is None:
+        message = "neither kustomize nor kubectl is installed"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return list(_render(request.param))
+
+
+def _one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The object of ``kind`` named ``name`` (a generated ConfigMap may carry a hash suffix)."""
+    found = [
+        d
+        for d in docs
+        if d["kind"] == kind and re.fullmatch(rf"{name}(-[a-z0-9]{{10}})?", d["metadata"]["name"])
+    ]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def test_rendered_workloads_are_hardened(rendered: list[dict[str, Any]]) -> None:
+    assert list(_workload_problems(rendered)) == []
+    assert not [d for d in rendered if d["kind"] == "Secret"], "secret values stay out of git"
+
+
+def test_autoscaling_stays_within_the_partitions(rendered: list[dict[str, Any]]) -> None:
+    topics = _one(rendered, "ConfigMap", "facestream-topics")["data"]
+    config = _one(rendered, "ConfigMap", "facestream-config")["data"]
+    partitions = int(topics["FACESTREAM_TOPIC_PARTITIONS"])
+    scaled = [d for d in rendered if d["kind"] == "ScaledObject"]
+    for obj in scaled:
+        name, spec = obj["metadata"]["name"], obj["spec"]
+        assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions, name
+        target = _one(rendered, "Deployment", spec["scaleTargetRef"]["name"])
+        assert "replicas" not in target["spec"], f"{name}: the ScaledObject owns the count"
+        (trigger,) = spec["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "kafka"
+        assert (meta["consumerGroup"], meta["topic"]) == SCALED[name]
+        assert meta["bootstrapServers"] == config["FACESTREAM_KAFKA_BOOTSTRAP"], name
+        assert meta.get("allowIdleConsumers", "false") == "false", name
+        assert int(meta["lagThreshold"]) > 0
+    names = {d["metadata"]["name"] for d in scaled}
+    if names:
+        assert names == SCALED.keys()
+    else:  # without KEDA every worker has a fixed count
+        for worker in SCALED:
+            assert _one(rendered, "Deployment", worker)["spec"]["replicas"] >= 1
+
+
+def test_services_probes_and_budgets_point_at_real_ports(rendered: list[dict[str, Any]]) -> None:
+    config = _one(rendered, "ConfigMap", "facestream-config")["data"]
+    metrics_port = int(config["FACESTREAM_METRICS_PORT"])
+    deployments = [d for d in rendered if d["kind"] == "Deployment"]
+    for svc in (d for d in rendered if d["kind"] in ("Service", "PodDisruptionBudget")):
+        selector = svc["spec"]["selector"]
+        labels = selector.get("matchLabels", selector)
+        matched = [
+            d
+            for d in deployments
+            if labels.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(matched) == 1, f"{svc['kind']}/{svc['metadata']['name']} selects {labels}"
+        ports = {p["name"]: p["containerPort"] for c in _containers(matched[0]) for p in c["ports"]}
+        for port in svc["spec"].get("ports", []):
+            assert port["targetPort"] in ports, svc["metadata"]["name"]
+    for deployment in deployments:
+        (container,) = _containers(deployment)
+        assert any(
+            ref.get("configMapRef", {}).get("name", "").startswith("facestream-config")
+            for ref in container["envFrom"]
+        )
+        if container["args"][0] in WORKERS:
+            assert container["ports"] == [{"name": "metrics", "containerPort": metrics_port}]
+            annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/port"] == str(metrics_port)
+    budget = _one(rendered, "PodDisruptionBudget", "matcher")
+    assert budget["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "matcher"
+
+
+def test_api_key_comes_from_a_secret(rendered: list[dict[str, Any]]) -> None:
+    (api,) = _containers(_one(rendered, "Deployment", "api"))
+    (key,) = [e for e in api["env"] if e["name"] == "FACESTREAM_API_KEY"]
+    assert set(key) == {"name", "valueFrom"}
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "facestream-api", "key": "api-key"}
+    for cm in (d for d in rendered if d["kind"] == "ConfigMap"):
+        for name, value in cm["data"].items():
+            assert not SECRET_NAME.search(name), f"{cm['metadata']['name']}: {name}"
+            assert not URL_WITH_PASSWORD.search(value), f"{cm['metadata']['name']}: {name}"
+
+
+def test_topics_job_runs_the_script_in_the_repository(rendered: list[dict[str, Any]]) -> None:
+    job = _one(rendered, "Job", "topics")
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    script = _one(rendered, "ConfigMap", volumes["script"]["configMap"]["name"])
+    assert script["data"]["create-topics.sh"] == TOPICS_SCRIPT.read_text()
+    (container,) = _containers(job)
+    assert container["command"] == ["bash", "/opt/facestream/create-topics.sh"]
+    assert container["image"] == _services()["kafka"]["image"]
+
+
+# --- create-topics.sh ---------------------------------------------------------------------------
+
+# Stands in for kafka-topics.sh: remembers created topics in $STUB_STATE and describes them in the
+# format of Kafka 4.1 (a summary line, then one indented line per partition).
+FAKE_KAFKA_TOPICS = r"""#!/usr/bin/env bash
+set -euo pipefail
+mode= topic= parts= configs=()
+while (($#)); do
+  case "$1" in
+    --create) mode=create ;;
+    --describe) mode=describe ;;
+    --topic) topic=$2; shift ;;
+    --partitions) parts=$2; shift ;;
+    --config) configs+=("$2"); shift ;;
+    --bootstrap-server|--replication-factor) shift ;;
+  esac
+  shift
+done
+touch "$STUB_STATE"
+if [[ $mode == create ]]; then
+  if ! awk -v t="$topic" '$1 == t { found = 1 } END { exit !found }' "$STUB_STATE"; then
+    joined=$(IFS=,; echo "min.insync.replicas=1${configs[*]:+,${configs[*]}}")
+    echo "$topic $parts $joined" >> "$STUB_STATE"
+  fi
+else
+  summary='Topic: %s\tTopicId: AAAAAAAAAAAAAAAAAAAAAA\tPartitionCount: %s\tReplicationFactor: 1'
+  partition='\tTopic: %s\tPartition: 0\tLeader: 1\tReplicas: 1\tIsr: 1\tElr: \tLastKnownElr: \n'
+  while read -r t p c; do
+    printf "$summary\tConfigs: %s\n" "$t" "$p" "$c"
+    printf "$partition" "$t"
+  done < "$STUB_STATE"
+fi
+"""
+
+
+def _run_topics_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    tool = tmp_path / "kafka-topics.sh"
+    tool.write_text(FAKE_KAFKA_TOPICS)
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "KAFKA_TOPICS": str(tool),
+        "STUB_STATE": str(tmp_path / "topics.txt"),
+        "FACESTREAM_KAFKA_BOOTSTRAP": "kafka:9092",
+        **env,
+    }
+    return subprocess.run(
+        ["bash", str(TOPICS_SCRIPT)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def _created(tmp_path: Path) -> dict[str, tuple[int, str]]:
+    created = {}
+    for line in (tmp_path / "topics.txt").read_text().splitlines():
+        name, partitions, configs = line.split(" ")
+        created[name] = (int(partitions), configs)
+    return created
+
+
+@pytest.mark.parametrize("partitions", [4, 12])
+def test_topics_script_creates_the_topics_of_the_local_stack(
+    tmp_path: Path, partitions: int
+) -> None:
+    result = _run_topics_script(tmp_path, FACESTREAM_TOPIC_PARTITIONS=str(partitions))
+    assert result.returncode == 0, result.stderr
+    created = _created(tmp_path)
+    expected = topic_specs(partitions)
+    assert set(created) == {spec.name for spec in expected}
+    for spec in expected:
+        count, configs = created[spec.name]
+        assert count == spec.partitions, spec.name
+        compacted = "cleanup.policy=compact" in configs.split(",")
+        assert compacted == (spec.config.get("cleanup.policy") == "compact"), spec.name
+        if spec.name.endswith(".dlq"):
+            assert "max.message.bytes=2097152" in configs.split(",")
+    # Raw face images are kept one day; match events no longer than the sink deduplicates.
+    assert {"retention.ms=86400000", "max.message.bytes=8388608"} <= set(
+        created["frames.v1"][1].split(",")
+    )
+    assert "retention.ms=604800000" in created["matches.v1"][1].split(",")
+    assert created["identities.v1"][0] == created["encodings.v1"][0]
+    # Idempotent: a second run creates nothing and still passes.
+    again = _run_topics_script(tmp_path, FACESTREAM_TOPIC_PARTITIONS=str(partitions))
+    assert again.returncode == 0, again.stderr
+    assert _created(tmp_path) == created
+
+
+def test_topics_script_applies_the_prefix(tmp_path: Path) -> None:
+    result = _run_topics_script(tmp_path, FACESTREAM_TOPIC_PREFIX="acme.")
+    assert result.returncode == 0, result.stderr
+    assert all(name.startswith("acme.") for name in _created(tmp_path))
+
+
+def test_topics_script_refuses_existing_topics_with_other_partition_counts(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "topics.txt").write_text("identities.v1 8 cleanup.policy=compact\n")
+    result = _run_topics_script(tmp_path, FACESTREAM_TOPIC_PARTITIONS="4")
+    assert result.returncode == 1
+    assert "identities.v1 has 8 partitions, expected 4" in result.stderr
+    (tmp_path / "topics.txt").write_text("members.v1 1 min.insync.replicas=1\n")
+    result = _run_topics_script(tmp_path)
+    assert result.returncode == 1
+    assert "members.v1 must be compacted" in result.stderr
+
+
+def test_topics_script_rejects_a_bad_partition_count(tmp_path: Path) -> None:
+    result = _run_topics_script(tmp_path, FACESTREAM_TOPIC_PARTITIONS="twelve")
+    assert result.returncode == 2
+    assert not (tmp_path / "topics.txt").exists()
+
+
+# --- docs/events.md -----------------------------------------------------------------------------
+
+_MARKED_BLOCK = re.compile(r"<!-- (example|snippet): ([\w-]+) -->\s*```(\w+)\n(.*?)```", re.DOTALL)
+
+
+def _doc_blocks(kind: str) -> dict[str, str]:
+    blocks: dict[str, str] = {}
+    for found_kind, name, _lang, body in _MARKED_BLOCK.findall(EVENTS_DOC.read_text()):
+        if found_kind == kind:
+            assert name not in blocks, f"two {kind}s named {name}"
+            blocks[name] = body
+    return blocks
+
+
+def test_events_doc_examples_decode_with_the_contracts() -> None:
+    examples = _doc_blocks("example")
+    models = ("FaceObservation", "MatchEvent", "MemberRecord", "IdentityRecord", "DeadLetter")
+    for name in models:
+        assert any(key.split("-")[0] == name for key in examples), f"no example of {name}"
+    for key, body in examples.items():
+        name = key.split("-")[0]
+        if name == "FrameMeta":
+            headers = json.loads(body)
+            schemas.FrameMeta.from_headers([(k, v.encode()) for k, v in headers.items()])
+        else:
+            schemas.decode(getattr(schemas, name), body.encode())
+
+
+def test_events_doc_decoding_snippet_works() -> None:
+    (snippet,) = _doc_blocks("snippet").values()
+    observation = json.loads(_doc_blocks("example")["FaceObservation"])
+    namespace: dict[str, Any] = {"message": observation}
+    exec(snippet, namespace)
+    vector = namespace["vector"]
+    assert vector.shape == (128,) and vector.dtype == np.float32
+    assert np.array_equal(vector, vector_from_wire(observation["encoding"]))
+
+
+def test_events_doc_covers_every_topic() -> None:
+    text = EVENTS_DOC.read_text()
+    for spec in topic_specs():
+        assert f"`{spec.name}`" in text, spec.name

@@ -1,0 +1,326 @@
+"""The detector stage: handler logic on fake records, then the real runner on the real broker."""
+
+from __future__ import annotations
+
+import io
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+from PIL import Image
+from prometheus_client import REGISTRY
+
+from facestream.core.engine import MODEL_VERSION, EngineConfig, FaceEngine
+from facestream.runtime.runner import Poison, Record, Runner, make_producer
+from facestream.runtime.settings import PipelineSettings
+from facestream.schemas import DeadLetter, FaceObservation, FrameMeta, decode
+from facestream.services.detector.worker import DetectorHandler, DetectorSettings
+from tests.kafka_fixtures import pipeline_env, read_topic
+
+STORE = "store-7"
+CAMERA = "door-1"
+T0 = datetime(2024, 5, 17, 9, 30, tzinfo=UTC)
+
+
+def fake(value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]] | None) -> Record:
+    return Record("frames.v1", 0, 0, key, value, headers)
+
+
+def meta(frame_id: str = "f-1", store: str = STORE, at: datetime = T0) -> FrameMeta:
+    return FrameMeta(frame_id=frame_id, store_id=store, camera_id=CAMERA, captured_at=at)
+
+
+def frame(value: bytes | None, frame_id: str = "f-1", **headers: str) -> Record:
+    """A record as the camera publishes it; ``headers`` override single header values."""
+    pairs = dict(meta(frame_id).to_headers())
+    pairs.update({k: v.encode() for k, v in headers.items()})
+    return fake(value, STORE.encode(), list(pairs.items()))
+
+
+def jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def wall() -> bytes:
+    """A 480p frame of an empty entrance: a textured grey wall."""
+    rng = np.random.default_rng(7)
+    pixels = rng.normal(120, 12, (480, 640, 3)).clip(0, 255).astype(np.uint8)
+    return jpeg(Image.fromarray(pixels))
+
+
+def gif() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 10, 10)).save(out, "GIF")
+    return out.getvalue()
+
+
+def pixel_bomb() -> bytes:
+    """A 100-byte PNG whose header claims 60000x60000 pixels (3.6 gigapixels)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", 60_000, 60_000, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture(scope="module")
+def detector_engine() -> FaceEngine:
+    """The engine as the detector runs it (no fallbacks: see DetectorSettings.fallbacks)."""
+    return FaceEngine(EngineConfig(fallbacks=()))
+
+
+@pytest.fixture(scope="module")
+def handler(detector_engine: FaceEngine) -> DetectorHandler:
+    return DetectorHandler(detector_engine, encodings_topic="encodings.v1")
+
+
+# -- the handler, no broker ------------------------------------------------------------------
+
+
+def test_two_people_give_two_observations(handler: DetectorHandler, multi: Path) -> None:
+    before = metric("facestream_frames_total", result="faces")
+    outputs = handler.handle(frame((multi / "two_people.jpg").read_bytes(), "frame-42"))
+
+    assert len(outputs) == 2
+    assert {o.topic for o in outputs} == {"encodings.v1"}
+    assert {o.key for o in outputs} == {STORE.encode()}
+    obs = [decode(FaceObservation, o.value) for o in outputs]
+    assert [o.observation_id for o in obs] == ["frame-42:0", "frame-42:1"]
+    for o in obs:
+        assert (o.frame_id, o.store_id, o.camera_id, o.captured_at) == (
+            "frame-42",
+            STORE,
+            CAMERA,
+            T0,
+        )
+        assert o.model_version == MODEL_VERSION and o.detector == "hog"
+        assert o.size_px >= 40 and o.sharpness > 4.0
+        assert o.box.right - o.box.left >= o.size_px
+        vec = o.vector
+        assert vec.shape == (128,) and np.isfinite(vec).all()
+        assert 0.2 < float(np.linalg.norm(vec)) < 2.0
+    # Two different people: their encodings are far apart (dlib's tolerance is 0.6).
+    assert float(np.linalg.norm(obs[0].vector - obs[1].vector)) > 0.6
+    assert metric("facestream_frames_total", result="faces") == before + 1
+
+
+def test_empty_frame_gives_nothing(handler: DetectorHandler) -> None:
+    before = metric("facestream_frames_total", result="no_face")
+    assert handler.handle(frame(wall())) == []
+    assert metric("facestream_frames_total", result="no_face") == before + 1
+
+
+def test_faces_failing_the_gate_are_counted_not_sent(multi: Path) -> None:
+    strict = FaceEngine(EngineConfig(min_face_px=10_000, fallbacks=()))
+    gated = DetectorHandler(strict, encodings_topic="encodings.v1")
+    before = metric("facestream_faces_rejected_total", reason="too_small")
+    frames_before = metric("facestream_frames_total", result="rejected")
+
+    assert gated.handle(frame((multi / "two_people.jpg").read_bytes())) == []
+    assert metric("facestream_faces_rejected_total", reason="too_small") == before + 2
+    assert metric("facestream_frames_total", result="rejected") == frames_before + 1
+
+
+def _truncated(multi: Path) -> bytes:
+    data = (multi / "obama-240p.jpg").read_bytes()
+    return data[: len(data) // 2]
+
+
+POISON: list[tuple[str, Any, str]] = [
+    ("not an image", lambda m: frame(b"GET / HTTP/1.1\r\n\r\n"), "image_not_an_image"),
+    ("empty value", lambda m: frame(None), "image_empty"),
+    ("truncated JPEG", lambda m: frame(_truncated(m)), "image_truncated"),
+    ("GIF", lambda m: frame(gif()), "image_unsupported_format"),
+    ("pixel bomb", lambda m: frame(pixel_bomb()), "image_too_large"),
+    ("no headers", lambda m: fake(wall(), STORE.encode(), None), "invalid"),
+    ("naive time", lambda m: frame(wall(), captured_at="2024-05-17T09:30:00"), "invalid"),
+    ("bad store id", lambda m: frame(wall(), store_id="a/b"), "invalid"),
+    ("unknown version", lambda m: frame(wall(), v="2"), "unknown_version"),
+    (
+        "other store key",
+        lambda m: fake(wall(), b"store-8", meta().to_headers()),
+        "key_mismatch",
+    ),
+    ("no key", lambda m: fake(wall(), None, meta().to_headers()), "key_mismatch"),
+]
+
+
+@pytest.mark.parametrize(("make", "reason"), [p[1:] for p in POISON], ids=[p[0] for p in POISON])
+def test_poison(handler: DetectorHandler, multi: Path, make: Any, reason: str) -> None:
+    with pytest.raises(Poison) as caught:
+        handler.handle(make(multi))
+    assert caught.value.reason == reason
+    assert caught.value.message
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert DetectorSettings().fallbacks == ()
+    monkeypatch.setenv("FACESTREAM_DETECTOR_FALLBACKS", "upsample, pad")
+    monkeypatch.setenv("FACESTREAM_DETECTOR_MIN_FACE_PX", "60")
+    cfg = DetectorSettings().engine_config()
+    assert cfg.fallbacks == ("upsample", "pad") and cfg.min_face_px == 60
+    monkeypatch.setenv("FACESTREAM_DETECTOR_FALLBACKS", "sideways")
+    with pytest.raises(ValueError, match="fallbacks"):
+        DetectorSettings()
+
+
+# -- on the broker ---------------------------------------------------------------------------
+
+
+def committed_lag(settings: PipelineSettings, group: str, topic: str) -> int:
+    """How many records of ``topic`` the group has not committed yet."""
+    # A consumer with the group id reads the group's offsets without joining it.
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        end = consumer.end_offsets(parts)
+        return sum(end[tp] - (consumer.committed(tp) or 0) for tp in parts)
+    finally:
+        consumer.close(autocommit=False)
+
+
+def send_all(settings: PipelineSettings, records: list[Record]) -> list[int]:
+    """Publish records to the frames topic in order; their offsets."""
+    producer = make_producer(settings.kafka_bootstrap)
+    try:
+        futures = [
+            producer.send(settings.topics.frames, value=r.value, key=r.key, headers=r.headers)
+            for r in records
+        ]
+        producer.flush(timeout=20)
+        return [f.get(timeout=20).offset for f in futures]
+    finally:
+        producer.close(timeout=5)
+
+
+@pytest.mark.timeout(60)
+def test_runner_dead_letters_poison_and_goes_on(
+    pipeline: PipelineSettings, detector_engine: FaceEngine, multi: Path
+) -> None:
+    good_a = frame((multi / "two_people.jpg").read_bytes(), "frame-a")
+    poison = [
+        (frame(b"not an image", "p-1"), "image_not_an_image"),
+        (frame(_truncated(multi), "p-2"), "image_truncated"),
+        (frame(gif(), "p-3"), "image_unsupported_format"),
+        (fake(wall(), STORE.encode(), None), "invalid"),
+        (frame(wall(), "p-5", v="9"), "unknown_version"),
+        (fake(wall(), b"store-8", meta("p-6").to_headers()), "key_mismatch"),
+    ]
+    good_b = frame((multi / "obama-240p.jpg").read_bytes(), "frame-b")
+    offsets = send_all(pipeline, [good_a, *(p for p, _ in poison), good_b])
+
+    group = pipeline.group("detector")
+    handler = DetectorHandler(detector_engine, encodings_topic=pipeline.topics.encodings)
+    runner = Runner(
+        handler, bootstrap=pipeline.kafka_bootstrap, topic=pipeline.topics.frames, group=group
+    )
+    worker = threading.Thread(target=runner.run, kwargs={"max_idle_seconds": 2.0})
+    worker.start()
+    worker.join(timeout=45)
+    assert not worker.is_alive(), "the runner did not go idle"
+
+    observations = [
+        decode(FaceObservation, r.value) for r in read_topic(pipeline, pipeline.topics.encodings)
+    ]
+    assert sorted(o.observation_id for o in observations) == ["frame-a:0", "frame-a:1", "frame-b:0"]
+
+    letters = [
+        decode(DeadLetter, r.value)
+        for r in read_topic(pipeline, pipeline.topics.dlq(pipeline.topics.frames))
+    ]
+    # The key-mismatch frame went to another partition: compare as sets of (reason, offset).
+    source_offsets = dict(zip((id(p) for p, _ in poison), offsets[1:-1], strict=True))
+    assert sorted((d.reason, d.source_offset) for d in letters) == sorted(
+        (reason, source_offsets[id(p)]) for p, reason in poison
+    )
+    assert all(d.stage == "detector" and d.source_topic == pipeline.topics.frames for d in letters)
+    assert committed_lag(pipeline, group, pipeline.topics.frames) == 0
+
+
+@pytest.mark.timeout(80)
+def test_sigterm_mid_stream_then_restart_loses_nothing(
+    pipeline: PipelineSettings, detector_engine: FaceEngine, lfw: Path, tmp_path: Path
+) -> None:
+    photos = [sorted(person.glob("*.jpg"))[0] for person in sorted(lfw.iterdir())[:3]]
+    faces = [
+        len([f for f in detector_engine.faces_in(p) if f.encoding is not None]) for p in photos
+    ]
+    total = 15
+    records = []
+    for i in range(total):
+        at = T0 + timedelta(seconds=i)
+        headers = FrameMeta(
+            frame_id=f"f-{i:02d}", store_id=STORE, camera_id=CAMERA, captured_at=at
+        ).to_headers()
+        records.append(fake(photos[i % 3].read_bytes(), STORE.encode(), headers))
+    expected = sum(faces[i % 3] for i in range(total))
+    batch = 3
+    env = pipeline_env(pipeline) | {"FACESTREAM_DETECTOR_MAX_BATCH": str(batch)}
+    command = [sys.executable, "-m", "facestream.services.detector", "--log-level", "INFO"]
+
+    def start(log_name: str, *extra: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / log_name).open("wb")
+        return subprocess.Popen([*command, *extra], env=env, stderr=log, stdout=log)
+
+    first = start("first.log", "--max-idle-seconds", "30")
+    try:
+        send_all(pipeline, records)
+        consumer = KafkaConsumer(bootstrap_servers=pipeline.kafka_bootstrap)
+        parts = [TopicPartition(pipeline.topics.encodings, p) for p in range(4)]
+        deadline = time.monotonic() + 40
+        while sum(consumer.end_offsets(parts).values()) == 0:
+            assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()
+            time.sleep(0.1)
+        consumer.close()
+        first.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert first.wait(timeout=20) == 0, (tmp_path / "first.log").read_text()
+        assert time.monotonic() - signalled < 10
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    group = pipeline.group("detector")
+    left = committed_lag(pipeline, group, pipeline.topics.frames)
+    assert 0 < left < total, "SIGTERM should land mid-stream"
+
+    second = start("second.log", "--max-idle-seconds", "2")
+    try:
+        assert second.wait(timeout=40) == 0, (tmp_path / "second.log").read_text()
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait()
+
+    ids = Counter(
+        decode(FaceObservation, r.value).observation_id
+        for r in read_topic(pipeline, pipeline.topics.encodings)
+    )
+    assert len(ids) == expected
+    assert sum(ids.values()) - len(ids) <= batch
+    assert {i.split(":")[0] for i in ids} == {f"f-{i:02d}" for i in range(total) if faces[i % 3]}
+    assert committed_lag(pipeline, group, pipeline.topics.frames) == 0
