@@ -1,1 +1,2 @@
-"""Runtime shared by every pipeline worker: settings, topics, metrics, and the Kafka loop."""
+"""Runtime shared by every pipeline worker: settings, topics, metrics, logging, the Kafka loop
+(:mod:`.runner`) and the one entry point that starts a worker (:mod:`.entry`)."""

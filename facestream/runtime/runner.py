@@ -17,6 +17,10 @@ nothing accepted is lost and a crash anywhere replays at most one batch.
 
 SIGTERM and SIGINT only set a stop flag: the batch in hand finishes, is flushed and committed,
 then the consumer leaves its group. A second SIGINT stops at once.
+
+Each record is handled inside its log context (:mod:`facestream.runtime.logs`): every line
+logged meanwhile ends with ``[topic[partition]@offset ...]``. Processes start through
+:mod:`facestream.runtime.entry`.
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from facestream.runtime import metrics
+from facestream.runtime.logs import log_context
 from facestream.runtime.topics import Topics
 from facestream.schemas import DeadLetter, SchemaError, payload_field
 
@@ -52,6 +57,31 @@ class Output:
     partition: int | None = None
     kind: str = "out"
     """A short label for metrics (``observation``, ``match``, ``identity``, ...)."""
+
+
+class KafkaRecord(Protocol):
+    """What a handler reads of a consumed record. kafka-python's ``ConsumerRecord`` (what the
+    runner passes) and :class:`Record` (what tests build) both are one."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
+    @property
+    def timestamp(self) -> int: ...
+
+
+def where(record: KafkaRecord) -> str:
+    """``topic[partition]@offset``: how log lines and errors name a record."""
+    return f"{record.topic}[{record.partition}]@{record.offset}"
 
 
 @dataclass(frozen=True)
@@ -89,9 +119,12 @@ class Handler:
 
     stage = "worker"
 
-    def handle(self, record: Any) -> Sequence[Output]:
+    def handle(self, record: KafkaRecord) -> Sequence[Output]:
         """Outputs for one record. May see a record again (a batch whose outputs were not
-        acknowledged is handled again), so outputs must be derived, never random."""
+        acknowledged is handled again), so outputs must be derived, never random.
+
+        Runs inside the record's log context: lines logged here carry its place; add the
+        store and camera with :func:`~facestream.runtime.logs.add_log_context`."""
         raise NotImplementedError
 
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
@@ -216,14 +249,15 @@ class Runner:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    def _process(self, batch: dict[TopicPartition, list[KafkaRecord]]) -> None:
         stage = self.handler.stage
         first = {tp: records[0].offset for tp, records in batch.items() if records}
         commit: dict[TopicPartition, OffsetAndMetadata] = {}
         futures = []
         for tp, records in batch.items():
             for record in records:
-                outputs = self._handle(record)
+                with log_context(where(record)):
+                    outputs = self._handle(record)
                 for out in outputs:
                     futures.append(
                         self.producer.send(
@@ -257,7 +291,7 @@ class Runner:
             metrics.RETRIES.labels(stage).inc()
             log.warning("commit refused during a rebalance; the new owner replays the batch")
 
-    def _handle(self, record: Any) -> Sequence[Output]:
+    def _handle(self, record: KafkaRecord) -> Sequence[Output]:
         stage = self.handler.stage
         metrics.IN_PROGRESS.labels(stage).inc()
         started = time.perf_counter()
@@ -274,13 +308,8 @@ class Runner:
                     if bad is not None:
                         return [self._dead_letter(record, *bad)]
                     metrics.ERRORS.labels(stage).inc()
-                    log.exception(
-                        "unexpected error on %s[%d]@%d (attempt %d)",
-                        record.topic,
-                        record.partition,
-                        record.offset,
-                        attempt + 1,
-                    )
+                    # The record's place is in the log context.
+                    log.exception("unexpected error (attempt %d)", attempt + 1)
                     if attempt == self.handler_retries:
                         return [self._dead_letter(record, "handler_error", repr(exc))]
                     time.sleep(0.2 * (attempt + 1))
@@ -289,18 +318,11 @@ class Runner:
             metrics.IN_PROGRESS.labels(stage).dec()
             metrics.PROCESSING.labels(stage).observe(time.perf_counter() - started)
 
-    def _dead_letter(self, record: Any, reason: str, message: str) -> Output:
+    def _dead_letter(self, record: KafkaRecord, reason: str, message: str) -> Output:
         stage = self.handler.stage
         metrics.MESSAGES.labels(stage, "dead_lettered").inc()
         metrics.DEAD_LETTERED.labels(stage, reason).inc()
-        log.warning(
-            "dead-lettering %s[%d]@%d: %s: %s",
-            record.topic,
-            record.partition,
-            record.offset,
-            reason,
-            message,
-        )
+        log.warning("dead-lettering: %s: %s", reason, message)
         payload, truncated = payload_field(record.value)
         headers = {}
         for k, v in record.headers or []:

@@ -4,6 +4,9 @@ One source per run: ``--source DIR`` (the folder's images in name order, stamped
 ``--manifest CSV`` (``path,captured_at[,camera]``, times with a UTC offset, replayable) or
 ``--video FILE_OR_URL`` (a file or an RTSP/HTTP stream, at most ``--fps`` frames a second).
 Kafka and the topic prefix come from ``FACESTREAM_*``. Prints a one-line summary.
+
+Not a consumer, so not a :class:`~facestream.runtime.entry.Worker`, but its start-up errors read
+the same: invalid settings exit with code 2, an unreachable Kafka with one message.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import click
-from kafka.errors import KafkaError
 
+from facestream.runtime.entry import load_settings, reaching
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.services.camera.publisher import (
@@ -79,7 +82,7 @@ def camera_command(
     ]
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --source, --manifest or --video")
-    settings = PipelineSettings()
+    settings = load_settings(PipelineSettings)
     try:
         check_id(store_id, "store")
         if camera_id is not None:
@@ -97,12 +100,8 @@ def camera_command(
             items = frames_from_video(video, camera_id, fps=fps)
     except CameraError as exc:
         raise click.ClickException(str(exc)) from exc
-    try:
+    with reaching(settings):
         producer = make_producer(settings.kafka_bootstrap)
-    except KafkaError as exc:
-        raise click.ClickException(
-            f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}"
-        ) from exc
     try:
         report = publish(producer, settings.topics.frames, store_id, items, max_frames=max_frames)
     except CameraError as exc:

@@ -7,22 +7,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
+from facestream.runtime.logs import redact_url
 from facestream.services.camera.publisher import CameraError, Clock, Frame, utc_now
 
 if TYPE_CHECKING:
     import cv2
 
 log = logging.getLogger(__name__)
-
-
-def redact(url: str) -> str:
-    """A video source fit for logs: a URL's user and password removed."""
-    parts = urlsplit(url)
-    if not parts.scheme or "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def frames_from_video(
@@ -48,10 +40,10 @@ def frames_from_video(
         raise CameraError(f"no video file at {source}")
     capture = cv2.VideoCapture(source)
     if not capture.isOpened():
-        raise CameraError(f"cannot open the video {redact(source)}")
+        raise CameraError(f"cannot open the video {redact_url(source)}")
     return _video_frames(
         capture,
-        redact(source) if live else Path(source).name,
+        redact_url(source) if live else Path(source).name,
         camera_id,
         live=live,
         fps=fps,

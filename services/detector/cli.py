@@ -1,18 +1,22 @@
 """``facestream detector`` / ``python -m facestream.services.detector``: run the detector stage.
 
-Builds the settings, configures logging, serves /metrics, and runs a :class:`Runner` over
-``frames.v1`` with a :class:`DetectorHandler` until SIGTERM/SIGINT (or, with
-``--max-idle-seconds``, until the input has been idle that long: for replays and tests).
+What is the detector's own: the thread limits, the engine and the :class:`DetectorHandler` over
+``frames.v1``. Settings, logging, /metrics, signals and start-up errors are
+:func:`~facestream.runtime.entry.run_worker`'s, as for every worker.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+from contextlib import ExitStack
+from typing import TYPE_CHECKING
 
 import click
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from facestream.runtime.entry import Subscription
+    from facestream.runtime.settings import PipelineSettings
+    from facestream.services.detector.worker import DetectorSettings
 
 # Each process is one detector on one core: scale by processes (partitions), never by threads
 # inside one process, which would only fight over the cores.
@@ -28,40 +32,35 @@ def limit_threads() -> None:
         os.environ.setdefault(name, "1")
 
 
+def subscribe(
+    pipeline: PipelineSettings, detector: DetectorSettings, _resources: ExitStack
+) -> Subscription:
+    """The detector's handler over ``frames.v1`` (loads the dlib models)."""
+    from facestream.core.engine import FaceEngine
+    from facestream.runtime.entry import Subscription
+    from facestream.services.detector.worker import DetectorHandler
+
+    engine = FaceEngine(detector.engine_config())
+    return Subscription(
+        DetectorHandler(engine, encodings_topic=pipeline.topics.encodings),
+        topic=pipeline.topics.frames,
+        max_batch=detector.max_batch,
+        note=f"-> {pipeline.topics.encodings}, fallbacks {','.join(detector.fallbacks) or 'none'}",
+    )
+
+
 def run_detector(max_idle_seconds: float | None = None, log_level: str | None = None) -> None:
     """Run the detector stage with settings from the environment until stopped."""
     limit_threads()
-    # Heavy imports (dlib, the Kafka client) after the thread limits are in the environment.
-    from facestream.core.engine import FaceEngine
-    from facestream.runtime.logs import configure_logging
-    from facestream.runtime.metrics import serve_metrics
-    from facestream.runtime.runner import Runner
-    from facestream.runtime.settings import PipelineSettings
-    from facestream.services.detector.worker import DetectorHandler, DetectorSettings
+    # Heavy imports (dlib, numpy, the Kafka client) after the thread limits are in the environment.
+    from facestream.runtime.entry import Worker, run_worker
+    from facestream.services.detector.worker import STAGE, DetectorSettings
 
-    settings = PipelineSettings()
-    detector = DetectorSettings()
-    configure_logging(log_level or settings.log_level)
-    serve_metrics(settings.metrics_port)
-    engine = FaceEngine(detector.engine_config())
-    handler = DetectorHandler(engine, encodings_topic=settings.topics.encodings)
-    runner = Runner(
-        handler,
-        bootstrap=settings.kafka_bootstrap,
-        topic=settings.topics.frames,
-        group=settings.group("detector"),
-        max_batch=detector.max_batch,
+    run_worker(
+        Worker(STAGE, DetectorSettings, subscribe),
+        max_idle_seconds=max_idle_seconds,
+        log_level=log_level,
     )
-    runner.install_signal_handlers()
-    log.info(
-        "detector: %s -> %s, group %s, batch %d, fallbacks %s",
-        settings.topics.frames,
-        settings.topics.encodings,
-        settings.group("detector"),
-        detector.max_batch,
-        ",".join(detector.fallbacks) or "none",
-    )
-    runner.run(max_idle_seconds=max_idle_seconds)
 
 
 @click.command("detector")

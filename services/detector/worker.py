@@ -21,8 +21,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from facestream.core.engine import MODEL_VERSION, EngineConfig, Face, FaceEngine, Fallback
 from facestream.core.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 from facestream.runtime import metrics
-from facestream.runtime.runner import Handler, Output, Poison
-from facestream.schemas import Box, FaceObservation, FrameMeta, SchemaError, vector_to_wire
+from facestream.runtime.logs import add_log_context
+from facestream.runtime.runner import Handler, KafkaRecord, Output, Poison
+from facestream.schemas import FaceObservation, FrameMeta, SchemaError, vector_to_wire
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +84,8 @@ class DetectorSettings(BaseSettings):
         )
 
 
-def _context(record: Any, meta: FrameMeta | None = None) -> str:
-    where = f"{record.topic}[{record.partition}]@{record.offset}"
-    if meta is None:
-        return where
-    return f"{where} store={meta.store_id} camera={meta.camera_id} frame={meta.frame_id}"
-
-
 class DetectorHandler(Handler):
-    """Frame in, :class:`FaceObservation` outputs out. Holds no Kafka client.
-
-    ``record`` is anything with ``topic``, ``partition``, ``offset``, ``key``, ``value`` and
-    ``headers`` (a kafka-python ``ConsumerRecord`` or a test's dataclass).
-    """
+    """Frame in, :class:`FaceObservation` outputs out. Holds no Kafka client."""
 
     stage = STAGE
 
@@ -110,7 +100,7 @@ class DetectorHandler(Handler):
         self.encodings_topic = encodings_topic
         self.clock = clock
 
-    def handle(self, record: Any) -> Sequence[Output]:
+    def handle(self, record: KafkaRecord) -> Sequence[Output]:
         """The frame's observations (one per face that passed the gate, best score first).
 
         Raises :class:`Poison` for a frame that can never be handled: bad or missing headers
@@ -118,6 +108,7 @@ class DetectorHandler(Handler):
         or bytes that are not a usable image (``image_<reason>`` of :class:`ImageError`).
         """
         meta = self._meta(record)
+        add_log_context(store=meta.store_id, camera=meta.camera_id, frame=meta.frame_id)
         try:
             image = load_image(record.value or b"", max_pixels=self.engine.config.max_pixels)
         except ImageError as exc:
@@ -130,8 +121,7 @@ class DetectorHandler(Handler):
         delay = (self.clock() - meta.captured_at).total_seconds()
         metrics.EVENT_DELAY.labels(STAGE).observe(max(0.0, delay))
         log.debug(
-            "%s: %dx%d, %d faces, %d observations",
-            _context(record, meta),
+            "%dx%d, %d faces, %d observations",
             image.shape[1],
             image.shape[0],
             len(faces),
@@ -139,7 +129,7 @@ class DetectorHandler(Handler):
         )
         return kept
 
-    def _meta(self, record: Any) -> FrameMeta:
+    def _meta(self, record: KafkaRecord) -> FrameMeta:
         """The frame's headers, checked against the record key (the store id)."""
         try:
             meta = FrameMeta.from_headers(record.headers)
@@ -172,7 +162,7 @@ class DetectorHandler(Handler):
             store_id=meta.store_id,
             camera_id=meta.camera_id,
             captured_at=meta.captured_at,
-            box=Box(**face.box.as_dict()),
+            box=face.box,
             size_px=face.quality.size_px,
             sharpness=round(face.quality.sharpness, 2),
             detector=face.detector,

@@ -3,4 +3,4 @@
 from facestream.services.matcher.cli import matcher_command
 
 if __name__ == "__main__":
-    matcher_command()
+    matcher_command(prog_name="python -m facestream.services.matcher")

@@ -11,15 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from facestream.runtime.logs import log_context
+from facestream.runtime.runner import KafkaRecord, where
+
 log = logging.getLogger(__name__)
 
-Apply = Callable[[Any], None]
-"""Called with each ``ConsumerRecord``, in offset order within its partition."""
+Apply = Callable[[KafkaRecord], None]
+"""Called with each ``ConsumerRecord``, in offset order within its partition, inside the
+record's log context (its log lines carry the record's place)."""
 
 # Tombstones older than this are history: a rebuild applies them but does not acknowledge them
 # again (an erasure waits seconds for its acknowledgements, not hours).
@@ -30,7 +33,7 @@ class ChangelogError(RuntimeError):
     """A changelog could not be read (missing topic, or not to its end in time)."""
 
 
-def is_recent(record: Any, window: float = ACK_WINDOW_SECONDS) -> bool:
+def is_recent(record: KafkaRecord, window: float = ACK_WINDOW_SECONDS) -> bool:
     """Whether ``record`` was produced within ``window`` seconds (its CreateTime)."""
     return bool(record.timestamp / 1000.0 >= time.time() - window)
 
@@ -86,7 +89,8 @@ class ChangelogReader:
         applied = 0
         for records in self.consumer.poll(timeout_ms=timeout_ms, max_records=500).values():
             for record in records:
-                self._apply(record)
+                with log_context(where(record)):
+                    self._apply(record)
                 applied += 1
         return applied
 

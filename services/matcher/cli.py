@@ -1,21 +1,41 @@
-"""``facestream matcher`` / ``python -m facestream.services.matcher``: run the matcher worker."""
+"""``facestream matcher`` / ``python -m facestream.services.matcher``: run the matcher worker.
+
+What is the matcher's own: its handler over ``encodings.v1``, started (members read, identities
+followed) before the first poll and closed after the last, and :class:`ChangelogError` as a
+reason to stop and be restarted. The rest is :func:`~facestream.runtime.entry.run_worker`'s.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
-from typing import Any
+from contextlib import ExitStack
 
 import click
 
-from facestream.runtime.logs import configure_logging
+from facestream.runtime.entry import Subscription, Worker, run_worker
 from facestream.runtime.settings import PipelineSettings
+from facestream.services.matcher.changelog import ChangelogError
+from facestream.services.matcher.settings import MatcherSettings
+from facestream.services.matcher.worker import MatcherHandler
 
-log = logging.getLogger(__name__)
+
+def subscribe(
+    pipeline: PipelineSettings, settings: MatcherSettings, resources: ExitStack
+) -> Subscription:
+    """The matcher's handler over ``encodings.v1``, its state read (ChangelogError if not)."""
+    handler = MatcherHandler(settings, pipeline)
+    resources.callback(handler.close)
+    handler.start()
+    topics = pipeline.topics
+    return Subscription(
+        handler,
+        topic=topics.encodings,
+        max_batch=settings.max_batch,
+        note=f"-> {topics.matches} (+ {topics.identities}), index {settings.index}",
+    )
 
 
-def _emit(obj: dict[str, Any]) -> None:
-    click.echo(json.dumps(obj, default=str))
+# State that cannot be read in time: stop (non-zero) and let a restart try again.
+MATCHER = Worker("matcher", MatcherSettings, subscribe, stop_on=(ChangelogError,))
 
 
 @click.command("matcher")
@@ -27,30 +47,4 @@ def _emit(obj: dict[str, Any]) -> None:
 )
 def matcher_command(max_idle_seconds: float | None) -> None:
     """Run the matcher: encodings.v1 -> matches.v1 (+ identities.v1), until SIGTERM."""
-    from facestream.runtime.metrics import serve_metrics
-    from facestream.runtime.runner import Runner
-    from facestream.services.matcher.changelog import ChangelogError
-    from facestream.services.matcher.settings import MatcherSettings
-    from facestream.services.matcher.worker import MatcherHandler
-
-    pipeline = PipelineSettings()
-    settings = MatcherSettings()
-    configure_logging(pipeline.log_level)
-    serve_metrics(pipeline.metrics_port)
-    handler = MatcherHandler(settings, pipeline)
-    try:
-        handler.start()
-        runner = Runner(
-            handler,
-            bootstrap=pipeline.kafka_bootstrap,
-            topic=pipeline.topics.encodings,
-            group=pipeline.group("matcher"),
-            max_batch=settings.max_batch,
-        )
-        runner.install_signal_handlers()
-        runner.run(max_idle_seconds=max_idle_seconds)
-    except ChangelogError as exc:
-        # State that cannot be read in time: stop (non-zero) and let a restart try again.
-        raise click.ClickException(f"matcher stopped: {exc}") from exc
-    finally:
-        handler.close()
+    run_worker(MATCHER, max_idle_seconds=max_idle_seconds)

@@ -15,6 +15,7 @@ from typing import Any
 from numpy.typing import NDArray
 
 from facestream.core.gallery import Decision, Gallery, GalleryConfig, Identity
+from facestream.runtime.runner import KafkaRecord
 from facestream.schemas import MemberRecord, SchemaError, decode
 from facestream.services.matcher import metrics
 from facestream.services.matcher.changelog import ChangelogReader, is_recent
@@ -75,21 +76,21 @@ class MemberTier:
     def close(self) -> None:
         self.reader.close()
 
-    def _apply(self, record: Any) -> None:
-        where = f"{record.topic}[{record.partition}]@{record.offset}"
+    def _apply(self, record: KafkaRecord) -> None:
+        # Log lines name no place: the reader applies each record inside its log context.
         try:
             member_id = record.key.decode() if record.key else ""
         except UnicodeDecodeError:
             member_id = ""
         if not member_id:
             metrics.SKIPPED.labels("member", "bad_key").inc()
-            log.warning("member record without a usable key at %s; skipped", where)
+            log.warning("member record without a usable key; skipped")
             return
         if record.value is None:
             if member_id in self.gallery:
                 self.gallery.remove(member_id)
                 metrics.ERASURES.labels("member").inc()
-                log.info("member %s erased (%s)", member_id, where)
+                log.info("member %s erased", member_id)
             if is_recent(record):
                 self._on_erased(member_id)
             return
@@ -98,16 +99,14 @@ class MemberTier:
         except SchemaError as exc:
             # The previous version of the member (if any) stays: better than losing them.
             metrics.SKIPPED.labels("member", exc.reason).inc()
-            log.error("member record %s at %s does not decode: %s; skipped", member_id, where, exc)
+            log.error("member record %s does not decode: %s; skipped", member_id, exc)
             return
         if member.member_id != member_id:
             metrics.SKIPPED.labels("member", "key_mismatch").inc()
-            log.error(
-                "member record at %s: key %s, body %s; skipped", where, member_id, member.member_id
-            )
+            log.error("member record: key %s, body %s; skipped", member_id, member.member_id)
             return
         # A new record is the member's whole sample set: replace, never merge.
         if member_id in self.gallery:
             self.gallery.remove(member_id)
         self.gallery.add(Identity(member_id, member.name, "member"), member.vectors)
-        log.debug("member %s: %d samples (%s)", member_id, len(member.encodings), where)
+        log.debug("member %s: %d samples", member_id, len(member.encodings))

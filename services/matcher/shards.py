@@ -26,6 +26,7 @@ from typing import Any
 from numpy.typing import NDArray
 
 from facestream.core.gallery import Gallery, GalleryConfig, Identity
+from facestream.runtime.runner import KafkaRecord
 from facestream.schemas import IdentityRecord, SchemaError, decode
 from facestream.schemas.keys import identity_key, partition_for, split_identity_key
 from facestream.services.matcher import metrics
@@ -256,15 +257,15 @@ class VisitorShards:
         metrics.ERASURES.labels("visitor").inc()
         log.info("visitor %s erased from store %s", face_id, store_id)
 
-    def _apply(self, record: Any) -> None:
-        where = f"{record.topic}[{record.partition}]@{record.offset}"
+    def _apply(self, record: KafkaRecord) -> None:
+        # Log lines name no place: the reader applies each record inside its log context.
         try:
             key = split_identity_key(record.key.decode()) if record.key else None
         except UnicodeDecodeError:
             key = None
         if key is None:
             metrics.SKIPPED.labels("visitor", "bad_key").inc()
-            log.warning("identity record without a store/face_id key at %s; skipped", where)
+            log.warning("identity record without a store/face_id key; skipped")
             return
         store, face_id = key
         if record.value is None:
@@ -278,11 +279,11 @@ class VisitorShards:
             ident = decode(IdentityRecord, record.value)
         except SchemaError as exc:
             metrics.SKIPPED.labels("visitor", exc.reason).inc()
-            log.error("identity record at %s (store %s) does not decode: %s", where, store, exc)
+            log.error("identity record (store %s) does not decode: %s", store, exc)
             return
         if (ident.store_id, ident.face_id) != key:
             metrics.SKIPPED.labels("visitor", "key_mismatch").inc()
-            log.error("identity record at %s: key %s/%s, body differs; skipped", where, *key)
+            log.error("identity record: key %s/%s, body differs; skipped", *key)
             return
         self._add(store, record.partition, face_id, ident.observation_id, ident.vector)
 

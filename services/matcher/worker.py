@@ -23,7 +23,8 @@ from kafka.structs import TopicPartition
 
 from facestream.core.gallery import GalleryConfig
 from facestream.runtime import metrics as runtime_metrics
-from facestream.runtime.runner import Fatal, Handler, Output, Poison
+from facestream.runtime.logs import add_log_context
+from facestream.runtime.runner import Fatal, Handler, KafkaRecord, Output, Poison, where
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import FaceObservation, IdentityRecord, MatchEvent, decode, derived_id
 from facestream.schemas.keys import identity_key, partition_for
@@ -148,10 +149,10 @@ class MatcherHandler(Handler):
 
     # -- one face ----------------------------------------------------------------------------
 
-    def handle(self, record: Any) -> Sequence[Output]:
+    def handle(self, record: KafkaRecord) -> Sequence[Output]:
         """One observation in, its match event out (plus an identity record when minted)."""
         obs = decode(FaceObservation, record.value)
-        where = f"{record.topic}[{record.partition}]@{record.offset}"
+        add_log_context(store=obs.store_id, camera=obs.camera_id)
         key = record.key.decode("utf-8", "replace") if record.key is not None else None
         if key != obs.store_id:
             # The key decides the partition, and so which matcher owns the store's visitors.
@@ -160,28 +161,25 @@ class MatcherHandler(Handler):
             try:
                 self._build_pending()
             except ChangelogError as exc:
-                raise ShardUnavailable(f"{where}: {exc}") from exc
+                raise ShardUnavailable(f"{where(record)}: {exc}") from exc
             if not self.shards.ready(record.partition):
-                raise ShardUnavailable(f"{where}: partition {record.partition} is not assigned")
+                raise ShardUnavailable(
+                    f"{where(record)}: partition {record.partition} is not assigned"
+                )
         self._check_partitioner(obs.store_id, record.partition)
-        outputs = self._decide(obs, record.partition, where)
+        outputs = self._decide(obs, record.partition)
         delay = (datetime.now(UTC) - obs.captured_at).total_seconds()
         runtime_metrics.EVENT_DELAY.labels(self.stage).observe(max(0.0, delay))
         return outputs
 
-    def _decide(self, obs: FaceObservation, partition: int, where: str) -> list[Output]:
+    def _decide(self, obs: FaceObservation, partition: int) -> list[Output]:
+        # Log lines here carry the record's place, store and camera (the runner's log context).
         vector = obs.vector
 
         minted = self.shards.minted_from(obs.store_id, obs.observation_id)
         if minted is not None:
             metrics.DECISIONS.labels("replayed").inc()
-            log.info(
-                "store %s: %s replayed, re-emitting new %s (%s)",
-                obs.store_id,
-                obs.observation_id,
-                minted,
-                where,
-            )
+            log.info("%s replayed, re-emitting new %s", obs.observation_id, minted)
             return self._new(obs, minted, partition)
 
         member = self.members.identify(vector)
@@ -212,9 +210,7 @@ class MatcherHandler(Handler):
         face_id = derived_id("face", obs.observation_id)
         self.shards.mint(obs.store_id, partition, face_id, obs.observation_id, vector)
         metrics.DECISIONS.labels("new").inc()
-        log.debug(
-            "store %s: minted %s from %s (%s)", obs.store_id, face_id, obs.observation_id, where
-        )
+        log.debug("minted %s from %s", face_id, obs.observation_id)
         return self._new(obs, face_id, partition)
 
     def _new(self, obs: FaceObservation, face_id: str, partition: int) -> list[Output]:

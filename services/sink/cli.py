@@ -1,21 +1,42 @@
-"""The sink worker's entry: ``facestream sink``, ``python -m facestream.services.sink``."""
+"""The sink worker's entry: ``facestream sink``, ``python -m facestream.services.sink``.
+
+What is the sink's own: a Redis client (checked at start, closed at the end), its handler over
+``matches.v1`` and static group membership. The rest is
+:func:`~facestream.runtime.entry.run_worker`'s.
+"""
 
 from __future__ import annotations
 
-import logging
+from contextlib import ExitStack
 
 import click
-from pydantic import ValidationError
 
-from facestream.runtime import metrics
-from facestream.runtime.logs import configure_logging
-from facestream.runtime.runner import Runner
+from facestream.runtime.entry import Subscription, Worker, run_worker
 from facestream.runtime.settings import PipelineSettings
 from facestream.services.sink.settings import SinkSettings
 from facestream.services.sink.store import Applier, redis_client
 from facestream.services.sink.worker import SinkHandler
 
-log = logging.getLogger(__name__)
+
+def subscribe(pipeline: PipelineSettings, sink: SinkSettings, resources: ExitStack) -> Subscription:
+    """The sink's handler over ``matches.v1``, its Redis reachable."""
+    client = redis_client(pipeline)
+    resources.callback(client.close)
+    client.ping()  # fail at start, not at the first batch, when Redis is unreachable
+    static = {"group_instance_id": sink.group_instance_id} if sink.group_instance_id else None
+    return Subscription(
+        SinkHandler(Applier(client, pipeline.redis_prefix), sink),
+        topic=pipeline.topics.matches,
+        max_batch=sink.max_batch,
+        consumer_options=static,
+        note=(
+            f"-> redis prefix {pipeline.redis_prefix!r}, visit gap {sink.visit_gap_seconds}s, "
+            f"default zone {sink.timezone}"
+        ),
+    )
+
+
+SINK = Worker("sink", SinkSettings, subscribe)
 
 
 @click.command("sink")
@@ -31,35 +52,4 @@ def sink_command(max_idle_seconds: float | None) -> None:
     Configured by FACESTREAM_* (Kafka, Redis, prefixes) and FACESTREAM_SINK_* (visit gap, time
     zones, retention).
     """
-    try:
-        settings = PipelineSettings()
-        sink = SinkSettings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid settings\n{exc}") from None
-    configure_logging(settings.log_level)
-    metrics.serve_metrics(settings.metrics_port)
-    client = redis_client(settings)
-    client.ping()  # fail at start, not at the first batch, when Redis is unreachable
-    handler = SinkHandler(Applier(client, settings.redis_prefix), sink)
-    static = {"group_instance_id": sink.group_instance_id} if sink.group_instance_id else None
-    runner = Runner(
-        handler,
-        bootstrap=settings.kafka_bootstrap,
-        topic=settings.topics.matches,
-        group=settings.group("sink"),
-        max_batch=sink.max_batch,
-        consumer_options=static,
-    )
-    runner.install_signal_handlers()
-    log.info(
-        "sink: %s -> redis prefix %r, group %s, visit gap %ds, default zone %s",
-        settings.topics.matches,
-        settings.redis_prefix,
-        settings.group("sink"),
-        sink.visit_gap_seconds,
-        sink.timezone,
-    )
-    try:
-        runner.run(max_idle_seconds=max_idle_seconds)
-    finally:
-        client.close()
+    run_worker(SINK, max_idle_seconds=max_idle_seconds)

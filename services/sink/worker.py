@@ -13,12 +13,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
+from kafka.structs import TopicPartition
 from prometheus_client import Counter
 
 from facestream.runtime import metrics
-from facestream.runtime.runner import Handler, Output, Poison
+from facestream.runtime.logs import add_log_context
+from facestream.runtime.runner import Handler, KafkaRecord, Output, Poison, where
 from facestream.schemas import MatchEvent, decode
 from facestream.services.sink.settings import SinkSettings
 from facestream.services.sink.store import Applier, Plan, plan
@@ -40,7 +41,7 @@ class _Pending:
     plan: Plan
     captured_at: datetime
     where: str
-    """``topic[partition]@offset``, for log lines."""
+    """``topic[partition]@offset``, for log lines (applied after the record's log context)."""
     camera: str
 
 
@@ -54,14 +55,14 @@ class SinkHandler(Handler):
         self.sink = sink
         self._pending: list[_Pending] = []
 
-    def handle(self, record: Any) -> Sequence[Output]:
+    def handle(self, record: KafkaRecord) -> Sequence[Output]:
         event = decode(MatchEvent, record.value)
+        add_log_context(store=event.store_id, camera=event.camera_id)
         try:
             planned = plan(event, self.sink, self.applier.prefix)
         except ValueError as exc:
             raise Poison("invalid", str(exc)) from exc
-        where = f"{record.topic}[{record.partition}]@{record.offset}"
-        self._pending.append(_Pending(planned, event.captured_at, where, event.camera_id))
+        self._pending.append(_Pending(planned, event.captured_at, where(record), event.camera_id))
         return []
 
     def before_commit(self) -> None:
@@ -93,6 +94,6 @@ class SinkHandler(Handler):
                 pending[-1].where,
             )
 
-    def on_revoked(self, partitions: Sequence[Any]) -> None:
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         # The runner commits before a rebalance completes; anything left is already replayable.
         self._pending.clear()

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from facestream.core.images import load_image
+from facestream.runtime.logs import redact_url
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import FrameMeta
@@ -27,7 +28,7 @@ from facestream.services.camera.publisher import (
     publish,
     read_manifest,
 )
-from facestream.services.camera.video import frames_from_video, redact
+from facestream.services.camera.video import frames_from_video
 from tests.kafka_fixtures import pipeline_env, read_topic
 
 STORE = "store-3"
@@ -195,6 +196,15 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no video file" in result.output
 
 
+def test_invalid_settings_exit_2_as_for_every_worker(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["--store", STORE, "--camera", "c1", "--source", str(tmp_path)]
+    (tmp_path / "a.jpg").write_bytes(b"never read: the settings are refused first")
+    result = runner.invoke(camera_command, args, env={"FACESTREAM_METRICS_PORT": "70000"})
+    assert result.exit_code == 2, result.output
+    assert "invalid settings: FACESTREAM_METRICS_PORT: " in result.output
+
+
 def test_stream_credentials_stay_out_of_logs() -> None:
-    assert redact("rtsp://admin:secret@10.0.0.5:554/stream1") == "rtsp://10.0.0.5:554/stream1"
-    assert redact("/videos/door.mp4") == "/videos/door.mp4"
+    assert redact_url("rtsp://admin:secret@10.0.0.5:554/stream1") == "rtsp://10.0.0.5:554/stream1"
+    assert redact_url("/videos/door.mp4") == "/videos/door.mp4"

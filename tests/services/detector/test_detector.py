@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import signal
 import struct
 import subprocess
@@ -17,15 +18,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 from PIL import Image
 from prometheus_client import REGISTRY
 
 from facestream.core.engine import MODEL_VERSION, EngineConfig, FaceEngine
-from facestream.runtime.runner import Poison, Record, Runner, make_producer
+from facestream.runtime.logs import FORMAT, ContextFilter, log_context
+from facestream.runtime.runner import Poison, Record, Runner, make_producer, where
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import DeadLetter, FaceObservation, FrameMeta, decode
+from facestream.services.detector.cli import detector_command
 from facestream.services.detector.worker import DetectorHandler, DetectorSettings
 from tests.kafka_fixtures import pipeline_env, read_topic
 
@@ -184,6 +188,48 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FACESTREAM_DETECTOR_FALLBACKS", "sideways")
     with pytest.raises(ValueError, match="fallbacks"):
         DetectorSettings()
+
+
+def test_log_lines_carry_the_record_context(handler: DetectorHandler) -> None:
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    collect = Collect()
+    collect.setFormatter(logging.Formatter(FORMAT))
+    collect.addFilter(ContextFilter())
+    logger = logging.getLogger("facestream.services.detector.worker")
+    level = logger.level
+    logger.addHandler(collect)
+    logger.setLevel(logging.DEBUG)
+    record = frame(wall(), "frame-9")
+    try:
+        with log_context(where(record)):
+            handler.handle(record)
+        handler.handle(record)  # outside a context (a test, a benchmark): no brackets
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+    assert lines[0].endswith(" [frames.v1[0]@0 store=store-7 camera=door-1 frame=frame-9]")
+    assert lines[1].endswith("0 observations")
+
+
+def test_start_up_errors_are_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")  # what the command sets; undone after the test
+    cli = CliRunner()
+    args = ["--max-idle-seconds", "1"]
+    env = {"FACESTREAM_METRICS_PORT": "0"}
+    fallbacks = {**env, "FACESTREAM_DETECTOR_FALLBACKS": "sideways"}
+    bad = cli.invoke(detector_command, args, env=fallbacks)
+    assert bad.exit_code == 2, bad.output
+    assert "invalid settings: FACESTREAM_DETECTOR_FALLBACKS: " in bad.output
+    level = cli.invoke(detector_command, [*args, "--log-level", "loud"], env=env)
+    assert level.exit_code == 2, level.output
+    assert "unknown log level 'loud'" in level.output
+    # Kafka out of reach is the entry point's, the same for every worker: see the sink's test.
 
 
 # -- on the broker ---------------------------------------------------------------------------

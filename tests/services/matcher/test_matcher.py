@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
@@ -37,6 +38,7 @@ from facestream.schemas import (
     derived_id,
 )
 from facestream.schemas.keys import identity_key, partition_for
+from facestream.services.matcher.cli import matcher_command
 from facestream.services.matcher.presence import acknowledgements
 from facestream.services.matcher.settings import MatcherSettings
 from facestream.services.matcher.worker import MatcherHandler
@@ -397,3 +399,23 @@ def test_two_matchers_share_partitions_through_a_rebalance(
         # Redelivered observations are allowed, but only as the very same event.
         assert by_id.setdefault(event.event_id, event) == event
     assert set(by_id) == {derived_id("match", o.observation_id) for o in observations}
+
+
+def test_start_up_errors_are_one_message(pipeline: PipelineSettings) -> None:
+    cli = CliRunner()
+    args = ["--max-idle-seconds", "1"]
+    env = {**pipeline.to_env(), "FACESTREAM_METRICS_PORT": "0"}
+    bad = cli.invoke(matcher_command, args, env={**env, "FACESTREAM_MATCHER_INDEX": "kd-tree"})
+    assert bad.exit_code == 2, bad.output
+    assert "invalid settings: FACESTREAM_MATCHER_INDEX: " in bad.output
+
+    # Kafka out of reach is the entry point's, the same for every worker: see the sink's test.
+    # State that cannot be read: a topic prefix with no topics behind it.
+    missing = {
+        **env,
+        "FACESTREAM_TOPIC_PREFIX": "nothing-here.",
+        "FACESTREAM_MATCHER_STARTUP_TIMEOUT": "2",
+    }
+    no_state = cli.invoke(matcher_command, args, env=missing)
+    assert no_state.exit_code == 1, no_state.output
+    assert "matcher stopped: topic nothing-here.identities.v1 not found" in no_state.output
