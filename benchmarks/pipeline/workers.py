@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -23,12 +21,14 @@ import redis
 from kafka import KafkaAdminClient
 
 from facestream.devstack import stack
+from facestream.devstack.workers import spawn_worker, stop_workers
 from facestream.runtime.settings import PipelineSettings
+from facestream.runtime.topics import DEFAULT_PARTITIONS
 from facestream.tools import replay
 
 log = logging.getLogger(__name__)
 
-PARTITIONS = stack.DEFAULT_PARTITIONS
+PARTITIONS = DEFAULT_PARTITIONS
 
 _USED: list[PipelineSettings] = []
 """Every pipeline this process made, for :func:`sweep`."""
@@ -93,7 +93,7 @@ def fresh_pipeline(base: PipelineSettings, label: str) -> Iterator[PipelineSetti
 
 def sweep() -> None:
     """Delete again whatever topics of this process's pipelines exist. A broker that still
-    auto-creates topics (one started before stack.py disabled it) re-creates a deleted topic
+    auto-creates topics (one started before the stack disabled that) re-creates a deleted topic
     when a later client of this process refreshes metadata that still names it."""
     if not _USED:
         return
@@ -157,18 +157,14 @@ class Workers:
     _files: list[IO[bytes]] = field(default_factory=list)
 
     def start(self, stage: str, extra: Mapping[str, str] | None = None) -> Worker:
-        env = {
-            **self.env,
-            **self.settings.to_env(),
-            "FACESTREAM_METRICS_PORT": "0",
-            **(extra or {}),
-        }
         log = self.logdir / f"{self.settings.group_prefix}-{stage}-{len(self.started)}.log"
         fh = log.open("wb")
         self._files.append(fh)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{stage}"],
-            env=env,
+        proc = spawn_worker(
+            stage,
+            self.settings,
+            extra_env=extra,
+            base_env=self.env,
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
@@ -222,16 +218,7 @@ class Workers:
         return [cpu_seconds(w.proc.pid) - w.cpu_start for w in self.started if w.stage == stage]
 
     def stop(self) -> None:
-        for w in self.started:
-            with suppress(ProcessLookupError):
-                w.proc.send_signal(signal.SIGTERM)
-        for w in self.started:
-            try:
-                w.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                log.warning("%s ignored SIGTERM for 30 s; killed", w.stage)
-                w.proc.kill()
-                w.proc.wait()
+        stop_workers((w.stage, w.proc) for w in self.started)
         for fh in self._files:
             fh.close()
 

@@ -7,58 +7,58 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
+from facestream.cli.common import emit, json_option
 from facestream.core.enrollment import report_lines
 from facestream.runtime.logs import configure_logging
 from facestream.runtime.settings import PipelineSettings
 
+if TYPE_CHECKING:
+    from facestream.admin.members import MembersReport
 
-def _emit(obj: dict[str, Any]) -> None:
-    click.echo(json.dumps(obj, default=str))
 
-
-def print_members_report(report: dict[str, Any], as_json: bool) -> None:
+def print_members_report(report: MembersReport, as_json: bool) -> None:
     """What :func:`facestream.admin.members.publish_members` did, as JSON or as lines."""
+    summary = report.as_dict()
     if as_json:
-        _emit(report)
+        emit(summary)
         return
-    for line in report_lines(report):
+    for line in report_lines(summary):
         click.echo(line)
-    for member_id, why in report["invalid"].items():
+    for member_id, why in report.invalid.items():
         click.echo(f"  not published {member_id}: {why}")
-    click.echo(f"published {len(report['published'])} members to {report['topic']}")
+    click.echo(f"published {len(report.published)} members to {report.topic}")
 
 
 @click.command("erase")
 @click.argument("subject")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def erase_command(subject: str, timeout: float, as_json: bool) -> None:
     """Erase SUBJECT everywhere: a member id, or a visitor as STORE/FACE_ID.
 
     Exits with status 1 when not every live matcher confirmed in time."""
-    from facestream.admin.members import erase
+    from facestream.admin.erasure import erase
 
     settings = PipelineSettings()
     configure_logging(settings.log_level)
     result = erase(subject, settings, timeout)
     if as_json:
-        _emit(result)
+        emit(result.as_dict())
     else:
+        where = result.tombstone
         click.echo(
-            f"{result['kind']} {subject}: tombstone at {result['tombstone']['topic']}"
-            f"[{result['tombstone']['partition']}]@{result['tombstone']['offset']}"
+            f"{result.kind} {subject}: tombstone at {where.topic}[{where.partition}]@{where.offset}"
         )
         click.echo(
-            f"matchers confirmed {len(result['acknowledged'])}/{len(result['matchers'])}"
-            + (f", pending: {', '.join(result['pending'])}" if result["pending"] else "")
+            f"matchers confirmed {len(result.acknowledged)}/{len(result.matchers)}"
+            + (f", pending: {', '.join(result.pending)}" if result.pending else "")
         )
-        if result["visits_purged"] is None:
+        if result.visits_purged is None:
             click.echo("visits in Redis: not purged (the sink's purge is not available)")
-    if not result["confirmed"]:
+    if not result.confirmed:
         sys.exit(1)

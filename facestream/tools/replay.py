@@ -12,26 +12,27 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.structs import TopicPartition
 
 from facestream.devstack import stack
+from facestream.devstack.workers import spawn_worker, stop_workers
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import MatchEvent, SchemaError, decode
+
+if TYPE_CHECKING:
+    from facestream.services.sink.stats import StoreStats
 
 log = logging.getLogger(__name__)
 
@@ -103,31 +104,23 @@ def workers(
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
-        env = {**os.environ, **settings.to_env(), "FACESTREAM_METRICS_PORT": "0", **extra_env}
         for stage, _ in STAGES:
             if _group_active(admin, settings.group(stage)):
                 echo(f"{stage}: already running")
                 continue
-            proc = subprocess.Popen(
-                [sys.executable, "-m", f"services.{stage}"],
-                env=env,
+            proc = spawn_worker(
+                stage,
+                settings,
+                extra_env=extra_env,
                 stdout=subprocess.DEVNULL,
+                # A worker's log lines would drown the replay's own output, unless debugging.
                 stderr=None if log.isEnabledFor(logging.DEBUG) else subprocess.DEVNULL,
             )
             procs.append((stage, proc))
         yield [s for s, _ in procs]
     finally:
         admin.close()
-        for _, proc in procs:
-            with suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-        for stage, proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in 30 s; killing it", stage)
-                proc.kill()
-                proc.wait()
+        stop_workers(procs)
 
 
 class EventTail(threading.Thread):
@@ -189,7 +182,7 @@ def run(
     echo: Callable[[str], None],
     show_events: bool = True,
     timeout: float = 900.0,
-) -> dict[str, Any]:
+) -> StoreStats:
     """The whole replay; returns the store's stats for the manifest's day."""
     from facestream.admin.members import publish_members
     from facestream.runtime.runner import make_producer
@@ -214,8 +207,8 @@ def run(
             if members is not None:
                 report = publish_members(members, settings)
                 echo(
-                    f"members: published {len(report['published'])} "
-                    f"({', '.join(report['published'])}) from {report['photos']} photos"
+                    f"members: published {len(report.published)} "
+                    f"({', '.join(report.published)}) from {report.photos} photos"
                 )
             if show_events:
                 tail = EventTail(settings, echo, timezone)

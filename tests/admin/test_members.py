@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from facestream.admin.members import erase, publish_members
+from facestream.admin.erasure import erase
+from facestream.admin.members import publish_members
 from facestream.core.engine import Encoding
 from facestream.core.photos import encode_many, image_files
 from facestream.runtime.settings import PipelineSettings
@@ -68,9 +69,9 @@ def test_enroll_recognise_and_erase(
     pipeline: PipelineSettings, folder: Path, probe: Encoding
 ) -> None:
     report = publish_members(folder, pipeline, workers=1)
-    assert report["published"] == ["Gray_Davis", "Hugo_Chavez"]
-    assert report["counts"] == {"enrolled": 7}
-    assert list(report["invalid"]) == ["not valid!"]
+    assert report.published == ("Gray_Davis", "Hugo_Chavez")
+    assert report.enrollment.counts == {"enrolled": 7}
+    assert list(report.invalid) == ["not valid!"]
     records = read_all(pipeline, pipeline.topics.members, 2)
     hugo = decode(MemberRecord, next(r.value for r in records if r.key == b"Hugo_Chavez"))
     assert (hugo.name, len(hugo.encodings)) == ("Hugo Chavez", 3)
@@ -87,10 +88,10 @@ def test_enroll_recognise_and_erase(
         assert (first.kind, first.member_id) == ("member", "Hugo_Chavez")
 
         erased = erase("Hugo_Chavez", pipeline, timeout=20)
-        assert erased["confirmed"], erased
-        assert (erased["kind"], erased["acknowledged"]) == ("member", ["m1"])
-        assert erased["tombstone"]["topic"] == pipeline.topics.members
-        assert isinstance(erased["visits_purged"], int)
+        assert erased.confirmed, erased
+        assert (erased.kind, erased.acknowledged) == ("member", ("m1",))
+        assert erased.tombstone.topic == pipeline.topics.members
+        assert isinstance(erased.visits_purged, int)
 
         second = see("f2:0", 2)
         assert (second.kind, second.member_id) == ("new", None)
@@ -99,8 +100,8 @@ def test_enroll_recognise_and_erase(
         # The visitor minted from the erased member's face is erased in turn.
         subject = f"s1/{second.face_id}"
         gone = erase(subject, pipeline, timeout=20)
-        assert gone["confirmed"] and gone["acknowledged"] == ["m1"], gone
-        assert gone["tombstone"]["partition"] == partition_for("s1", PARTITIONS)
+        assert gone.confirmed and gone.acknowledged == ("m1",), gone
+        assert gone.tombstone.partition == partition_for("s1", PARTITIONS)
         third = see("f3:0", 3)
         assert (third.kind, third.face_id) == ("new", derived_id("face", "f3:0"))
     finally:
@@ -120,5 +121,21 @@ def test_erase_with_no_live_matcher(pipeline: PipelineSettings) -> None:
     started = time.monotonic()
     result = erase("s7/F-nobody", pipeline, timeout=5)
     assert time.monotonic() - started < 5
-    assert (result["kind"], result["matchers"], result["confirmed"]) == ("visitor", [], True)
-    assert result["tombstone"]["partition"] == partition_for("s7", PARTITIONS)
+    assert (result.kind, result.matchers, result.confirmed) == ("visitor", (), True)
+    assert result.tombstone.partition == partition_for("s7", PARTITIONS)
+    # The JSON form (`facestream erase --json`) keeps its keys, in their order.
+    assert list(result.as_dict()) == [
+        "subject",
+        "kind",
+        "tombstone",
+        "matchers",
+        "acknowledged",
+        "pending",
+        "confirmed",
+        "visits_purged",
+    ]
+    assert result.as_dict()["tombstone"] == {
+        "topic": pipeline.topics.identities,
+        "partition": result.tombstone.partition,
+        "offset": result.tombstone.offset,
+    }

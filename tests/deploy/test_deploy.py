@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from facestream import schemas
-from facestream.devstack.stack import topic_specs
+from facestream.runtime.topics import topic_specs
 from facestream.schemas.wire import vector_from_wire
 
 ROOT = Path(__file__).resolve().parents[2]

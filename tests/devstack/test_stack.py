@@ -1,4 +1,4 @@
-"""Round trips through the real local stack (Kafka + Redis) started by facestream.devstack.stack.
+"""Round trips through the real local stack (Kafka + Redis) started by ``facestream stack up``.
 
 Start it first with ``facestream stack up``. Without a running stack these tests are
 skipped, except under CI (``$CI`` set), where a missing stack is a failure: CI must start it.
@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from facestream.devstack import stack
+from facestream.devstack.process import port_open
+from facestream.runtime.topics import Topics
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +26,7 @@ def live_stack() -> stack.StackConfig:
     in_ci = bool(os.environ.get("CI"))
     # Wait only for a stack that may still be starting (CI starts it just before pytest, or a
     # port already listens); with nothing there locally, skip at once instead of sleeping.
-    starting = stack.port_open(cfg.kafka_port) or stack.port_open(cfg.redis_port)
+    starting = port_open(cfg.kafka_port) or port_open(cfg.redis_port)
     timeout = 30.0 if in_ci else (10.0 if starting else 0.0)
     if stack.wait_ready(timeout=timeout, config=cfg):
         return cfg
@@ -32,7 +34,7 @@ def live_stack() -> stack.StackConfig:
     message = (
         f"local stack not running (kafka ready={st['kafka']['ready']} at "
         f"{cfg.bootstrap_servers}, redis ready={st['redis']['ready']} at {cfg.redis_url}); "
-        "start it with `python -m facestream.devstack.stack up`"
+        "start it with `facestream stack up`"
     )
     if in_ci:
         pytest.fail(message + " — CI is set, so the stack must be up", pytrace=False)
@@ -62,8 +64,9 @@ def test_pipeline_topics_exist(live_stack: stack.StackConfig) -> None:
     st = stack.status(config=live_stack)
     assert st["ready"]
     assert st["missing_topics"] == []
-    assert st["topics"][stack.IDENTITIES_TOPIC] == st["topics"][stack.ENCODINGS_TOPIC]
-    assert st["topics"][stack.MEMBERS_TOPIC] == 1
+    topics = Topics()
+    assert st["topics"][topics.identities] == st["topics"][topics.encodings]
+    assert st["topics"][topics.members] == 1
 
 
 def test_kafka_produce_consume_round_trip(live_stack: stack.StackConfig, fresh_topic: str) -> None:

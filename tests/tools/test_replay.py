@@ -3,12 +3,9 @@ and the same day with workers killed (SIGKILL) mid-stream and restarted."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +13,9 @@ import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaConsumer
 
-from facestream.admin.members import erase, publish_members
+from facestream.admin.erasure import erase
+from facestream.admin.members import publish_members
+from facestream.devstack.workers import spawn_worker, stop_workers
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import MatchEvent, decode
@@ -47,7 +46,7 @@ def test_replay_equals_truth(scenario: simulate.Scenario, pipeline: PipelineSett
     )
     truth = scenario.truth()
     assert truth["pv"] > truth["uv"] > 0 and truth["returning"] > 0 and truth["members"]
-    assert {k: stats[k] for k in KEYS} == {k: truth[k] for k in KEYS}
+    assert {k: stats.as_dict()[k] for k in KEYS} == {k: truth[k] for k in KEYS}
     assert any("member " in line for line in lines)  # events were shown as they arrived
     # The replay stopped the workers it started: their groups are empty again.
     admin = KafkaAdminClient(bootstrap_servers=pipeline.kafka_bootstrap)
@@ -60,29 +59,22 @@ def test_replay_equals_truth(scenario: simulate.Scenario, pipeline: PipelineSett
 
 
 def _start(stage: str, settings: PipelineSettings, timezone: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        **settings.to_env(),
-        "FACESTREAM_METRICS_PORT": "0",
-        # Small batches so that a kill lands mid-stream with work committed and work not.
-        "FACESTREAM_DETECTOR_MAX_BATCH": "2",
-        "FACESTREAM_MATCHER_MAX_BATCH": "2",
-        "FACESTREAM_SINK_MAX_BATCH": "2",
-        "FACESTREAM_SINK_STORE_TIMEZONES": f'{{"store-7": "{timezone}"}}',
-    }
-    return subprocess.Popen([sys.executable, "-m", f"services.{stage}"], env=env)
+    return spawn_worker(
+        stage,
+        settings,
+        extra_env={
+            # Small batches so that a kill lands mid-stream with work committed and work not.
+            "FACESTREAM_DETECTOR_MAX_BATCH": "2",
+            "FACESTREAM_MATCHER_MAX_BATCH": "2",
+            "FACESTREAM_SINK_MAX_BATCH": "2",
+            "FACESTREAM_SINK_STORE_TIMEZONES": f'{{"store-7": "{timezone}"}}',
+        },
+    )
 
 
-def _stop(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     """SIGTERM every worker, then wait (bounded) for each; kill what does not stop."""
-    procs = list(procs)
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_workers(procs.items())
 
 
 def _progress(settings: PipelineSettings) -> replay.Progress:
@@ -138,8 +130,8 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(
         procs = {stage: _start(stage, pipeline, scenario.timezone) for stage in stages}
         _wait(pipeline, 240)
     finally:
-        _stop(procs.values())
-    stats = store_stats(scenario.store, scenario.day, pipeline)
+        _stop(procs)
+    stats = store_stats(scenario.store, scenario.day, pipeline).as_dict()
     truth = scenario.truth()
     assert {k: stats[k] for k in KEYS} == {k: truth[k] for k in KEYS}
 
@@ -168,7 +160,7 @@ def test_erasure_reaches_every_copy(
     try:
         _wait_live_matcher(client, pipeline)
         result = erase(member, pipeline, timeout=60)
-        assert result["confirmed"] and result["acknowledged"], result
+        assert result.confirmed and result.acknowledged, result
         # Topic: the member's latest record is a tombstone.
         latest = {r.key: r.value for r in read_topic(pipeline, pipeline.topics.members)}
         assert latest[member.encode()] is None
@@ -176,7 +168,7 @@ def test_erasure_reaches_every_copy(
         # marker does, which drops their events still in the backlog (and expires in 7 days).
         left = list(client.scan_iter(pattern))
         assert [k.split(":")[-3] for k in left] == ["erased"], left
-        assert member not in store_stats(scenario.store, scenario.day, pipeline)["members"]
+        assert member not in store_stats(scenario.store, scenario.day, pipeline).members
         # Matcher: the same photo, seen again today, is now a stranger.
         photo = next((scenario.members_dir / member).iterdir())
         seen = next(a.at for a in scenario.appearances if a.person == member)
@@ -189,7 +181,7 @@ def test_erasure_reaches_every_copy(
         assert last.frame_id == frame_id(scenario.store, frame)
         assert (last.kind, last.member_id) == ("new", None)
     finally:
-        _stop(procs.values())
+        _stop(procs)
 
 
 def _wait_live_matcher(client: redis.Redis, settings: PipelineSettings) -> None:

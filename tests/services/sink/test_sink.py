@@ -23,8 +23,9 @@ from kafka import KafkaConsumer, KafkaProducer
 from facestream.runtime.runner import Poison, Record
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import Box, DeadLetter, MatchEvent, SchemaError, decode, derived_id
+from facestream.services.sink.cli import sink_command
 from facestream.services.sink.settings import SinkSettings
-from facestream.services.sink.stats import stats_command, store_stats
+from facestream.services.sink.stats import StoreStats, stats_command, store_stats
 from facestream.services.sink.store import Applier, StoreKeys, plan, purge, redis_client
 from facestream.services.sink.worker import SinkHandler
 from facestream.tools.crm_example import Greeter
@@ -78,7 +79,9 @@ def apply(r: redis.Redis, prefix: str, *events: MatchEvent, sink: SinkSettings =
     return Applier(r, prefix).apply([plan(e, sink, prefix) for e in events])
 
 
-def stats(settings: PipelineSettings, r: redis.Redis, day: str = DAY, store: str = "s1") -> Any:
+def stats(
+    settings: PipelineSettings, r: redis.Redis, day: str = DAY, store: str = "s1"
+) -> StoreStats:
     return store_stats(store, day, settings, client=r)
 
 
@@ -93,9 +96,9 @@ def test_visits_are_cut_by_the_gap_in_event_time(pipeline, client):
     )
     assert [o.visit_started for o in out] == [True, False, True]
     s = stats(pipeline, client)
-    assert (s["pv"], s["uv"], s["new"], s["returning"]) == (2, 1, 1, 0)
+    assert (s.pv, s.uv, s.new, s.returning) == (2, 1, 1, 0)
     # The one-event visit has no measurable dwell: the average is over the first visit only.
-    assert (s["dwell_seconds_avg"], s["dwell_visits"]) == (600.0, 1)
+    assert (s.dwell_seconds_avg, s.dwell_visits) == (600.0, 1)
 
 
 def test_cameras_of_one_store_count_once_and_stores_apart(pipeline, client):
@@ -107,8 +110,8 @@ def test_cameras_of_one_store_count_once_and_stores_apart(pipeline, client):
         match("a", T0 + timedelta(minutes=2), camera="aisle"),
         match("a", T0 + timedelta(minutes=3), store="s2"),
     )
-    assert (stats(pipeline, client)["pv"], stats(pipeline, client, store="s2")["pv"]) == (1, 1)
-    assert stats(pipeline, client)["dwell_seconds_avg"] == 120.0
+    assert (stats(pipeline, client).pv, stats(pipeline, client, store="s2").pv) == (1, 1)
+    assert stats(pipeline, client).dwell_seconds_avg == 120.0
 
 
 def test_out_of_order_events_extend_the_visit(pipeline, client):
@@ -123,7 +126,7 @@ def test_out_of_order_events_extend_the_visit(pipeline, client):
     )
     assert [o.visit_started for o in out] == [True, False, False, True]
     s = stats(pipeline, client)
-    assert (s["pv"], s["uv"], s["dwell_seconds_avg"]) == (2, 1, 1200.0)
+    assert (s.pv, s.uv, s.dwell_seconds_avg) == (2, 1, 1200.0)
     visits = client.zrange(StoreKeys(p, "s1").visits("f:a"), 0, -1)
     start = int(T0.timestamp() * 1000)
     assert visits[-1] == f"{start}|{start + 20 * 60_000}|{DAY}|3"
@@ -144,9 +147,9 @@ def test_days_are_local_to_the_store(pipeline, client):
     mar5 = stats(pipeline, client, "2024-03-05", "ny")
     mar6 = stats(pipeline, client, "2024-03-06", "ny")
     # b's visit crosses midnight: it counts (with its whole dwell) on the day it started.
-    assert (mar5["pv"], mar5["uv"], mar5["new"], mar5["dwell_seconds_avg"]) == (2, 2, 2, 2400.0)
-    assert (mar6["pv"], mar6["uv"], mar6["new"], mar6["returning"]) == (1, 1, 0, 1)
-    assert stats(pipeline, client, "2024-03-06", "s1")["pv"] == 0  # nothing leaks across stores
+    assert (mar5.pv, mar5.uv, mar5.new, mar5.dwell_seconds_avg) == (2, 2, 2, 2400.0)
+    assert (mar6.pv, mar6.uv, mar6.new, mar6.returning) == (1, 1, 0, 1)
+    assert stats(pipeline, client, "2024-03-06", "s1").pv == 0  # nothing leaks across stores
 
 
 def test_new_and_returning_across_days_and_members(pipeline, client):
@@ -164,8 +167,8 @@ def test_new_and_returning_across_days_and_members(pipeline, client):
         match("m3", day2 + timedelta(hours=3), member=True),
     )
     s = stats(pipeline, client, "2024-03-06")
-    assert (s["pv"], s["uv"], s["new"], s["returning"]) == (5, 4, 2, 2)
-    assert s["members"] == ["m3", "m7"]
+    assert (s.pv, s.uv, s.new, s.returning) == (5, 4, 2, 2)
+    assert s.members == ("m3", "m7")
     arrivals = client.xrange(StoreKeys(p, "s1").arrivals)
     assert [f["member_id"] for _, f in arrivals] == ["m7", "m7", "m3"]
 
@@ -225,7 +228,7 @@ def test_purge_erases_a_person_but_keeps_the_counts(pipeline, client):
     assert not client.exists(keys.day_members(DAY))
     assert client.xlen(keys.arrivals) == 0
     after = stats(pipeline, client)
-    assert (after["pv"], after["uv"], after["members"]) == (before["pv"], before["uv"], [])
+    assert (after.pv, after.uv, after.members) == (before.pv, before.uv, ())
     # A backlog event from before the erasure cannot bring the member back; a later one can.
     late = match("m1", T0 + timedelta(hours=1), member=True)
     fresh = match("m1", erased_at + timedelta(minutes=1), member=True)
@@ -244,11 +247,11 @@ def test_handler_plans_in_handle_and_applies_before_commit(pipeline, client):
     nameless = match("a", T0).model_copy(update={"face_id": None})
     with pytest.raises(Poison):
         handler.handle(record(nameless.to_bytes(), 2))
-    assert stats(pipeline, client)["pv"] == 0  # nothing written before the commit point
+    assert stats(pipeline, client).pv == 0  # nothing written before the commit point
     handler.before_commit()
     handler.handle(record(match("a", T0).to_bytes(), 0))  # redelivered after a crash
     handler.before_commit()
-    assert stats(pipeline, client)["pv"] == 1
+    assert stats(pipeline, client).pv == 1
 
 
 def test_crm_example_greets_a_member_once_per_visit():
@@ -394,3 +397,25 @@ def test_settings_refuse_unknown_zones():
     with pytest.raises(ValueError, match="Mars/Olympus"):
         SinkSettings(store_timezones={"7": "Mars/Olympus"})
     assert SINK.zone_for("ny") == ZoneInfo(NY) and SINK.zone_for("s1") == ZoneInfo("UTC")
+
+
+def test_start_up_errors_are_one_message(live_stack: PipelineSettings) -> None:
+    cli = CliRunner()
+    args = ["--max-idle-seconds", "1"]
+    env = {"FACESTREAM_METRICS_PORT": "0", "FACESTREAM_REDIS_URL": live_stack.redis_url}
+    bad = cli.invoke(sink_command, args, env={**env, "FACESTREAM_SINK_TIMEZONE": "Mars/Olympus"})
+    assert bad.exit_code == 2, bad.output
+    assert "invalid settings: FACESTREAM_SINK_TIMEZONE: " in bad.output
+    assert "Traceback" not in bad.output
+
+    away = "redis://:hunter2@127.0.0.1:1/0"
+    no_redis = cli.invoke(sink_command, args, env={**env, "FACESTREAM_REDIS_URL": away})
+    assert no_redis.exit_code == 1, no_redis.output
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in no_redis.output
+    assert "hunter2" not in no_redis.output
+
+    no_kafka = cli.invoke(
+        sink_command, args, env={**env, "FACESTREAM_KAFKA_BOOTSTRAP": "127.0.0.1:1"}
+    )
+    assert no_kafka.exit_code == 1, no_kafka.output
+    assert "cannot reach Kafka at 127.0.0.1:1" in no_kafka.output

@@ -1,0 +1,135 @@
+"""Erasing a person everywhere: a member (by member id) or an anonymous visitor
+(``store/face_id``).
+
+:func:`erase` writes a tombstone on the compacted topic that holds them, waits (bounded) until
+every live matcher has acknowledged it in Redis, then asks the sink to purge their visits, when
+the sink provides that.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from facestream.runtime.runner import make_producer
+from facestream.runtime.settings import PipelineSettings
+from facestream.schemas.keys import partition_for, split_identity_key
+from facestream.services.matcher.presence import acknowledgements, live_matchers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """Where the erasure's tombstone landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """The outcome of :func:`erase`."""
+
+    subject: str
+    kind: Literal["member", "visitor"]
+    tombstone: Tombstone
+    matchers: tuple[str, ...]
+    """The matchers alive when the erasure began: the ones that must confirm."""
+    acknowledged: tuple[str, ...]
+    """Those of :attr:`matchers` that confirmed in time."""
+    pending: tuple[str, ...]
+    """Those still alive that did not confirm in time."""
+    confirmed: bool
+    """Every matcher still alive confirmed."""
+    visits_purged: int | None
+    """Redis keys the sink's purge changed; None when no sink purge is available."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form that ``facestream erase --json`` prints."""
+        return {
+            "subject": self.subject,
+            "kind": self.kind,
+            "tombstone": {
+                "topic": self.tombstone.topic,
+                "partition": self.tombstone.partition,
+                "offset": self.tombstone.offset,
+            },
+            "matchers": list(self.matchers),
+            "acknowledged": list(self.acknowledged),
+            "pending": list(self.pending),
+            "confirmed": self.confirmed,
+            "visits_purged": self.visits_purged,
+        }
+
+
+def erase(subject: str, settings: PipelineSettings, timeout: float = 30.0) -> Erasure:
+    """Erase a member (``subject`` = member id) or a visitor (``store/face_id``) everywhere.
+
+    Produces the tombstone, waits at most ``timeout`` seconds for every matcher that is alive
+    (heartbeat in the last 30 s) to acknowledge it, then purges the subject's visits in Redis
+    through the sink. ``confirmed`` is true when every such matcher acknowledged."""
+    topics = settings.topics
+    ident = split_identity_key(subject)
+    client = redis.Redis.from_url(settings.redis_url)
+    # Who must confirm: the matchers alive now. One that starts later reads the tombstone
+    # (or, once compacted, nothing of the subject) when it builds its state.
+    required = live_matchers(client, settings.redis_prefix)
+    kind: Literal["member", "visitor"]
+    producer = make_producer(settings.kafka_bootstrap)
+    try:
+        if ident is None:
+            kind, topic, partition = "member", topics.members, None
+        else:
+            kind, topic = "visitor", topics.identities
+            # The partition the store's FaceIds live in: where its encodings are (murmur2).
+            count = len(producer.partitions_for(topics.encodings))
+            partition = partition_for(ident[0], count)
+        meta = producer.send(topic, key=subject.encode(), value=None, partition=partition).get(
+            timeout=30
+        )
+    finally:
+        producer.close(timeout=10)
+    log.info("tombstone for %s %s at %s[%d]@%d", kind, subject, topic, meta.partition, meta.offset)
+
+    deadline = time.monotonic() + timeout
+    acked: dict[str, float] = {}
+    while True:
+        acked = acknowledgements(client, settings.redis_prefix, subject)
+        # A matcher that died meanwhile cannot confirm; it holds nothing once it is gone.
+        waiting = (required & live_matchers(client, settings.redis_prefix)) - set(acked)
+        if not waiting or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return Erasure(
+        subject=subject,
+        kind=kind,
+        tombstone=Tombstone(topic, meta.partition, meta.offset),
+        matchers=tuple(sorted(required)),
+        acknowledged=tuple(sorted(m for m in acked if m in required)),
+        pending=tuple(sorted(waiting)),
+        confirmed=not waiting,
+        visits_purged=_purge_visits(subject, settings),
+    )
+
+
+def _purge_visits(subject: str, settings: PipelineSettings) -> int | None:
+    """The sink's purge of the subject's visits in Redis (keys changed), None without a sink."""
+    try:
+        from facestream.services.sink.store import purge
+    except ImportError:
+        log.warning(
+            "facestream.services.sink.store.purge not available: visits of %s not purged", subject
+        )
+        return None
+    ident = split_identity_key(subject)
+    if ident is None:
+        return purge(subject, settings)
+    # The sink keys visitors by FaceId within their store.
+    store, face_id = ident
+    return purge(face_id, settings, stores=[store])

@@ -1,0 +1,119 @@
+"""``facestream eval verify|identify``: accuracy of the recognition core on labelled photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from facestream.cli.common import emit, fail, json_option
+from facestream.cli.core import margin_option, threshold_option, verify_threshold_option
+from facestream.core.gallery import DEFAULT_MARGIN, DEFAULT_THRESHOLD, INDEX_TYPES, GalleryConfig
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Measure accuracy on labelled photos."""
+
+
+@eval_group.command("verify")
+@click.option(
+    "--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option(
+    "--images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True
+)
+@verify_threshold_option
+@json_option
+def eval_verify(pairs: Path, images: Path, threshold: float | None, as_json: bool) -> None:
+    """The LFW pairs protocol on an official-format pairs.txt."""
+    from facestream.core.evaluation import (
+        PairsFormatError,
+        encode_subjects,
+        read_pairs,
+        verify_report,
+    )
+    from facestream.core.verification import DEFAULT_VERIFY_THRESHOLD
+
+    try:
+        pair_list = read_pairs(pairs, images)
+    except PairsFormatError as exc:
+        fail(str(exc))
+    paths = [p.a for p in pair_list] + [p.b for p in pair_list]
+    encodings, seconds = encode_subjects(paths, progress=not as_json)
+    report = verify_report(pair_list, encodings, threshold or DEFAULT_VERIFY_THRESHOLD, seconds)
+    if as_json:
+        emit(report)
+        return
+    cv = (
+        "n/a (one fold)"
+        if report["accuracy_cv"] is None
+        else (f"{report['accuracy_cv']:.2%} ± {report['accuracy_cv_std']:.2%}")
+    )
+    click.echo(
+        f"pairs {report['pairs']} in {report['folds']} fold(s), images {report['images']}\n"
+        f"accuracy at threshold {report['threshold']}: {report['accuracy']:.2%}\n"
+        f"best threshold {report['best_threshold']}: {report['best_accuracy']:.2%}\n"
+        f"cross-validated accuracy: {cv}\n"
+        f"no face found: {report['no_face']} image(s) {report['no_face_images']}\n"
+        f"seconds: {report['seconds']}"
+    )
+
+
+@eval_group.command("identify")
+@click.option(
+    "--images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True
+)
+@click.option("--index", type=click.Choice(INDEX_TYPES), default="flat", show_default=True)
+@threshold_option
+@margin_option
+@click.option(
+    "--stranger-share",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Share of multi-photo people kept out of the gallery as strangers.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a PNG of both error rates against the threshold.",
+)
+@json_option
+def eval_identify(
+    images: Path,
+    index: str,
+    threshold: float | None,
+    margin: float | None,
+    stranger_share: float,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """Open-set 1:N identification on a folder-per-person tree."""
+    from facestream.core.evaluation import encode_subjects, identify_report, split_people
+
+    split = split_people(images, stranger_share)
+    paths = [*split.enrolled.values(), *(p for p, _ in split.member_probes), *split.stranger_probes]
+    encodings, seconds = encode_subjects(paths, progress=not as_json)
+    config = GalleryConfig(
+        index=index,  # type: ignore[arg-type]
+        threshold=threshold or DEFAULT_THRESHOLD,
+        margin=DEFAULT_MARGIN if margin is None else margin,
+    )
+    report = identify_report(split, encodings, config, seconds, plot)
+    if as_json:
+        emit(report)
+        return
+    click.echo(
+        f"probes {report['probes']} ({report['member_probes']} of enrolled people, "
+        f"{report['stranger_probes']} of strangers, {report['no_face']} without a face); "
+        f"gallery {report['gallery_identities']} identities ({index})\n"
+        f"rank-1 accuracy: {report['rank1']:.2%}\n"
+        f"at threshold {report['threshold']}, margin {report['margin']}:\n"
+        f"  identification rate {report['identification_rate']:.2%}\n"
+        f"  false accept rate (strangers accepted) {report['false_accept_rate']:.2%}\n"
+        f"  false reject rate (members rejected) {report['false_reject_rate']:.2%}\n"
+        f"  misidentification rate {report['misidentification_rate']:.2%}\n"
+        f"seconds: {report['seconds']}" + (f"\nplot: {plot}" if plot else "")
+    )
