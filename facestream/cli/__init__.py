@@ -4,7 +4,8 @@ Each command lives with what it runs, and its module is imported only when that 
 (or ``--help`` lists it), so that ``facestream verify`` does not load Kafka and Redis clients:
 
 * :mod:`.core` -- enroll, identify, verify, serve, demo-core; :mod:`.evaluation` -- eval;
-* :mod:`.pipeline` -- replay, demo; :mod:`.stack` -- stack up|down|status;
+* :mod:`.pipeline` -- replay, demo; :mod:`.simulation` -- simulate, eval store;
+* :mod:`.stack` -- stack up|down|status;
 * :mod:`.admin` -- erase (and the report of ``enroll --members``);
 * the services' own commands (detector, matcher, sink, camera, stats) and the example CRM.
 """
@@ -26,6 +27,7 @@ LAZY_COMMANDS = {
     "serve": "facestream.cli.core:serve",
     "demo-core": "facestream.cli.core:demo_core",
     "replay": "facestream.cli.pipeline:replay",
+    "simulate": "facestream.cli.simulation:simulate",
     "demo": "facestream.cli.pipeline:demo",
     "stack": "facestream.cli.stack:stack_group",
     "erase": "facestream.cli.admin:erase_command",

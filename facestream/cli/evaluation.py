@@ -13,7 +13,17 @@ from facestream.core.gallery import DEFAULT_MARGIN, DEFAULT_THRESHOLD, INDEX_TYP
 
 @click.group("eval")
 def eval_group() -> None:
-    """Measure accuracy on labelled photos."""
+    """Measure accuracy on labelled photos, and counting on a simulated chain."""
+
+
+def _register_store() -> None:
+    # `eval store` runs the whole pipeline; it lives with the simulator's commands.
+    from facestream.cli.simulation import eval_store
+
+    eval_group.add_command(eval_store)
+
+
+_register_store()
 
 
 @eval_group.command("verify")

@@ -1,4 +1,4 @@
-"""Pipeline worker processes run locally, as ``python -m services.<stage>``, and stopped cleanly.
+"""Pipeline workers run locally, as ``python -m facestream.services.<stage>``, and stopped cleanly.
 
 ``facestream replay`` and the pipeline benchmarks both start workers this way: the settings
 travel as ``FACESTREAM_*`` variables (:meth:`PipelineSettings.to_env`), exactly as a deployment
@@ -54,7 +54,7 @@ def spawn_worker(
     """Start the ``stage`` worker (detector, matcher, sink) with ``settings``; see
     :func:`worker_env` for its environment. Output goes where ``stdout``/``stderr`` say."""
     return subprocess.Popen(
-        [sys.executable, "-m", f"services.{stage}"],
+        [sys.executable, "-m", f"facestream.services.{stage}"],
         env=worker_env(settings, extra_env, base=base_env),
         stdout=stdout,
         stderr=stderr,

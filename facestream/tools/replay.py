@@ -172,6 +172,89 @@ class EventTail(threading.Thread):
         self.consumer.close()
 
 
+class Session:
+    """A running local pipeline for one replay: publish members and frames, wait, read back."""
+
+    def __init__(self, settings: PipelineSettings, echo: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.echo = echo
+
+    def publish_members(self, members: Path) -> None:
+        """Enroll the members of ``members`` (Name/*.jpg) into members.v1."""
+        from facestream.admin.members import publish_members
+
+        report = publish_members(members, self.settings)
+        self.echo(
+            f"members: published {len(report.published)} "
+            f"({', '.join(report.published)}) from {report.photos} photos"
+        )
+
+    def publish_manifest(self, manifest: Path, store: str) -> int:
+        """Publish the manifest's frames (``store`` for rows without a store column)."""
+        from facestream.runtime.runner import make_producer
+        from facestream.services.camera.publisher import frames_from_manifest, publish
+
+        producer = make_producer(self.settings.kafka_bootstrap)
+        try:
+            sent = publish(
+                producer, self.settings.topics.frames, store, frames_from_manifest(manifest)
+            )
+        finally:
+            producer.close()
+        self.echo(
+            f"published {sent.published} frames of {manifest.name} "
+            f"({sent.skipped} unreadable); waiting for the pipeline"
+        )
+        return sent.published
+
+    def wait(self, timeout: float) -> None:
+        """Until every stage has committed all of its input (twice in a row)."""
+        _wait_drained(self.settings, self.echo, timeout)
+
+    def events(self) -> list[MatchEvent]:
+        """Every match event now in matches.v1, partition by partition, in offset order."""
+        return [
+            decode(MatchEvent, v) for v in read_values(self.settings, self.settings.topics.matches)
+        ]
+
+
+@contextmanager
+def session(
+    settings: PipelineSettings,
+    echo: Callable[[str], None],
+    timezones: dict[str, str],
+    *,
+    show_events: bool = True,
+) -> Iterator[Session]:
+    """Start what is not running (Kafka and Redis, a worker per stage), yield a
+    :class:`Session`, and stop what was started on the way out. Read the stats inside the
+    ``with``: a stack this started goes down with its Redis."""
+    cfg = stack.StackConfig.from_env()
+    started_stack = False
+    if not stack.wait_ready(2.0, config=cfg):
+        echo("starting Kafka and Redis (first run installs them)...")
+        stack.up(config=cfg)
+        started_stack = True
+    stack.ensure_topics(prefix=settings.topic_prefix, config=cfg)
+    tail: EventTail | None = None
+    try:
+        # The sink buckets days in each store's time zone; replays must use the plan's.
+        extra = {"FACESTREAM_SINK_STORE_TIMEZONES": json.dumps(timezones)}
+        with workers(settings, echo, extra) as started:
+            if started:
+                echo(f"started workers: {', '.join(started)}")
+            if show_events:
+                zone = next(iter(timezones.values()), "UTC")
+                tail = EventTail(settings, echo, zone)
+                tail.start()
+            yield Session(settings, echo)
+    finally:
+        if tail is not None:
+            tail.stop()
+        if started_stack:
+            stack.down(config=cfg)
+
+
 def run(
     *,
     store: str,
@@ -184,54 +267,38 @@ def run(
     timeout: float = 900.0,
 ) -> StoreStats:
     """The whole replay; returns the store's stats for the manifest's day."""
-    from facestream.admin.members import publish_members
-    from facestream.runtime.runner import make_producer
-    from facestream.services.camera.publisher import frames_from_manifest, publish
     from facestream.services.sink.stats import store_stats
 
     day = manifest_day(manifest, timezone)
-    cfg = stack.StackConfig.from_env()
-    started_stack = False
-    if not stack.wait_ready(2.0, config=cfg):
-        echo("starting Kafka and Redis (first run installs them)...")
-        stack.up(config=cfg)
-        started_stack = True
-    stack.ensure_topics(prefix=settings.topic_prefix, config=cfg)
-    tail: EventTail | None = None
-    try:
-        # The sink buckets days in the store's time zone; replays must use the manifest's.
-        extra = {"FACESTREAM_SINK_STORE_TIMEZONES": json.dumps({store: timezone})}
-        with workers(settings, echo, extra) as started:
-            if started:
-                echo(f"started workers: {', '.join(started)}")
-            if members is not None:
-                report = publish_members(members, settings)
-                echo(
-                    f"members: published {len(report.published)} "
-                    f"({', '.join(report.published)}) from {report.photos} photos"
-                )
-            if show_events:
-                tail = EventTail(settings, echo, timezone)
-                tail.start()
-            producer = make_producer(settings.kafka_bootstrap)
-            try:
-                sent = publish(
-                    producer, settings.topics.frames, store, frames_from_manifest(manifest)
-                )
-            finally:
-                producer.close()
-            echo(
-                f"published {sent.published} frames of {manifest.name} "
-                f"({sent.skipped} unreadable); waiting for the pipeline"
-            )
-            _wait_drained(settings, echo, timeout)
-        # Read before the stack it may have started goes down with its Redis.
+    with session(settings, echo, {store: timezone}, show_events=show_events) as s:
+        if members is not None:
+            s.publish_members(members)
+        s.publish_manifest(manifest, store)
+        s.wait(timeout)
         return store_stats(store, day, settings)
+
+
+def read_values(settings: PipelineSettings, topic: str, timeout: float = 60.0) -> list[bytes]:
+    """The values of every record now in ``topic`` (tombstones left out), in offset order
+    within each partition."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    try:
+        parts = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        records: list[tuple[int, int, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in parts):
+            if time.monotonic() > deadline:
+                raise ReplayError(f"timed out reading {topic}")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend((r.partition, r.offset, r.value) for r in batch if r.value)
+        return [v for _, _, v in sorted(records)]
     finally:
-        if tail is not None:
-            tail.stop()
-        if started_stack:
-            stack.down(config=cfg)
+        consumer.close()
 
 
 def _wait_drained(settings: PipelineSettings, echo: Callable[[str], None], timeout: float) -> None:

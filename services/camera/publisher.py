@@ -35,7 +35,7 @@ IMAGE_TYPES: Final = {
     ".png": "image/png",
     ".bmp": "image/bmp",
 }
-MANIFEST_COLUMNS: Final = ("path", "captured_at", "camera")
+MANIFEST_COLUMNS: Final = ("path", "captured_at", "camera", "store")
 _ID: Final = TypeAdapter(Id)
 
 
@@ -58,6 +58,9 @@ class Frame:
     captured_at: datetime
     source: str
     content_type: str = "image/jpeg"
+    store_id: str | None = None
+    """The store, where the input names one per frame (a manifest's ``store`` column); else the
+    store given to :func:`publish`."""
 
 
 @dataclass(frozen=True)
@@ -136,10 +139,11 @@ class ManifestRow:
     path: str
     captured_at: datetime
     camera_id: str
+    store_id: str | None = None
 
 
 def read_manifest(manifest: Path, default_camera: str | None) -> list[ManifestRow]:
-    """Parse and check the whole manifest (``path,captured_at[,camera]``) before publishing.
+    """Parse and check the whole manifest (``path,captured_at[,camera][,store]``) before publishing.
 
     Every time must carry a UTC offset; a row without a camera takes ``default_camera``. All
     problems are reported at once, by line number; nothing is published from a bad manifest.
@@ -152,7 +156,7 @@ def read_manifest(manifest: Path, default_camera: str | None) -> list[ManifestRo
             unknown = [c for c in columns if c not in MANIFEST_COLUMNS]
             if missing or unknown:
                 raise CameraError(
-                    f"{manifest}: the header must be path,captured_at[,camera]; "
+                    f"{manifest}: the header must be path,captured_at[,camera][,store]; "
                     f"got {','.join(columns) or 'nothing'}"
                 )
             reader.fieldnames = columns
@@ -196,7 +200,14 @@ def _manifest_row(line: int, raw: dict[str, str | None], default_camera: str | N
         )
     if not camera:
         raise CameraError("no camera (add a camera column or pass --camera)")
-    return ManifestRow(line, path, captured_at, check_id(camera, "camera"))
+    store = (raw.get("store") or "").strip()
+    return ManifestRow(
+        line,
+        path,
+        captured_at,
+        check_id(camera, "camera"),
+        check_id(store, "store") if store else None,
+    )
 
 
 def frames_from_manifest(
@@ -221,7 +232,9 @@ def _manifest_frames(rows: list[ManifestRow], base: Path) -> Iterator[Frame | Sk
                 f"line {row.line}: {row.path}", f"cannot read {path}: {exc.strerror or exc}"
             )
             continue
-        yield Frame(data, row.camera_id, row.captured_at, row.path, content_type(path))
+        yield Frame(
+            data, row.camera_id, row.captured_at, row.path, content_type(path), row.store_id
+        )
 
 
 # -- publishing -------------------------------------------------------------------------------
@@ -238,13 +251,13 @@ def publish(
 ) -> PublishReport:
     """Send ``items`` in order to ``topic`` (key = store id), flush, and count what happened.
 
-    Stops after ``max_frames`` frames. A failed send is counted in the report (and logged),
-    not raised, so that one run reports every failure.
+    A frame that names its own store (a manifest's ``store`` column) goes to that store;
+    ``store_id`` is the store of the others. Stops after ``max_frames`` frames. A failed send
+    is counted in the report (and logged), not raised, so that one run reports every failure.
     """
     store_id = check_id(store_id, "store")
     report = PublishReport(topic=topic)
     lock = threading.Lock()
-    key = store_id.encode()
 
     def on_error(exc: BaseException) -> None:
         with lock:
@@ -259,19 +272,22 @@ def publish(
             report.skipped_sources.append(item.source)
             log.warning("store=%s: skipped %s: %s", store_id, item.source, item.reason)
             continue
+        store = item.store_id or store_id
         meta = FrameMeta(
-            frame_id=frame_id(store_id, item),
-            store_id=store_id,
+            frame_id=frame_id(store, item),
+            store_id=store,
             camera_id=item.camera_id,
             captured_at=item.captured_at,
             content_type=item.content_type,
         )
-        future = producer.send(topic, key=key, value=item.data, headers=meta.to_headers())
+        future = producer.send(
+            topic, key=store.encode(), value=item.data, headers=meta.to_headers()
+        )
         future.add_errback(on_error)
         report.sent += 1
         log.debug(
             "store=%s camera=%s frame=%s: %s (%d bytes) -> %s",
-            store_id,
+            store,
             item.camera_id,
             meta.frame_id,
             item.source,

@@ -1,0 +1,157 @@
+"""``facestream simulate`` and ``facestream eval store``: a simulated chain and its counting report.
+
+``simulate`` plans stores, days and people from a photo folder (:mod:`facestream.tools.simulate`)
+and writes ``members/``, ``manifest.csv`` and ``truth.json``; ``eval store`` replays them through
+the pipeline and prints the figures beside the truth, with the identity errors behind them
+(:mod:`facestream.tools.counting`).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import click
+
+from facestream.cli.common import emit, fail, json_option, local_settings
+
+
+@click.command("simulate")
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Photos in the LFW layout (one folder per person).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for members/, manifest.csv and truth.json (links, no copies).",
+)
+@click.option(
+    "--store",
+    "stores",
+    multiple=True,
+    default=("store-7:Europe/Paris",),
+    show_default=True,
+    help="A store as ID:Area/City (its time zone); repeat for a chain.",
+)
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default="2026-11-27", show_default=True)
+@click.option("--days", type=click.IntRange(1, 366), default=2, show_default=True)
+@click.option("--members", type=click.IntRange(0), default=4, show_default=True)
+@click.option(
+    "--returning-same-day",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="Strangers who come twice on one day.",
+)
+@click.option(
+    "--returning-later",
+    type=click.IntRange(0),
+    default=3,
+    show_default=True,
+    help="Strangers who come back on later days.",
+)
+@click.option("--once", type=click.IntRange(0), default=4, show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["eval", "fit", "all"]),
+    default="eval",
+    show_default=True,
+    help="Only people of this half (facestream.core.splits): report on people not fitted on.",
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+@json_option
+def simulate(
+    images: Path,
+    out: Path,
+    stores: tuple[str, ...],
+    start: date,
+    days: int,
+    members: int,
+    returning_same_day: int,
+    returning_later: int,
+    once: int,
+    split: str,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Write a simulated chain (manifest, truth, members) from a folder of photos."""
+    from facestream.tools import simulate as sim
+
+    try:
+        plan = sim.Plan(
+            stores=tuple(sim.StorePlan.parse(s) for s in stores),
+            start=start.date() if hasattr(start, "date") else start,
+            days=days,
+            members=members,
+            returning_same_day=returning_same_day,
+            returning_later=returning_later,
+            once=once,
+            split=None if split == "all" else split,  # type: ignore[arg-type]
+            seed=seed,
+        )
+        scenario = sim.build(images, plan)
+    except (sim.NotEnoughPeople, ValueError) as exc:
+        fail(str(exc))
+    members_dir, manifest, truth = scenario.write(out)
+    summary = {
+        "members_dir": str(members_dir),
+        "manifest": str(manifest),
+        "truth": str(truth),
+        "sightings": len(scenario.sightings),
+        "days": [d.as_dict() for d in scenario.all_days()],
+    }
+    if as_json:
+        emit(summary)
+        return
+    click.echo(f"{len(scenario.sightings)} sightings -> {manifest}\ntruth -> {truth}")
+    for d in scenario.all_days():
+        click.echo(
+            f"  {d.store} {d.date}: PV {d.pv}, UV {d.uv}, new {d.new}, returning {d.returning}, "
+            f"members {len(d.members)}"
+        )
+
+
+@click.command("store")
+@click.option(
+    "--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option(
+    "--truth", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option(
+    "--members",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Members to enroll first [default: members/ beside the truth file].",
+)
+@click.option("--events", "show_events", is_flag=True, help="Print match events as they arrive.")
+@json_option
+def eval_store(
+    manifest: Path, truth: Path, members: Path | None, show_events: bool, as_json: bool
+) -> None:
+    """Replay a simulated chain and print its counting beside the truth: PV, UV, new,
+    returning, dwell, member recall, false members, splits and merges."""
+    from facestream.tools.replay import ReplayError
+    from facestream.tools.store_eval import evaluate, fresh_settings
+
+    echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    try:
+        report = evaluate(
+            manifest,
+            truth,
+            fresh_settings(local_settings()),
+            echo,
+            members=members,
+            show_events=show_events,
+        )
+    except ReplayError as exc:
+        fail(str(exc))
+    if as_json:
+        emit(report.as_dict())
+        return
+    for line in report.lines():
+        click.echo(line)
