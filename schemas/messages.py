@@ -17,13 +17,19 @@ from __future__ import annotations
 import base64
 import uuid
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import AfterValidator, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
-from facestream.schemas.wire import Message, SchemaError, Vector, vector_from_wire
+from facestream.schemas.wire import Message, SchemaError, Vector, decode, vector_from_wire
 
 # Ids travel in keys and Redis key names: keep them printable, short and free of separators
 # that mean something there ("/" splits identity keys, "{}" are Redis hash tags).
@@ -48,10 +54,24 @@ def derived_id(*parts: str) -> str:
 
 
 class Box(Message):
+    """A face box in pixels of the original image; ``right`` and ``bottom`` are exclusive.
+
+    The one box type: the face engine returns it and the messages carry it as is."""
+
     top: int
     right: int
     bottom: int
     left: int
+
+    @property
+    def width(self) -> int:
+        """Pixels from ``left`` to ``right``."""
+        return self.right - self.left
+
+    @property
+    def height(self) -> int:
+        """Pixels from ``top`` to ``bottom``."""
+        return self.bottom - self.top
 
 
 class FrameMeta(Message):
@@ -148,8 +168,13 @@ class MemberRecord(Message):
         return np.stack([vector_from_wire(e) for e in self.encodings])
 
 
-class IdentityRecord(Message):
-    """A minted anonymous FaceId (``identities.v1``, compacted, key = ``store/face_id``)."""
+MAX_VISITOR_SAMPLES: Final = 64
+"""Most encodings one :class:`IdentityRecord` may carry (a matcher keeps fewer: its setting)."""
+
+
+class IdentityRecordV1(Message):
+    """Version 1 of :class:`IdentityRecord`: the minting encoding only. Still read (such records
+    stay in the compacted topic until their FaceId is erased or learns), never written."""
 
     v: Literal[1] = 1
     face_id: str
@@ -158,9 +183,84 @@ class IdentityRecord(Message):
     first_seen: EventTime
     observation_id: str
 
+
+class IdentityRecord(Message):
+    """An anonymous visitor's FaceId and face samples (``identities.v1``, compacted, key =
+    ``store/face_id``). A record is the visitor's whole state: a newer one replaces it.
+
+    Version 2: ``encodings`` holds the minting encoding first, then the ones learned from later
+    confident sightings; ``learned_from[i]`` is the observation ``encodings[i]`` came from.
+    Read with :meth:`read`, which also accepts version 1 (one encoding)."""
+
+    VERSION: ClassVar[int] = 2
+    v: Literal[2] = 2
+    face_id: str
+    store_id: Id
+    first_seen: EventTime
+    """``captured_at`` of the minting observation."""
+    observation_id: str
+    """The observation that minted the FaceId (also ``learned_from[0]``)."""
+    encodings: list[Vector] = Field(min_length=1, max_length=MAX_VISITOR_SAMPLES)
+    learned_from: list[str] = Field(min_length=1, max_length=MAX_VISITOR_SAMPLES)
+
+    @model_validator(mode="after")
+    def _samples_line_up(self) -> IdentityRecord:
+        if len(self.learned_from) != len(self.encodings):
+            raise ValueError("learned_from must name one observation per encoding")
+        if self.learned_from[0] != self.observation_id:
+            raise ValueError("the first encoding must be the minting observation's")
+        if len(set(self.learned_from)) != len(self.learned_from):
+            raise ValueError("an observation gives a visitor at most one sample")
+        return self
+
     @property
-    def vector(self) -> NDArray[np.float32]:
-        return vector_from_wire(self.encoding)
+    def vectors(self) -> NDArray[np.float32]:
+        """The encodings as an ``(n, 128)`` array, the minting one first."""
+        return np.stack([vector_from_wire(e) for e in self.encodings])
+
+    @classmethod
+    def minted(
+        cls,
+        *,
+        face_id: str,
+        store_id: str,
+        encoding: str,
+        first_seen: datetime,
+        observation_id: str,
+    ) -> IdentityRecord:
+        """The record of a FaceId just minted from one observation (one sample)."""
+        return cls(
+            face_id=face_id,
+            store_id=store_id,
+            first_seen=first_seen,
+            observation_id=observation_id,
+            encodings=[encoding],
+            learned_from=[observation_id],
+        )
+
+    @classmethod
+    def read(cls, value: bytes | None) -> IdentityRecord:
+        """Decode a record of version 2, or of version 1 (upgraded: its one encoding as the only
+        sample). Every failure is a :class:`SchemaError`, as with :func:`decode`."""
+        try:
+            return decode(cls, value)
+        except SchemaError as exc:
+            if exc.reason != "unknown_version":
+                raise
+            newer = exc
+        try:
+            old = decode(IdentityRecordV1, value)
+        except SchemaError as exc:
+            if exc.reason == "unknown_version":
+                raise SchemaError("unknown_version", f"{newer.message}, or 1") from exc
+            raise
+        return cls.minted(
+            face_id=old.face_id,
+            store_id=old.store_id,
+            encoding=old.encoding,
+            first_seen=old.first_seen,
+            observation_id=old.observation_id,
+        )
 
 
 class DeadLetter(Message):

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from facestream.core.images import DEFAULT_MAX_PIXELS, RGBImage, load_image
+from facestream.schemas.messages import Box
 
 log = logging.getLogger(__name__)
 
@@ -31,27 +32,6 @@ Encoding = NDArray[np.float32]
 Fallback = Literal["upsample", "pad", "cnn"]
 ALL_FALLBACKS: Final[tuple[Fallback, ...]] = ("upsample", "pad", "cnn")
 MODEL_VERSION: Final = "dlib_face_recognition_resnet_model_v1"
-
-
-@dataclass(frozen=True)
-class Box:
-    """A face box in pixels of the original image; ``right`` and ``bottom`` are exclusive."""
-
-    top: int
-    right: int
-    bottom: int
-    left: int
-
-    @property
-    def width(self) -> int:
-        return self.right - self.left
-
-    @property
-    def height(self) -> int:
-        return self.bottom - self.top
-
-    def as_dict(self) -> dict[str, int]:
-        return {"top": self.top, "right": self.right, "bottom": self.bottom, "left": self.left}
 
 
 @dataclass(frozen=True)
@@ -65,6 +45,7 @@ class Quality:
 
     @property
     def passed(self) -> bool:
+        """Whether the face passed the gate (and was encoded)."""
         return not self.reasons
 
 
@@ -78,8 +59,9 @@ class Face:
     encoding: Encoding | None
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON form: box, detector and quality (the encoding is left out)."""
         return {
-            "box": self.box.as_dict(),
+            "box": self.box.model_dump(),
             "detector": self.detector,
             "quality": {
                 "passed": self.quality.passed,
@@ -183,10 +165,13 @@ def _models() -> _Models:
 
 
 @dataclass(frozen=True)
-class _Detection:
+class Detection:
+    """A face the detectors found, before the quality gate."""
+
     rect: Any  # dlib.rectangle in original-image pixels
     score: float
     detector: str
+    """Which pass found it: ``hog``, or a fallback (``hog-upsample``, ``hog-pad``, ``cnn``)."""
 
 
 class FaceEngine:
@@ -209,7 +194,7 @@ class FaceEngine:
             found = self._m.cnn(image, 1)
         return [(d.rect, float(d.confidence)) for d in found]
 
-    def detect(self, image: RGBImage) -> list[_Detection]:
+    def detect(self, image: RGBImage) -> list[Detection]:
         """Every face box in ``image``, in original pixels, best-first by detector score."""
         cfg = self.config
         h, w = image.shape[:2]
@@ -223,7 +208,7 @@ class FaceEngine:
         if not found and max(small.shape[:2]) <= cfg.fallback_max_side:
             found = self._fallbacks(small, upsample)
         dets = [
-            _Detection(_scale_rect(rect, 1.0 / scale, 0, 0), float(score), name)
+            Detection(_scale_rect(rect, 1.0 / scale, 0, 0), float(score), name)
             for rect, score, name in found
         ]
         return sorted(dets, key=lambda d: -d.score)

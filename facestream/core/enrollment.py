@@ -18,7 +18,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Photo:
+    """A photo to enroll and the identity it belongs to."""
+
     path: Path
     identity_id: str
     name: str
@@ -51,28 +53,47 @@ def scan(folder: Path) -> list[Photo]:
     return photos
 
 
+PhotoStatus = Literal["enrolled", "no_face", "several_faces", "low_quality", "bad_image"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one photo contributes to an enrollment: its status, a detail (the detector that
+    found the subject, or why the photo was skipped) and the subject's encoding when enrolled."""
+
+    status: PhotoStatus
+    detail: str
+    encoding: Encoding | None = None
+
+
 @dataclass(frozen=True)
 class PhotoResult:
+    """One photo's line in an :class:`EnrollReport`."""
+
     path: Path
     identity_id: str
-    status: str
-    """``enrolled``, ``no_face``, ``several_faces``, ``low_quality`` or ``bad_image``."""
+    status: PhotoStatus
     detail: str = ""
 
 
 @dataclass
 class EnrollReport:
+    """A verdict for every photo of an enrollment, in input order."""
+
     results: list[PhotoResult] = field(default_factory=list)
 
     @property
     def counts(self) -> Counter[str]:
+        """Photos per status."""
         return Counter(r.status for r in self.results)
 
     @property
     def identities(self) -> int:
+        """Identities with at least one enrolled photo."""
         return len({r.identity_id for r in self.results if r.status == "enrolled"})
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON form: totals, counts per status and every skipped photo."""
         return {
             "photos": len(self.results),
             "identities": self.identities,
@@ -94,20 +115,21 @@ def report_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def judge(encoded: Encoded) -> tuple[str, str, Encoding | None]:
-    """Decide what one encoded photo contributes: (status, detail, encoding or None)."""
+def judge(encoded: Encoded) -> Verdict:
+    """Decide what one encoded photo contributes: enrolled with its subject's encoding, or
+    skipped with the reason."""
     if encoded.error is not None:
-        return "bad_image", encoded.error, None
+        return Verdict("bad_image", encoded.error)
     if not encoded.faces:
-        return "no_face", "no face found", None
+        return Verdict("no_face", "no face found")
     subject = pick_subject(encoded.faces, encoded.shape, "dominant")
     if subject is not None and subject.encoding is not None:
-        return "enrolled", subject.detector, subject.encoding
+        return Verdict("enrolled", subject.detector, subject.encoding)
     usable = [f for f in encoded.faces if f.encoding is not None]
     if len(usable) > 1:
-        return "several_faces", f"{len(usable)} faces of similar size", None
+        return Verdict("several_faces", f"{len(usable)} faces of similar size")
     reasons = sorted({r for f in encoded.faces for r in f.quality.reasons})
-    return "low_quality", ",".join(reasons), None
+    return Verdict("low_quality", ",".join(reasons))
 
 
 def enroll_photos(
@@ -126,12 +148,14 @@ def enroll_photos(
     label = "enrolling" if progress else None
     for enc in encode_many(by_path, engine, workers=workers, progress=label):
         photo = by_path[enc.path]
-        status, detail, vector = judge(enc)
-        report.results.append(PhotoResult(enc.path, photo.identity_id, status, detail))
-        if vector is not None:
-            pending.setdefault(photo.identity_id, []).append(vector)
+        verdict = judge(enc)
+        report.results.append(
+            PhotoResult(enc.path, photo.identity_id, verdict.status, verdict.detail)
+        )
+        if verdict.encoding is not None:
+            pending.setdefault(photo.identity_id, []).append(verdict.encoding)
         else:
-            log.info("skipped %s: %s (%s)", enc.path, status, detail)
+            log.info("skipped %s: %s (%s)", enc.path, verdict.status, verdict.detail)
     names = {p.identity_id: p.name for p in photos}
     for ident, vectors in pending.items():
         gallery.add(Identity(ident, names[ident], kind), np.stack(vectors))

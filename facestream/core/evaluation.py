@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from facestream.core.engine import Encoding, EngineConfig
-from facestream.core.gallery import Gallery, GalleryConfig, Identity
+from facestream.core.gallery import Decision, Gallery, GalleryConfig, Identity
 from facestream.core.photos import encode_many, image_files, pick_subject
 
 Encodings = dict[Path, Encoding | None]
@@ -29,6 +29,8 @@ class PairsFormatError(ValueError):
 
 @dataclass(frozen=True)
 class Pair:
+    """Two photos of one LFW pair, whether they show the same person, and the pair's fold."""
+
     a: Path
     b: Path
     same: bool
@@ -88,16 +90,24 @@ def _accuracy(dist: NDArray[np.float64], same: NDArray[np.bool_], threshold: flo
     return float(((dist <= threshold) == same).mean()) if len(dist) else math.nan
 
 
-def best_threshold(dist: NDArray[np.float64], same: NDArray[np.bool_]) -> tuple[float, float]:
+@dataclass(frozen=True)
+class BestThreshold:
+    """The threshold that maximises accuracy on some pairs, and that accuracy."""
+
+    threshold: float
+    accuracy: float
+
+
+def best_threshold(dist: NDArray[np.float64], same: NDArray[np.bool_]) -> BestThreshold:
     """The threshold that maximises accuracy on these pairs (a midpoint between two observed
     distances), and that accuracy."""
     finite = np.sort(np.unique(dist[np.isfinite(dist)]))
     if not finite.size:
-        return 0.0, _accuracy(dist, same, 0.0)
+        return BestThreshold(0.0, _accuracy(dist, same, 0.0))
     cands = np.concatenate([[finite[0] - 1e-6], (finite[:-1] + finite[1:]) / 2, [finite[-1]]])
     accs = [_accuracy(dist, same, float(t)) for t in cands]
     i = int(np.argmax(accs))
-    return float(cands[i]), float(accs[i])
+    return BestThreshold(float(cands[i]), float(accs[i]))
 
 
 def verify_report(
@@ -114,7 +124,7 @@ def verify_report(
     )
     same = np.array([p.same for p in pairs])
     folds = np.array([p.fold for p in pairs])
-    best_t, best_acc = best_threshold(dist, same)
+    best = best_threshold(dist, same)
     cv: float | None = None
     cv_std: float | None = None
     n_folds = len(set(folds.tolist()))
@@ -122,8 +132,8 @@ def verify_report(
         scores = []
         for f in range(n_folds):
             train, test = folds != f, folds == f
-            t, _ = best_threshold(dist[train], same[train])
-            scores.append(_accuracy(dist[test], same[test], t))
+            fitted = best_threshold(dist[train], same[train]).threshold
+            scores.append(_accuracy(dist[test], same[test], fitted))
         cv, cv_std = float(np.mean(scores)), float(np.std(scores))
     images = {p.a for p in pairs} | {p.b for p in pairs}
     no_face = sorted(str(p) for p in images if encodings.get(p) is None)
@@ -132,8 +142,8 @@ def verify_report(
         "folds": n_folds,
         "accuracy": round(_accuracy(dist, same, threshold), 4),
         "threshold": threshold,
-        "best_threshold": round(best_t, 4),
-        "best_accuracy": round(best_acc, 4),
+        "best_threshold": round(best.threshold, 4),
+        "best_accuracy": round(best.accuracy, 4),
         "accuracy_cv": None if cv is None else round(cv, 4),
         "accuracy_cv_std": None if cv_std is None else round(cv_std, 4),
         "images": len(images),
@@ -226,19 +236,28 @@ def identify_report(
     return report
 
 
+@dataclass(frozen=True)
+class ErrorRates:
+    """Open-set error rates, one value per threshold tried."""
+
+    false_accept: NDArray[np.float64]
+    """Strangers accepted as anyone."""
+    false_reject: NDArray[np.float64]
+    """Members not accepted as themselves (rejected, or taken for another)."""
+
+
 def error_rates(
     gallery: Gallery,
     members: Sequence[tuple[Path, str, Encoding]],
     strangers: Sequence[Encoding],
     thresholds: NDArray[np.float64],
     margin: float,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """False accept rate (strangers accepted as anyone) and false reject rate (members not
-    accepted as themselves) at each threshold, with the margin fixed."""
+) -> ErrorRates:
+    """False accept and false reject rates at each threshold, with the margin fixed."""
     m_dec = gallery.identify_batch([e for *_, e in members])
     s_dec = gallery.identify_batch(list(strangers))
 
-    def accepts(d: Any, t: float) -> bool:
+    def accepts(d: Decision, t: float) -> bool:
         ok_margin = d.margin is None or d.margin >= margin
         return d.distance is not None and d.distance <= t and ok_margin
 
@@ -254,7 +273,7 @@ def error_rates(
             for t in thresholds
         ]
     )
-    return far, frr
+    return ErrorRates(far, frr)
 
 
 def _plot_rates(
@@ -270,10 +289,14 @@ def _plot_rates(
     import matplotlib.pyplot as plt
 
     thresholds = np.linspace(0.3, 0.8, 101)
-    far, frr = error_rates(gallery, members, strangers, thresholds, config.margin)
+    rates = error_rates(gallery, members, strangers, thresholds, config.margin)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    ax.plot(thresholds, far, label="false accept rate (strangers accepted)")
-    ax.plot(thresholds, frr, label="members not recognised (rejected or taken for another)")
+    ax.plot(thresholds, rates.false_accept, label="false accept rate (strangers accepted)")
+    ax.plot(
+        thresholds,
+        rates.false_reject,
+        label="members not recognised (rejected or taken for another)",
+    )
     ax.axvline(config.threshold, color="grey", linestyle="--", label=f"default {config.threshold}")
     ax.set_xlabel("distance threshold (Euclidean)")
     ax.set_ylabel("rate")

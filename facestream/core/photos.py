@@ -90,6 +90,7 @@ def _encode_one(path: Path) -> Encoded:
 
 
 def default_workers() -> int:
+    """One worker per core this process may run on."""
     return max(1, len(os.sched_getaffinity(0)))
 
 

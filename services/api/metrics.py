@@ -19,6 +19,8 @@ FACE_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50)
 
 @dataclass(frozen=True)
 class ApiMetrics:
+    """The metrics of one app, in their own registry (one ``/metrics`` per app)."""
+
     registry: CollectorRegistry
     requests: Counter
     latency: Histogram

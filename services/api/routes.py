@@ -98,7 +98,7 @@ def _face_out(face: Face, decision: Decision | None) -> FaceOut:
         sharpness=round(q.sharpness, 1),
         score=round(q.score, 3),
     )
-    box = BoxOut(**face.box.as_dict())
+    box = BoxOut(**face.box.model_dump())
     if decision is None:
         return FaceOut(
             box=box,
@@ -181,7 +181,7 @@ def verify(
     except ImageError as exc:
         # verify_images does not say which photo failed; see the report to the lead.
         raise image_error(exc, "image_a or image_b") from exc
-    return VerifyOut.model_validate(result)
+    return VerifyOut.model_validate(result.as_dict())
 
 
 def enroll(
@@ -223,14 +223,12 @@ def enroll(
             encoded = Encoded(Path(filename), tuple(faces), (rgb.shape[0], rgb.shape[1]))
         except ImageError as exc:
             encoded = Encoded(Path(filename), error=f"{exc.reason}: {exc.message}")
-        status, detail, vector = judge(encoded)
+        verdict = judge(encoded)
         results.append(
-            PhotoOut.model_validate(
-                {"index": index, "filename": filename, "status": status, "detail": detail}
-            )
+            PhotoOut(index=index, filename=filename, status=verdict.status, detail=verdict.detail)
         )
-        if vector is not None:
-            vectors.append(vector)
+        if verdict.encoding is not None:
+            vectors.append(verdict.encoding)
     if not vectors:
         raise ApiError(
             422,

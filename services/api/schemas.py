@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from facestream.core.enrollment import PhotoStatus
+
 
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -82,9 +84,6 @@ class VerifyOut(_Out):
     faces: dict[str, int] | None = Field(
         default=None, description="Faces found in the photo that had no single subject."
     )
-
-
-PhotoStatus = Literal["enrolled", "no_face", "several_faces", "low_quality", "bad_image"]
 
 
 class PhotoOut(_Out):

@@ -12,6 +12,7 @@ from PIL import Image
 
 from facestream.core.engine import EngineConfig, FaceEngine, face_distance
 from facestream.core.images import load_image
+from facestream.schemas import Box
 
 
 def _iou(a: object, b: object) -> float:
@@ -129,3 +130,15 @@ def test_rgba_and_rotated_inputs_still_give_faces(engine: FaceEngine, multi: Pat
     buf = io.BytesIO()
     image.rotate(-90, expand=True).save(buf, format="JPEG", exif=exif.tobytes())
     assert len(engine.faces_in(buf.getvalue())) == 1
+
+
+def test_boxes_are_the_wire_box(engine: FaceEngine, multi: Path) -> None:
+    """The engine's box is the message contract's: it goes into a message as is."""
+    face = engine.faces_in(multi / "obama.jpg")[0]
+    assert isinstance(face.box, Box)
+    assert (face.box.width, face.box.height) == (
+        face.box.right - face.box.left,
+        face.box.bottom - face.box.top,
+    )
+    assert list(face.as_dict()["box"]) == ["top", "right", "bottom", "left"]
+    assert Box.model_validate_json(face.box.model_dump_json()) == face.box

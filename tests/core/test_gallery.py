@@ -11,12 +11,14 @@ import pytest
 from facestream.core.engine import Encoding
 from facestream.core.gallery import (
     INDEX_TYPES,
+    Decision,
     Gallery,
     GalleryConfig,
     GalleryError,
     Identity,
     UnknownIdentity,
 )
+from facestream.core.gallery.decide import decide
 from facestream.core.photos import encode_many, image_files
 
 MEMBERS = ("Hugo_Chavez", "Gray_Davis", "Jennifer_Garner", "Gordon_Brown", "Clare_Short")
@@ -197,3 +199,34 @@ def test_reads_in_parallel_with_writes(people: dict[str, list[Encoding]]) -> Non
         t.join(timeout=60)
     assert not errors, errors[0]
     assert len(gallery) == len(MEMBERS) + 50
+
+
+def test_search_names_its_columns(people: dict[str, list[Encoding]]) -> None:
+    gallery = _build(people)
+    found = gallery.search(people["Clare_Short"][3], 2)
+    assert found.distances.shape == found.labels.shape == (1, 2)
+    distances, labels = found  # still unpacks like Faiss's (distances, labels)
+    assert distances[0, 0] <= distances[0, 1]
+    assert labels[0, 0] >= 0
+
+
+def _decide(distances: list[float], owners: list[int], **cfg: float) -> Decision:
+    config = GalleryConfig(**cfg)  # type: ignore[arg-type]
+    people = {n: Identity(f"p{n}") for n in (0, 1, 2)}
+    dist = np.array(distances, dtype=np.float32)
+    return decide(dist, np.array(owners, dtype=np.int64), people, config)
+
+
+def test_decide_threshold_margin_and_unknown() -> None:
+    # p0's second sample is not a competitor: the margin is to the nearest *other* identity.
+    match = _decide([0.30, 0.32, 0.40], [0, 0, 1])
+    assert match.reason == "match" and match.identity == Identity("p0")
+    assert match.margin == pytest.approx(0.10)
+    assert [c.identity.id for c in match.candidates] == ["p0", "p1"]
+    assert _decide([0.30, 0.31], [0, 1]).reason == "ambiguous"
+    assert _decide([0.30, 0.31], [0, 1], margin=0.0).reason == "match"
+    assert _decide([0.55, 0.70], [0, 1]).reason == "over_threshold"
+    alone = _decide([0.30, np.inf], [0, -1])
+    assert alone.reason == "match" and alone.margin is None
+    assert _decide([np.inf], [-1]).reason == "empty_gallery"
+    assert len(_decide([0.1, 0.2, 0.3], [0, 1, 2], top_k=2).candidates) == 2

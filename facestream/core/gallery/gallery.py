@@ -1,0 +1,286 @@
+"""The :class:`Gallery`: identities and their samples, the Faiss index over them, and the lock
+that lets searches run in parallel while changes wait."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from facestream.core.gallery import faiss_index, persistence
+from facestream.core.gallery.decide import decide, neighbours_needed
+from facestream.core.gallery.locking import RWLock
+from facestream.core.gallery.samples import SampleStore, as_vectors
+from facestream.core.gallery.types import (
+    DIM,
+    Decision,
+    GalleryConfig,
+    Identity,
+    Neighbours,
+    UnknownIdentity,
+    Vectors,
+)
+
+log = logging.getLogger(__name__)
+
+# Encodings as callers pass them: one vector, a list of vectors or an (n, 128) array.
+VectorInput = Sequence[NDArray[Any]] | NDArray[Any]
+
+
+class Gallery:
+    """Identities and their samples behind a Faiss index. Reads are thread-safe and parallel."""
+
+    def __init__(self, config: GalleryConfig | None = None) -> None:
+        self.config = config or GalleryConfig()
+        self._lock = RWLock()
+        self._identities: dict[str, Identity] = {}
+        self._number: dict[str, int] = {}  # identity id -> small int used inside arrays
+        self._by_number: dict[int, Identity] = {}
+        self._next_number = 0
+        self._next_sample = 0
+        self._store = SampleStore()
+        self._counts: dict[int, int] = {}  # identity number -> its sample count
+        self._max_samples = 0  # the largest count: how far a search must look past one person
+        self._index: Any = None
+        self._trained_at = 0
+
+    # -- introspection -----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._identities)
+
+    @property
+    def sample_count(self) -> int:
+        """Samples held, over every identity."""
+        return self._store.size
+
+    def __contains__(self, identity_id: object) -> bool:
+        return identity_id in self._identities
+
+    def identity(self, identity_id: str) -> Identity:
+        """The identity with this id; raises :class:`UnknownIdentity`."""
+        try:
+            return self._identities[identity_id]
+        except KeyError:
+            raise UnknownIdentity(identity_id) from None
+
+    def identities(self) -> list[Identity]:
+        """Every identity, sorted by id."""
+        with self._lock.read():
+            return [self._identities[k] for k in sorted(self._identities)]
+
+    def samples(self, identity_id: str) -> Vectors:
+        """The stored encodings of one identity (a copy)."""
+        with self._lock.read():
+            number = self._number.get(identity_id)
+            if number is None:
+                raise UnknownIdentity(identity_id)
+            found: Vectors = self._store.vectors[self._store.owners == number].copy()
+            return found
+
+    def index_bytes(self) -> int:
+        """Bytes of the Faiss index as serialised (what it costs in memory, roughly)."""
+        with self._lock.read():
+            if self._index is None or self._index.ntotal == 0:
+                return 0
+            return int(faiss_index.serialize(self._index).size)
+
+    # -- changes -----------------------------------------------------------------------------
+
+    def add(self, identity: Identity, encodings: VectorInput) -> int:
+        """Add samples to an identity, creating it (or updating its metadata). Returns the
+        identity's sample count."""
+        self.add_many([(identity, encodings)])
+        return self._counts[self._number[identity.id]]
+
+    def add_many(self, items: Iterable[tuple[Identity, VectorInput]]) -> None:
+        """Add many identities' samples at once: one index update (or one build) for all."""
+        prepared = [(ident, self._prepare(as_vectors(enc))) for ident, enc in items]
+        if not prepared:
+            return
+        with self._lock.write():
+            numbers = []
+            for identity, vecs in prepared:
+                number = self._number.get(identity.id)
+                if number is None:
+                    number = self._next_number
+                    self._next_number += 1
+                    self._number[identity.id] = number
+                self._by_number[number] = identity
+                self._identities[identity.id] = identity
+                ids = np.arange(self._next_sample, self._next_sample + len(vecs), dtype=np.int64)
+                self._next_sample += len(vecs)
+                self._store.append(ids, np.full(len(vecs), number, dtype=np.int64), vecs)
+                self._counts[number] = self._counts.get(number, 0) + len(vecs)
+                self._max_samples = max(self._max_samples, self._counts[number])
+                numbers.append(number)
+            added = sum(len(v) for _, v in prepared)
+            self._index_add(numbers, self._store.ids[-added:], self._store.vectors[-added:])
+
+    def remove(self, identity_id: str) -> int:
+        """Erase an identity and all its samples from the gallery and its index. Returns the
+        number of samples erased. Raises :class:`UnknownIdentity`."""
+        with self._lock.write():
+            number = self._number.pop(identity_id, None)
+            if number is None:
+                raise UnknownIdentity(identity_id)
+            del self._by_number[number]
+            del self._identities[identity_id]
+            store = self._store
+            keep = store.owners != number
+            removed_ids = store.ids[~keep]
+            store.replace(store.ids[keep], store.owners[keep], store.vectors[keep])
+            if self._counts.pop(number) == self._max_samples:
+                self._max_samples = max(self._counts.values(), default=0)
+            if self._index is not None:
+                keys = np.array([number]) if self.config.per_identity else removed_ids
+                if self.config.index == "hnsw":
+                    # HNSW graphs cannot delete a node: rebuild without the erased vectors so
+                    # that nothing of the person stays in memory. O(N log N).
+                    log.info("HNSW cannot remove in place; rebuilding the index")
+                    self._rebuild()
+                else:
+                    self._index.remove_ids(keys.astype(np.int64))
+            return int(removed_ids.size)
+
+    def rebuild(self) -> None:
+        """Rebuild (and for IVF retrain) the index from the stored samples."""
+        with self._lock.write():
+            self._rebuild()
+
+    # -- search ------------------------------------------------------------------------------
+
+    def search(self, queries: VectorInput, k: int) -> Neighbours:
+        """Raw k-nearest search: distances (Euclidean unit) and identity numbers (-1 = none)
+        of the ``k`` nearest samples (or, aggregated, people)."""
+        q = self._prepare(as_vectors(queries))
+        with self._lock.read():
+            return self._search(q, k)
+
+    def identify(self, encoding: NDArray[Any]) -> Decision:
+        """The open-set decision for one encoding."""
+        return self.identify_batch(as_vectors(encoding))[0]
+
+    def identify_batch(self, encodings: VectorInput) -> list[Decision]:
+        """Open-set decisions for many encodings in one Faiss call."""
+        q = self._prepare(as_vectors(encodings))
+        with self._lock.read():
+            dist, owners = self._search(q, neighbours_needed(self.config, self._max_samples))
+            # Decided under the read lock: the map stays consistent with the search without
+            # copying it (a copy of 300k identities costs more than the search itself).
+            return [
+                decide(d, o, self._by_number, self.config)
+                for d, o in zip(dist, owners, strict=True)
+            ]
+
+    # -- persistence -------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the gallery to one file, atomically (a crash leaves the old file whole)."""
+        with self._lock.read():
+            contents = persistence.GalleryFile(
+                config=self.config,
+                identities={n: self._by_number[n] for n in sorted(self._by_number)},
+                next_number=self._next_number,
+                next_sample=self._next_sample,
+                sample_ids=self._store.ids,
+                owners=self._store.owners,
+                vectors=self._store.vectors,
+                # Trained indexes are saved whole so that loading does not retrain.
+                index=self._index if self.config.index != "flat" else None,
+            )
+            persistence.write(Path(path), contents)
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> Gallery:
+        """Read a gallery saved by :meth:`save`. ``overrides`` replace decision settings
+        (threshold, margin, top_k, nprobe, ef_search)."""
+        contents = persistence.read(Path(path), **overrides)
+        g = cls(contents.config)
+        for number, ident in contents.identities.items():
+            g._identities[ident.id] = ident
+            g._number[ident.id] = number
+            g._by_number[number] = ident
+        g._next_number = contents.next_number
+        g._next_sample = contents.next_sample
+        g._store.replace(contents.sample_ids, contents.owners, contents.vectors)
+        numbers, counts = np.unique(g._store.owners, return_counts=True)
+        g._counts = dict(zip(numbers.tolist(), counts.tolist(), strict=True))
+        g._max_samples = max(g._counts.values(), default=0)
+        if contents.index is not None:
+            g._index = contents.index
+            g._trained_at = g.sample_count
+        else:
+            g._rebuild()
+        return g
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _prepare(self, vecs: Vectors) -> Vectors:
+        if self.config.metric == "cosine":
+            vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def _person_vector(self, number: int) -> Vectors:
+        samples = self._store.vectors[self._store.owners == number]
+        if self.config.aggregate == "trimmed" and len(samples) >= 3:
+            center = np.median(samples, axis=0)
+            near = samples[np.linalg.norm(samples - center, axis=1) <= self.config.trim_distance]
+            if len(near):
+                samples = near
+        vec = samples.mean(axis=0, keepdims=True).astype(np.float32)
+        return self._prepare(vec)
+
+    def _keys_and_vectors(self) -> tuple[NDArray[np.int64], Vectors]:
+        """What the index holds: every sample under its id, or (aggregated) one vector per
+        person under the identity's number."""
+        if not self.config.per_identity:
+            return self._store.ids, self._store.vectors
+        numbers = np.array(sorted(self._by_number), dtype=np.int64)
+        if not numbers.size:
+            return numbers, np.empty((0, DIM), dtype=np.float32)
+        return numbers, np.concatenate([self._person_vector(int(n)) for n in numbers])
+
+    def _rebuild(self) -> None:
+        keys, vecs = self._keys_and_vectors()
+        self._index = None
+        self._trained_at = 0
+        index = faiss_index.build_index(self.config, keys, vecs)
+        if index is not None:
+            self._index = index
+            self._trained_at = len(vecs)
+
+    def _index_add(self, numbers: list[int], ids: NDArray[np.int64], vecs: Vectors) -> None:
+        total = len(self._by_number) if self.config.per_identity else self.sample_count
+        if self._index is None or (self.config.ivf and total >= 4 * self._trained_at):
+            # First build, or an IVF index trained on a much smaller gallery: its lists no
+            # longer fit the data, so retrain on everything.
+            self._rebuild()
+        elif self.config.per_identity:
+            if self.config.index == "hnsw":
+                self._rebuild()
+            else:
+                changed = np.unique(np.array(numbers, dtype=np.int64))
+                self._index.remove_ids(changed)
+                person = np.concatenate([self._person_vector(int(n)) for n in changed])
+                self._index.add_with_ids(person, changed)
+        else:
+            self._index.add_with_ids(vecs, ids)
+
+    def _search(self, q: Vectors, k: int) -> Neighbours:
+        """The nearest neighbours, labelled with their identity numbers."""
+        if self._index is None:
+            dist, keys = faiss_index.search_exact(q, *self._keys_and_vectors(), k)
+        else:
+            dist, keys = faiss_index.search_index(self._index, q, k, self.config)
+        owners = np.full(keys.shape, -1, dtype=np.int64)
+        valid = keys >= 0
+        if self.config.per_identity:
+            owners[valid] = keys[valid]
+        elif self._store.size:
+            owners[valid] = self._store.owners_of(keys[valid])
+        return Neighbours(dist, owners)
