@@ -18,7 +18,7 @@ from prometheus_client import Counter
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from facestream.core.engine import MODEL_VERSION, EngineConfig, Face, FaceEngine, Fallback
+from facestream.core.engine import EngineConfig, Face, FaceEngine, Fallback
 from facestream.core.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 from facestream.runtime import metrics
 from facestream.runtime.logs import add_log_context
@@ -59,6 +59,9 @@ class DetectorSettings(BaseSettings):
     for cameras that deliver tight face crops."""
     max_pixels: int = Field(default=DEFAULT_MAX_PIXELS, ge=1)
     """Frames with more pixels are refused before decoding (decompression bombs)."""
+    mirror: bool = True
+    """Average each encoding with its mirror image's (more accurate, twice the encoding cost;
+    every encoding a gallery compares must be made the same way)."""
     max_batch: int = Field(default=10, ge=1, le=500)
     """Records per poll. A frame costs 0.1-0.4 s on one core, so 10 keeps a batch (and what a
     crash replays) to a few seconds."""
@@ -81,6 +84,7 @@ class DetectorSettings(BaseSettings):
             min_sharpness=self.min_sharpness,
             fallbacks=self.fallbacks,
             max_pixels=self.max_pixels,
+            mirror=self.mirror,
         )
 
 
@@ -166,7 +170,7 @@ class DetectorHandler(Handler):
             size_px=face.quality.size_px,
             sharpness=round(face.quality.sharpness, 2),
             detector=face.detector,
-            model_version=MODEL_VERSION,
+            model_version=self.engine.model_version,
             encoding=vector_to_wire(face.encoding),
         )
         return Output(

@@ -47,11 +47,17 @@ class Gallery:
         self._max_samples = 0  # the largest count: how far a search must look past one person
         self._index: Any = None
         self._trained_at = 0
+        self._generation = 0  # bumped by every change: caches of derived figures compare it
 
     # -- introspection -----------------------------------------------------------------------
 
     def __len__(self) -> int:
         return len(self._identities)
+
+    @property
+    def generation(self) -> int:
+        """A number that changes whenever identities or samples are added or removed."""
+        return self._generation
 
     @property
     def sample_count(self) -> int:
@@ -118,6 +124,7 @@ class Gallery:
                 self._counts[number] = self._counts.get(number, 0) + len(vecs)
                 self._max_samples = max(self._max_samples, self._counts[number])
                 numbers.append(number)
+            self._generation += 1
             added = sum(len(v) for _, v in prepared)
             self._index_add(numbers, self._store.ids[-added:], self._store.vectors[-added:])
 
@@ -130,6 +137,7 @@ class Gallery:
                 raise UnknownIdentity(identity_id)
             del self._by_number[number]
             del self._identities[identity_id]
+            self._generation += 1
             store = self._store
             keep = store.owners != number
             removed_ids = store.ids[~keep]
