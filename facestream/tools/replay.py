@@ -225,10 +225,12 @@ def session(
     timezones: dict[str, str],
     *,
     show_events: bool = True,
+    worker_env: dict[str, str] | None = None,
 ) -> Iterator[Session]:
     """Start what is not running (Kafka and Redis, a worker per stage), yield a
     :class:`Session`, and stop what was started on the way out. Read the stats inside the
-    ``with``: a stack this started goes down with its Redis."""
+    ``with``: a stack this started goes down with its Redis. ``worker_env`` is added to the
+    environment of the workers it starts (``FACESTREAM_MATCHER_POLICY_DIR``, say)."""
     cfg = stack.StackConfig.from_env()
     started_stack = False
     if not stack.wait_ready(2.0, config=cfg):
@@ -239,7 +241,7 @@ def session(
     tail: EventTail | None = None
     try:
         # The sink buckets days in each store's time zone; replays must use the plan's.
-        extra = {"FACESTREAM_SINK_STORE_TIMEZONES": json.dumps(timezones)}
+        extra = {"FACESTREAM_SINK_STORE_TIMEZONES": json.dumps(timezones), **(worker_env or {})}
         with workers(settings, echo, extra) as started:
             if started:
                 echo(f"started workers: {', '.join(started)}")

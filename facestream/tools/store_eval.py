@@ -48,6 +48,7 @@ def evaluate(
     members: Path | None = None,
     show_events: bool = False,
     timeout: float = 1800.0,
+    worker_env: dict[str, str] | None = None,
 ) -> counting.CountingReport:
     """Replay ``manifest`` (members first) and compare what the pipeline said with the truth.
 
@@ -59,7 +60,7 @@ def evaluate(
     zones = {s["store"]: s["timezone"] for s in document["stores"]}
     if members is None and (truth_path.parent / "members").is_dir():
         members = truth_path.parent / "members"
-    with session(settings, echo, zones, show_events=show_events) as s:
+    with session(settings, echo, zones, show_events=show_events, worker_env=worker_env) as s:
         if members is not None and document.get("members"):
             s.publish_members(members)
         s.publish_manifest(manifest, next(iter(zones)))
