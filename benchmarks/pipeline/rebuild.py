@@ -43,7 +43,7 @@ def measure_rebuild(
     try:
         for i, v in enumerate(model.photos(model.people(visitors, rng), rng)):
             face_id = derived_id("face", f"rebuild-{i}")
-            identity = IdentityRecord(
+            identity = IdentityRecord.minted(
                 face_id=face_id,
                 store_id=STORE,
                 encoding=vector_to_wire(v),

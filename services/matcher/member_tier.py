@@ -38,6 +38,7 @@ class MemberTier:
         self.topic = topic
         self.gallery = Gallery(config)
         self._on_erased = on_erased
+        self._partitions: list[int] = []
         self.reader = ChangelogReader(bootstrap, topic, self._apply, client_id=client_id)
 
     def start(self, timeout: float) -> int:
@@ -46,7 +47,7 @@ class MemberTier:
         ``members.v1`` has one partition by design; any others are read as well, so that a
         topic created differently still gives every matcher every member."""
         started = time.perf_counter()
-        partitions = self.reader.partitions(timeout)
+        partitions = self._partitions = self.reader.partitions(timeout)
         self.reader.assign(partitions)
         self.reader.rewind(partitions)
         count = self.reader.catch_up(partitions, timeout)
@@ -66,6 +67,14 @@ class MemberTier:
     def poll(self) -> int:
         """Apply the updates that have arrived since the last call (never waits)."""
         applied = self.reader.poll(timeout_ms=0)
+        if applied:
+            metrics.IDENTITIES.labels("member").set(len(self.gallery))
+        return applied
+
+    def catch_up(self, timeout: float) -> int:
+        """Apply every update up to the end offsets of now (raises
+        :class:`~.changelog.ChangelogError` past ``timeout``); returns the records applied."""
+        applied = self.reader.catch_up(self._partitions, timeout)
         if applied:
             metrics.IDENTITIES.labels("member").set(len(self.gallery))
         return applied

@@ -6,7 +6,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 DECISIONS = Counter(
     "facestream_matcher_decisions_total",
-    "Faces decided, by kind (member, returning, new; replayed = a 'new' re-emitted on replay).",
+    "Faces decided, by kind (member, returning, new; replayed = a decision re-emitted for an "
+    "observation handled before: a retried batch, or one that minted or taught a visitor).",
     ["kind"],
 )
 IDENTITIES = Gauge(
@@ -36,4 +37,47 @@ PARTITIONER_MISMATCH = Counter(
     "facestream_matcher_partitioner_mismatch_total",
     "Observations in another partition than murmur2(store) says: neighbour replicas of such "
     "stores are looked up in the wrong partition (a producer with another partitioner).",
+)
+
+# -- visitors that learn (see .learning) ----------------------------------------------------
+SAMPLES_LEARNED = Counter(
+    "facestream_matcher_samples_learned_total",
+    "Encodings added to a returning visitor's samples (confident, diverse, good quality).",
+)
+LEARN_SKIPPED = Counter(
+    "facestream_matcher_learn_skipped_total",
+    "Returning decisions not learned from, by reason (off, neighbour, not_confident, quality, "
+    "full, duplicate).",
+    ["reason"],
+)
+VISITOR_SAMPLES = Gauge(
+    "facestream_matcher_visitor_samples",
+    "Samples held by the visitors in memory (minted and learned; divided by "
+    "facestream_matcher_identities{tier='visitor'}: samples per visitor).",
+)
+RETURNING_SAMPLES = Histogram(
+    "facestream_matcher_returning_samples",
+    "Samples the visitor held when recognised as returning (after any learning).",
+    buckets=(1, 2, 3, 4, 5, 6, 8, 12, 16, 32, 64),
+)
+BY_LEARNED_SAMPLE = Counter(
+    "facestream_matcher_returning_by_learned_sample_total",
+    "Returning decisions whose nearest sample of the visitor was a learned one.",
+)
+RETOMBSTONED = Counter(
+    "facestream_matcher_retombstoned_total",
+    "Tombstones written again for FaceIds whose record landed after their erasure.",
+)
+
+# -- reading state before each batch ----------------------------------------------------------
+CAUGHT_UP = Counter(
+    "facestream_matcher_caught_up_records_total",
+    "Changelog records applied while catching up before a batch, by tier: each was missing "
+    "when the batch arrived, and would have been missing from its decisions.",
+    ["tier"],
+)
+CATCH_UP_TIMEOUTS = Counter(
+    "facestream_matcher_catch_up_timeouts_total",
+    "Batches decided before a changelog could be read to its end (catch_up_timeout), by tier.",
+    ["tier"],
 )

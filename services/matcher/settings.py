@@ -2,8 +2,8 @@
 
 Built in ``__main__`` (or by a test), never at import time. Kafka, Redis and topic names come
 from :class:`facestream.runtime.settings.PipelineSettings`; this class holds what only the
-matcher decides: the index type and the open-set thresholds of both tiers, the neighbour stores
-searched as replicas, and the bounds on its startup reads.
+matcher decides: the index type and the open-set thresholds of both tiers, when a visitor learns a
+new sample, the neighbour stores searched as replicas, and the bounds on its reads of state.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import os
 import socket
 from typing import Final
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from facestream.core.gallery import DEFAULT_MARGIN, DEFAULT_THRESHOLD, IndexType
+from facestream.schemas.messages import MAX_VISITOR_SAMPLES
 
 ENV_PREFIX: Final = "FACESTREAM_MATCHER_"
 
@@ -40,6 +41,23 @@ class MatcherSettings(BaseSettings):
     # and a false "returning" merges two strangers' visits just as a false member would.
     visitor_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=2)
     visitor_margin: float = Field(default=DEFAULT_MARGIN, ge=0, le=2)
+    # Learning: a confident sighting of a visitor adds its encoding to the visitor's samples,
+    # so a returning visitor photographed differently is still recognised (docs/events.md).
+    visitor_learn_threshold: float = Field(default=0.40, gt=0, le=2)
+    """Largest distance at which a sighting is confident enough to be learned: stricter than
+    ``visitor_threshold``, because a wrong sample would merge two strangers for good."""
+    visitor_learn_min_distance: float = Field(default=0.12, ge=0, le=2)
+    """A sighting nearer than this to one of the visitor's samples adds nothing new."""
+    visitor_max_samples: int = Field(default=5, ge=1, le=MAX_VISITOR_SAMPLES)
+    """Samples a visitor keeps, the minting one included (never displaced); 1 = no learning."""
+    visitor_learn_min_face_px: int = Field(default=60, ge=0)
+    """Smallest face (``size_px``) learned from; the detector lets faces from 40 px through."""
+    visitor_learn_min_sharpness: float = Field(default=10.0, ge=0)
+    """Least ``sharpness`` learned from (the detector's gate lets heavy blur down to 4 pass)."""
+    catch_up_timeout: float = Field(default=5.0, gt=0)
+    """Longest wait, before each batch, to read members.v1 and the kept partitions of
+    identities.v1 up to their end offsets (so decisions do not depend on read timing); past
+    it the batch is decided anyway, and counted."""
     neighbours: dict[str, list[str]] = Field(default_factory=dict)
     """Store -> stores whose visitors it also recognises (JSON: ``{"s1": ["s2"]}``)."""
     max_batch: int = Field(default=100, ge=1, le=10_000)
@@ -50,6 +68,18 @@ class MatcherSettings(BaseSettings):
     past it the matcher stops rather than decide with half its state."""
     heartbeat_seconds: float = Field(default=5.0, gt=0, le=60)
     """How often the matcher tells Redis it is alive (erase waits for live matchers only)."""
+
+    @model_validator(mode="after")
+    def _learning_is_stricter(self) -> MatcherSettings:
+        # A learned sample must at least be a match, and something must lie between "close
+        # enough to learn" and "too close to add anything", or learning silently never happens.
+        if self.visitor_learn_threshold > self.visitor_threshold:
+            raise ValueError("visitor_learn_threshold must not exceed visitor_threshold")
+        if self.visitor_max_samples > 1 and (
+            self.visitor_learn_min_distance >= self.visitor_learn_threshold
+        ):
+            raise ValueError("visitor_learn_min_distance must be below visitor_learn_threshold")
+        return self
 
     @field_validator("neighbours")
     @classmethod

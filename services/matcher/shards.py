@@ -1,10 +1,11 @@
-"""Visitor shards: one gallery of anonymous FaceIds per store, mirrored from ``identities.v1``.
+"""Visitor shards: the store shards (:mod:`.visitors`) of the owned partitions, mirrored from
+``identities.v1``.
 
 ``identities.v1`` has the partitions of ``encodings.v1``, and a store's FaceIds are written to
 the partition its observations arrive on, so owning encodings partition *p* means holding the
 shards of identities partition *p*. What this matcher keeps of each identities partition:
 
-* an owned partition: every store in it (the matcher mints there);
+* an owned partition: every store in it (the matcher mints and learns there);
 * a partition holding neighbours of an owned store: just those stores (read-only replicas);
 * any other partition: nothing, but it is still followed from its end, so that every matcher
   sees every tombstone and can acknowledge an erasure (see :mod:`.presence`).
@@ -13,6 +14,9 @@ A revoked partition is not dropped at once: it is kept, still following the chan
 erasure reaches it), until the next assignment says whether it is needed. An eager rebalance
 revokes every partition and gives most of them straight back; those then need only the records
 written since, not a rebuild.
+
+A record is a visitor's whole state: applying one replaces the visitor, unless every sample of
+it is held already. A record that lands after its key's tombstone is not applied (:mod:`.erased`).
 """
 
 from __future__ import annotations
@@ -20,22 +24,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from numpy.typing import NDArray
 
-from facestream.core.gallery import Gallery, GalleryConfig, Identity
+from facestream.core.gallery import GalleryConfig
 from facestream.runtime.runner import KafkaRecord
-from facestream.schemas import IdentityRecord, SchemaError, decode
-from facestream.schemas.keys import identity_key, partition_for, split_identity_key
-from facestream.services.matcher import metrics
+from facestream.schemas import IdentityRecord, SchemaError
+from facestream.schemas.keys import identity_key, split_identity_key
+from facestream.services.matcher import metrics, ownership
 from facestream.services.matcher.changelog import ChangelogReader, is_recent
+from facestream.services.matcher.erased import ErasedKeys
+from facestream.services.matcher.ownership import Keep
+from facestream.services.matcher.visitors import SampleSource, StoreShard
 
 log = logging.getLogger(__name__)
-
-Keep = frozenset[str] | None
-"""What is kept of a partition: None = every store, else just these stores."""
 
 
 @dataclass(frozen=True)
@@ -45,15 +49,6 @@ class VisitorMatch:
     """The store whose shard knew the face (this store or a neighbour)."""
     distance: float
     margin: float | None
-
-
-@dataclass
-class _Shard:
-    gallery: Gallery
-    partition: int
-    face_of: dict[str, str] = field(default_factory=dict)
-    """Observation id -> the FaceId minted from it (to re-emit the same 'new' on a replay)."""
-    observation_of: dict[str, str] = field(default_factory=dict)
 
 
 class VisitorShards:
@@ -74,10 +69,11 @@ class VisitorShards:
         self.neighbours = {store: tuple(near) for store, near in neighbours.items()}
         self.partitions = 0
         self._on_erased = on_erased
-        self._shards: dict[str, _Shard] = {}
+        self._shards: dict[str, StoreShard] = {}
         self._keep: dict[int, Keep] = {}
         self._owned: set[int] = set()
         self._ready: set[int] = set()
+        self._erased = ErasedKeys()
         self.reader = ChangelogReader(bootstrap, topic, self._apply, client_id=client_id)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -94,7 +90,7 @@ class VisitorShards:
         replicas of their stores, reading the changelog to its current end."""
         owned = self._owned | set(partitions)
         started = time.perf_counter()
-        rebuilt = self._reconcile(self._wanted(owned))
+        rebuilt = self._reconcile(ownership.wanted(owned, self.neighbours, self.partitions))
         self.reader.catch_up(self._keep, timeout)
         self._owned = owned
         self._ready = set(owned)
@@ -129,6 +125,14 @@ class VisitorShards:
             self._gauges()
         return applied
 
+    def catch_up(self, timeout: float) -> int:
+        """Apply the changelog of every kept partition up to its end offset of now (raises
+        :class:`~.changelog.ChangelogError` past ``timeout``); returns the records applied."""
+        applied = self.reader.catch_up(self._keep, timeout)
+        if applied:
+            self._gauges()
+        return applied
+
     def close(self) -> None:
         self.reader.close()
 
@@ -138,28 +142,21 @@ class VisitorShards:
 
     @property
     def visitors(self) -> int:
-        return sum(len(s.gallery) for s in self._shards.values())
+        return sum(len(s) for s in self._shards.values())
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def minted_from(self, store_id: str, observation_id: str) -> str | None:
-        """The FaceId already minted from this observation, if the shard holds one."""
+    def source_of(self, store_id: str, observation_id: str) -> SampleSource | None:
+        """The sample this observation gave a visitor of the store (minted or learned)."""
         shard = self._shards.get(store_id)
-        return shard.face_of.get(observation_id) if shard else None
+        return shard.source_of(observation_id) if shard else None
 
     def identify(self, store_id: str, vector: NDArray[Any]) -> VisitorMatch | None:
         """The open-set decision over the store's shard and its neighbours' replicas together:
         the margin is taken over the nearest different visitor of any of them."""
-        ranked: list[tuple[float, str, str]] = []
-        for store in (store_id, *self.neighbours.get(store_id, ())):
-            shard = self._shards.get(store)
-            if shard is None or not len(shard.gallery):
-                continue
-            decision = shard.gallery.identify(vector)
-            ranked += [(c.distance, store, c.identity.id) for c in decision.candidates]
+        ranked = self._ranked(store_id, vector)
         if not ranked:
             return None
-        ranked.sort()
         distance, store, face_id = ranked[0]
         margin = ranked[1][0] - distance if len(ranked) > 1 else None
         if distance > self.config.threshold:
@@ -168,69 +165,80 @@ class VisitorShards:
             return None
         return VisitorMatch(face_id, store, distance, margin)
 
-    def mint(
-        self, store_id: str, partition: int, face_id: str, observation_id: str, vector: NDArray[Any]
-    ) -> None:
+    def as_of(self, store_id: str, vector: NDArray[Any], source: SampleSource) -> VisitorMatch:
+        """The match an observation that gave a visitor its sample ``source.index`` had: the
+        distance to the samples the visitor had before it, and the margin over the others (a
+        replay, after a rebuild, re-emits the decision without the sample it taught)."""
+        samples = self._shards[store_id].distances(source.face_id, vector)
+        distance = float(samples[: source.index].min())
+        ranked = self._ranked(store_id, vector)
+        others = [d for d, _, face_id in ranked if face_id != source.face_id]
+        margin = others[0] - distance if others else None
+        return VisitorMatch(source.face_id, store_id, distance, margin)
+
+    def sample_count(self, store_id: str, face_id: str) -> int:
+        shard = self._shards.get(store_id)
+        return shard.sample_count(face_id) if shard else 0
+
+    def nearest_sample(self, store_id: str, face_id: str, vector: NDArray[Any]) -> int:
+        """Which of the visitor's samples is nearest ``vector`` (0 = the minting one)."""
+        return int(self._shards[store_id].distances(face_id, vector).argmin())
+
+    def record(self, store_id: str, face_id: str) -> IdentityRecord:
+        """The visitor's current record (every sample)."""
+        return self._shards[store_id].record(face_id)
+
+    def erased(self, store_id: str, face_id: str) -> bool:
+        """Whether the FaceId was tombstoned (as far as this matcher remembers)."""
+        return identity_key(store_id, face_id) in self._erased
+
+    def mint(self, partition: int, record: IdentityRecord) -> None:
         """Add a newly minted visitor to the store's shard (its record goes to the changelog
         through the runner; reading it back later is a no-op)."""
-        self._add(store_id, partition, face_id, observation_id, vector)
+        if self._shard(record.store_id, partition).apply(record):
+            metrics.VISITOR_SAMPLES.inc()
+
+    def learn(
+        self, store_id: str, face_id: str, observation_id: str, vector: NDArray[Any]
+    ) -> IdentityRecord:
+        """Add a sample to a visitor of an owned store; returns the record to write."""
+        record = self._shards[store_id].learn(face_id, observation_id, vector)
+        metrics.VISITOR_SAMPLES.inc()
+        return record
+
+    def take_resurrected(self) -> list[tuple[str, int]]:
+        """Keys of owned partitions written after their tombstone, to tombstone again."""
+        return self._erased.take(self._owned)
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _wanted(self, owned: set[int]) -> dict[int, Keep]:
-        wanted: dict[int, Keep] = {p: None for p in owned}
-        replicas: dict[int, set[str]] = {}
-        for store, near in self.neighbours.items():
-            if partition_for(store, self.partitions) not in owned:
+    def _ranked(self, store_id: str, vector: NDArray[Any]) -> list[tuple[float, str, str]]:
+        """(distance, store, face id) of the nearest visitors, nearest first."""
+        ranked: list[tuple[float, str, str]] = []
+        for store in (store_id, *self.neighbours.get(store_id, ())):
+            shard = self._shards.get(store)
+            if shard is None or not len(shard):
                 continue
-            for other in near:
-                p = partition_for(other, self.partitions)
-                if p not in owned:
-                    replicas.setdefault(p, set()).add(other)
-        wanted.update({p: frozenset(stores) for p, stores in replicas.items()})
-        return wanted
+            decision = shard.gallery.identify(vector)
+            ranked += [(c.distance, store, c.identity.id) for c in decision.candidates]
+        ranked.sort()
+        return ranked
 
     def _reconcile(self, wanted: dict[int, Keep]) -> list[int]:
         """Make what is kept match ``wanted``; returns the partitions to read from the start."""
-        rebuild: list[int] = []
-        for p in sorted(set(self._keep) | set(wanted)):
-            if p not in wanted:
-                self._drop(p, frozenset())
-                del self._keep[p]
-            elif p not in self._keep:
-                rebuild.append(p)
-            else:
-                old, new = self._keep[p], wanted[p]
-                if old is None or (new is not None and new <= old):
-                    self._drop(p, new)  # narrower: forgetting is enough
-                else:
-                    self._drop(p, frozenset())
-                    rebuild.append(p)
-            if p in wanted:
-                self._keep[p] = wanted[p]
-        self.reader.rewind(rebuild)
-        return rebuild
+        plan = ownership.plan(self._keep, wanted)
+        for partition, keep in plan.forget.items():
+            for store in [s for s, sh in self._shards.items() if sh.partition == partition]:
+                if store not in keep:
+                    del self._shards[store]
+        self._keep = dict(wanted)
+        self.reader.rewind(plan.rebuild)
+        return plan.rebuild
 
-    def _drop(self, partition: int, keep: Keep) -> None:
-        """Forget the stores of ``partition`` that ``keep`` does not keep (None: keep all)."""
-        if keep is None:
-            return
-        for store in [s for s, sh in self._shards.items() if sh.partition == partition]:
-            if store not in keep:
-                del self._shards[store]
-
-    def _keeps(self, partition: int, store_id: str) -> bool:
-        if partition not in self._keep:
-            return False
-        keep = self._keep[partition]
-        return keep is None or store_id in keep
-
-    def _add(
-        self, store_id: str, partition: int, face_id: str, observation_id: str, vector: Any
-    ) -> bool:
+    def _shard(self, store_id: str, partition: int) -> StoreShard:
         shard = self._shards.get(store_id)
         if shard is None:
-            shard = self._shards[store_id] = _Shard(Gallery(self.config), partition)
+            shard = self._shards[store_id] = StoreShard(self.config, store_id, partition)
         elif shard.partition != partition:
             log.warning(
                 "store %s seen in %s partitions %d and %d (producers disagree on partitioning)",
@@ -239,23 +247,17 @@ class VisitorShards:
                 shard.partition,
                 partition,
             )
-        if face_id in shard.gallery:
-            return False
-        shard.gallery.add(Identity(face_id, kind="visitor", meta={"store": store_id}), vector)
-        shard.face_of[observation_id] = face_id
-        shard.observation_of[face_id] = observation_id
-        return True
+        return shard
 
-    def _remove(self, store_id: str, face_id: str) -> None:
+    def _erase(self, record: KafkaRecord, store_id: str, face_id: str) -> None:
+        key = identity_key(store_id, face_id)
+        self._erased.tombstoned(key, record.partition, record.offset)
         shard = self._shards.get(store_id)
-        if shard is None or face_id not in shard.gallery:
-            return
-        shard.gallery.remove(face_id)
-        observation = shard.observation_of.pop(face_id, None)
-        if observation is not None:
-            shard.face_of.pop(observation, None)
-        metrics.ERASURES.labels("visitor").inc()
-        log.info("visitor %s erased from store %s", face_id, store_id)
+        if shard is not None and shard.remove(face_id):
+            metrics.ERASURES.labels("visitor").inc()
+            log.info("visitor %s erased from store %s", face_id, store_id)
+        if is_recent(record):
+            self._on_erased(key)
 
     def _apply(self, record: KafkaRecord) -> None:
         # Log lines name no place: the reader applies each record inside its log context.
@@ -269,14 +271,16 @@ class VisitorShards:
             return
         store, face_id = key
         if record.value is None:
-            self._remove(store, face_id)
-            if is_recent(record):
-                self._on_erased(identity_key(store, face_id))
+            self._erase(record, store, face_id)
             return
-        if not self._keeps(record.partition, store):
+        if not ownership.keeps(self._keep, record.partition, store):
+            return
+        if self._erased.written_after(identity_key(*key), record.partition, record.offset):
+            metrics.SKIPPED.labels("visitor", "erased").inc()
+            log.warning("visitor %s/%s written after its tombstone; not restored", *key)
             return
         try:
-            ident = decode(IdentityRecord, record.value)
+            ident = IdentityRecord.read(record.value)
         except SchemaError as exc:
             metrics.SKIPPED.labels("visitor", exc.reason).inc()
             log.error("identity record (store %s) does not decode: %s", store, exc)
@@ -285,8 +289,9 @@ class VisitorShards:
             metrics.SKIPPED.labels("visitor", "key_mismatch").inc()
             log.error("identity record: key %s/%s, body differs; skipped", *key)
             return
-        self._add(store, record.partition, face_id, ident.observation_id, ident.vector)
+        self._shard(store, record.partition).apply(ident)
 
     def _gauges(self) -> None:
         metrics.SHARDS.set(len(self._shards))
         metrics.IDENTITIES.labels("visitor").set(self.visitors)
+        metrics.VISITOR_SAMPLES.set(sum(s.samples for s in self._shards.values()))

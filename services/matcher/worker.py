@@ -1,14 +1,17 @@
 """The matcher stage: decide who each face on ``encodings.v1`` is, one match event per face.
 
 Per face (see docs/architecture.md, "Deciding who a face is"): members first (replicated tier,
-:mod:`facestream.services.matcher.member_tier`), then the store's visitor shard with its neighbours'
-replicas (:mod:`.shards`), else a new FaceId derived from the observation id,
-added to the shard and written to ``identities.v1`` in the partition the observation came from.
+:mod:`.member_tier`), then the store's visitor shard with its neighbours' replicas
+(:mod:`.shards`); a confident match teaches the visitor a sample (:mod:`.learning`). Else a new
+FaceId derived from the observation id, added to the shard. A visitor's record (all samples) is
+written to ``identities.v1`` in the partition the observation came from when minted or taught.
 
-Replays are idempotent: ids are derived from the observation id, and an observation whose FaceId
-is already in the shard (rebuilt from the changelog after a crash, or minted earlier in a batch
-that is being retried) is re-emitted as the same "new" event with the same identity record,
-rather than taken for a returning visitor of itself.
+Decisions depend on the input, not on timing: before each batch the member tier and the kept
+shards are read up to the end offsets of that moment. Replays are idempotent: ids are derived
+from the observation id; a batch retried before its outputs were acknowledged gets the outputs
+of its first attempt (remembered until acknowledged); and an observation that minted or taught
+a visitor found in the shard (read back after a crash) re-emits its event and the visitor's
+record, rather than being taken for a returning visitor of itself.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Final
 
 import redis
 from kafka.structs import TopicPartition
@@ -26,18 +29,22 @@ from facestream.runtime import metrics as runtime_metrics
 from facestream.runtime.logs import add_log_context
 from facestream.runtime.runner import Fatal, Handler, KafkaRecord, Output, Poison, where
 from facestream.runtime.settings import PipelineSettings
-from facestream.schemas import FaceObservation, IdentityRecord, MatchEvent, decode, derived_id
-from facestream.schemas.keys import identity_key, partition_for
+from facestream.schemas import FaceObservation, decode
+from facestream.schemas.keys import partition_for
 from facestream.services.matcher import metrics
 from facestream.services.matcher.changelog import ChangelogError
+from facestream.services.matcher.decide import Decider
+from facestream.services.matcher.learning import LearnPolicy
 from facestream.services.matcher.member_tier import MemberTier
+from facestream.services.matcher.outputs import Outputs
 from facestream.services.matcher.presence import Presence
 from facestream.services.matcher.settings import MatcherSettings
 from facestream.services.matcher.shards import VisitorShards
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["member", "returning", "new"]
+MAX_UNACKED: Final = 10_000
+"""Decisions remembered until acknowledged (a runner clears them every batch)."""
 
 
 class ShardUnavailable(Fatal):
@@ -75,7 +82,7 @@ class MatcherHandler(Handler):
             config=GalleryConfig(
                 index=settings.index, threshold=settings.threshold, margin=settings.margin
             ),
-            on_erased=self.presence.ack,
+            on_erased=self._erased,
             client_id=f"{client}-members",
         )
         self.shards = VisitorShards(
@@ -87,12 +94,19 @@ class MatcherHandler(Handler):
                 margin=settings.visitor_margin,
             ),
             neighbours=settings.neighbours,
-            on_erased=self.presence.ack,
+            on_erased=self._erased,
             client_id=f"{client}-identities",
+        )
+        self.decider = Decider(
+            self.members, self.shards, LearnPolicy.from_settings(settings), Outputs(self.topics)
         )
         self._checked_stores: set[str] = set()
         self._pending: set[int] = set()
         """Assigned encodings partitions whose shards are not built yet."""
+        self._caught_up = False
+        """Whether the batch in hand was preceded by a catch-up (reset between polls)."""
+        self._unacked: dict[str, list[Output]] = {}
+        """Observation id -> outputs, for the batch whose outputs are not acknowledged yet."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -131,6 +145,7 @@ class MatcherHandler(Handler):
         gone = {tp.partition for tp in partitions if tp.topic == self.topics.encodings}
         self._pending -= gone
         self.shards.release(gone)
+        self._unacked.clear()  # committed by now; the next owner decides anything replayed
 
     def _build_pending(self) -> None:
         """Build the shards of newly assigned partitions (raises ChangelogError on timeout)."""
@@ -140,17 +155,51 @@ class MatcherHandler(Handler):
 
     def idle(self) -> None:
         """Between polls (and so before every batch): build newly assigned shards, apply
-        member and identity changes, acknowledge erasures, heartbeat. A shard that cannot be
-        built stops the runner (the exception leaves run()): a restart rebuilds it."""
+        the member and identity changes fetched so far, acknowledge erasures, heartbeat. A
+        shard that cannot be built stops the runner (the exception leaves run()): a restart
+        rebuilds it. The full catch-up waits for the batch's first record: an idle matcher
+        polls twice a second, and need not ask the broker for end offsets each time."""
         self._build_pending()
         self.members.poll()
         self.shards.poll()
         self.presence.tick()
+        self._caught_up = False
+
+    def before_commit(self) -> None:
+        # The batch's outputs are acknowledged: its decisions need not be remembered.
+        self._unacked.clear()
+
+    def _erased(self, subject: str) -> None:
+        # A decision remembered for a retry may name the erased person: decide it again.
+        self._unacked.clear()
+        self.presence.ack(subject)
+
+    def _catch_up(self) -> None:
+        """Read members.v1 and the kept partitions of identities.v1 up to their end offsets of
+        now. The zero-wait polls of idle() return what the consumer happened to have fetched:
+        a member published just before the frames could be missing from the first decisions,
+        and whether it was depended on timing. Past the timeout the batch is decided anyway
+        (counted): a slow changelog must not stop matching."""
+        timeout = self.settings.catch_up_timeout
+        for tier, catch_up in (
+            ("member", self.members.catch_up),
+            ("visitor", self.shards.catch_up),
+        ):
+            try:
+                applied = catch_up(timeout)
+            except ChangelogError as exc:
+                metrics.CATCH_UP_TIMEOUTS.labels(tier).inc()
+                log.warning("deciding the batch without all %s updates: %s", tier, exc)
+                continue
+            if applied:
+                metrics.CAUGHT_UP.labels(tier).inc(applied)
+                log.info("caught up on %d %s record(s) before the batch", applied, tier)
 
     # -- one face ----------------------------------------------------------------------------
 
     def handle(self, record: KafkaRecord) -> Sequence[Output]:
-        """One observation in, its match event out (plus an identity record when minted)."""
+        """One observation in, its match event out (plus the visitor's record when one was
+        minted or learned a sample)."""
         obs = decode(FaceObservation, record.value)
         add_log_context(store=obs.store_id, camera=obs.camera_id)
         key = record.key.decode("utf-8", "replace") if record.key is not None else None
@@ -166,90 +215,26 @@ class MatcherHandler(Handler):
                 raise ShardUnavailable(
                     f"{where(record)}: partition {record.partition} is not assigned"
                 )
+        if not self._caught_up:  # once per batch: idle() runs between polls
+            self._catch_up()
+            self._caught_up = True
         self._check_partitioner(obs.store_id, record.partition)
-        outputs = self._decide(obs, record.partition)
+        outputs = self._unacked.get(obs.observation_id)
+        if outputs is not None:
+            # Handled again before its outputs were acknowledged (a retried batch): the same
+            # outputs, decided on the state the first attempt saw, not on what it changed.
+            metrics.DECISIONS.labels("replayed").inc()
+        else:
+            outputs = [
+                *self.decider.tombstones_again(),
+                *self.decider.decide(obs, record.partition),
+            ]
+            self._unacked[obs.observation_id] = outputs
+            if len(self._unacked) > MAX_UNACKED:  # driven without a runner: no before_commit
+                del self._unacked[next(iter(self._unacked))]
         delay = (datetime.now(UTC) - obs.captured_at).total_seconds()
         runtime_metrics.EVENT_DELAY.labels(self.stage).observe(max(0.0, delay))
-        return outputs
-
-    def _decide(self, obs: FaceObservation, partition: int) -> list[Output]:
-        # Log lines here carry the record's place, store and camera (the runner's log context).
-        vector = obs.vector
-
-        minted = self.shards.minted_from(obs.store_id, obs.observation_id)
-        if minted is not None:
-            metrics.DECISIONS.labels("replayed").inc()
-            log.info("%s replayed, re-emitting new %s", obs.observation_id, minted)
-            return self._new(obs, minted, partition)
-
-        member = self.members.identify(vector)
-        if member.identity is not None:
-            metrics.DECISIONS.labels("member").inc()
-            event = self._event(
-                obs,
-                "member",
-                member_id=member.identity.id,
-                distance=member.distance,
-                margin=member.margin,
-            )
-            return [self._match(obs, event)]
-
-        visitor = self.shards.identify(obs.store_id, vector)
-        if visitor is not None:
-            metrics.DECISIONS.labels("returning").inc()
-            event = self._event(
-                obs,
-                "returning",
-                face_id=visitor.face_id,
-                matched_store_id=visitor.store_id,
-                distance=visitor.distance,
-                margin=visitor.margin,
-            )
-            return [self._match(obs, event)]
-
-        face_id = derived_id("face", obs.observation_id)
-        self.shards.mint(obs.store_id, partition, face_id, obs.observation_id, vector)
-        metrics.DECISIONS.labels("new").inc()
-        log.debug("minted %s from %s", face_id, obs.observation_id)
-        return self._new(obs, face_id, partition)
-
-    def _new(self, obs: FaceObservation, face_id: str, partition: int) -> list[Output]:
-        """The identity record and the 'new' event; the same bytes on every replay (no field
-        depends on the state of the shard)."""
-        identity = IdentityRecord(
-            face_id=face_id,
-            store_id=obs.store_id,
-            encoding=obs.encoding,
-            first_seen=obs.captured_at,
-            observation_id=obs.observation_id,
-        )
-        changelog = Output(
-            self.topics.identities,
-            identity.to_bytes(),
-            identity_key(obs.store_id, face_id).encode(),
-            # The partition the store's observations arrive on: its owner rebuilds from it.
-            partition=partition,
-            kind="identity",
-        )
-        event = self._event(obs, "new", face_id=face_id, matched_store_id=None)
-        return [changelog, self._match(obs, event)]
-
-    def _event(self, obs: FaceObservation, kind: Kind, **fields: Any) -> MatchEvent:
-        return MatchEvent(
-            event_id=derived_id("match", obs.observation_id),
-            kind=kind,
-            store_id=obs.store_id,
-            camera_id=obs.camera_id,
-            captured_at=obs.captured_at,
-            frame_id=obs.frame_id,
-            observation_id=obs.observation_id,
-            box=obs.box,
-            model_version=obs.model_version,
-            **fields,
-        )
-
-    def _match(self, obs: FaceObservation, event: MatchEvent) -> Output:
-        return Output(self.topics.matches, event.to_bytes(), obs.store_id.encode(), kind="match")
+        return list(outputs)
 
     def _check_partitioner(self, store_id: str, partition: int) -> None:
         """Warn once per store when its records are not where murmur2 puts them: neighbour

@@ -30,7 +30,6 @@ from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import (
     Box,
     FaceObservation,
-    IdentityRecord,
     MatchEvent,
     MemberRecord,
     SchemaError,
@@ -38,6 +37,7 @@ from facestream.schemas import (
     derived_id,
 )
 from facestream.schemas.keys import identity_key, partition_for
+from facestream.schemas.messages import IdentityRecordV1
 from facestream.services.matcher.cli import matcher_command
 from facestream.services.matcher.presence import acknowledgements
 from facestream.services.matcher.settings import MatcherSettings
@@ -276,7 +276,8 @@ def test_neighbour_store_is_searched_as_a_replica(
 ) -> None:
     here, there = stores_on_distinct_partitions(2)
     carl = faces["Carl_Reiner"]
-    known = IdentityRecord(
+    # Written as version 1 (one encoding), as matchers before learning did: still read.
+    known = IdentityRecordV1(
         face_id="F-carl", store_id=there, encoding=carl[0], first_seen=T0, observation_id="x:0"
     )
     key = identity_key(there, "F-carl").encode()

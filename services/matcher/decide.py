@@ -1,0 +1,131 @@
+"""Who one face is, and what the matcher writes about it.
+
+Members first (:mod:`.member_tier`), then the store's visitors with its neighbours' replicas
+(:mod:`.shards`), where a confident match may teach the visitor a sample (:mod:`.learning`);
+else a FaceId derived from the observation id. A visitor's record, all its samples, goes to
+``identities.v1`` whenever it is minted or learns. One face at a time: a sample learned from a
+face is already there when the next face of the batch is decided.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from facestream.runtime.runner import Output
+from facestream.schemas import FaceObservation, IdentityRecord, derived_id
+from facestream.services.matcher import metrics
+from facestream.services.matcher.learning import LearnPolicy
+from facestream.services.matcher.member_tier import MemberTier
+from facestream.services.matcher.outputs import Outputs
+from facestream.services.matcher.shards import VisitorMatch, VisitorShards
+from facestream.services.matcher.visitors import SampleSource
+
+log = logging.getLogger(__name__)
+
+
+class Decider:
+    """Decides faces against the member tier and the visitor shards (state it only reads,
+    mints into and teaches: following the changelogs is the handler's)."""
+
+    def __init__(
+        self, members: MemberTier, shards: VisitorShards, learning: LearnPolicy, out: Outputs
+    ) -> None:
+        self.members = members
+        self.shards = shards
+        self.learning = learning
+        self.out = out
+
+    def decide(self, obs: FaceObservation, partition: int) -> list[Output]:
+        """The outputs for ``obs``, which arrived on ``partition``: its match event, after the
+        visitor's record when one was minted, taught a sample or replayed."""
+        # Log lines here carry the record's place, store and camera (the runner's log context).
+        vector = obs.vector
+        source = self.shards.source_of(obs.store_id, obs.observation_id)
+        if source is not None:
+            return self._replayed(obs, source, partition)
+
+        member = self.members.identify(vector)
+        if member.identity is not None:
+            metrics.DECISIONS.labels("member").inc()
+            fields = {"member_id": member.identity.id, "margin": member.margin}
+            return [self.out.match(obs, "member", distance=member.distance, **fields)]
+
+        visitor = self.shards.identify(obs.store_id, vector)
+        if visitor is not None:
+            metrics.DECISIONS.labels("returning").inc()
+            learned = self._learn(obs, visitor)
+            event = self._returning(obs, visitor)
+            return [self.out.identity(learned, partition), event] if learned else [event]
+
+        face_id = derived_id("face", obs.observation_id)
+        metrics.DECISIONS.labels("new").inc()
+        event = self.out.match(obs, "new", face_id=face_id, matched_store_id=None)
+        if self.shards.erased(obs.store_id, face_id):
+            # A replay of the observation an erased FaceId was minted from: the event is still
+            # due (the sink drops events of erased persons), the FaceId must not come back.
+            log.warning(
+                "%s minted %s, which is erased: not minted again", obs.observation_id, face_id
+            )
+            return [event]
+        minted = IdentityRecord.minted(
+            face_id=face_id,
+            store_id=obs.store_id,
+            encoding=obs.encoding,
+            first_seen=obs.captured_at,
+            observation_id=obs.observation_id,
+        )
+        self.shards.mint(partition, minted)
+        log.debug("minted %s from %s", face_id, obs.observation_id)
+        return [self.out.identity(minted, partition), event]
+
+    def _returning(self, obs: FaceObservation, visitor: VisitorMatch) -> Output:
+        return self.out.match(
+            obs,
+            "returning",
+            face_id=visitor.face_id,
+            matched_store_id=visitor.store_id,
+            distance=visitor.distance,
+            margin=visitor.margin,
+        )
+
+    def _learn(self, obs: FaceObservation, visitor: VisitorMatch) -> IdentityRecord | None:
+        """Add the sighting to the visitor's samples when :mod:`.learning` allows; the
+        visitor's new record, else None."""
+        samples = self.shards.sample_count(visitor.store_id, visitor.face_id)
+        if samples > 1 and self.shards.nearest_sample(
+            visitor.store_id, visitor.face_id, obs.vector
+        ):
+            metrics.BY_LEARNED_SAMPLE.inc()
+        refusal = self.learning.refusal(obs, visitor, samples)
+        if refusal is not None:
+            metrics.LEARN_SKIPPED.labels(refusal).inc()
+            metrics.RETURNING_SAMPLES.observe(samples)
+            return None
+        record = self.shards.learn(obs.store_id, visitor.face_id, obs.observation_id, obs.vector)
+        metrics.SAMPLES_LEARNED.inc()
+        metrics.RETURNING_SAMPLES.observe(samples + 1)
+        log.debug("%s learned sample %d from %s", visitor.face_id, samples, obs.observation_id)
+        return record
+
+    def _replayed(self, obs: FaceObservation, source: SampleSource, partition: int) -> list[Output]:
+        """An observation that minted or taught a visitor held in memory was handled before
+        (its record read back after a crash or rebalance, or a batch retried past what is
+        remembered): the same event and the visitor's record again. The record is the current
+        one: re-writing an older one, with fewer samples, would roll the compacted topic back.
+        """
+        metrics.DECISIONS.labels("replayed").inc()
+        log.info("%s replayed, re-emitting %s", obs.observation_id, source.face_id)
+        record = self.shards.record(obs.store_id, source.face_id)
+        if source.index == 0:
+            event = self.out.match(obs, "new", face_id=source.face_id, matched_store_id=None)
+        else:
+            event = self._returning(obs, self.shards.as_of(obs.store_id, obs.vector, source))
+        return [self.out.identity(record, partition), event]
+
+    def tombstones_again(self) -> list[Output]:
+        """Tombstones for visitors whose record landed after their erasure (see .erased)."""
+        due = self.shards.take_resurrected()
+        for key, _ in due:
+            metrics.RETOMBSTONED.inc()
+            log.warning("tombstoning %s again: a record of it followed its erasure", key)
+        return [self.out.tombstone(key, partition) for key, partition in due]
