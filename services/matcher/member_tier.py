@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from numpy.typing import NDArray
 
 from facestream.core.gallery import Decision, Gallery, GalleryConfig, Identity
+from facestream.core.policy import Judge, Policy
 from facestream.runtime.runner import KafkaRecord
 from facestream.schemas import MemberRecord, SchemaError, decode
 from facestream.services.matcher import metrics
@@ -37,6 +38,7 @@ class MemberTier:
     ) -> None:
         self.topic = topic
         self.gallery = Gallery(config)
+        self.judge: Judge | None = None
         self._on_erased = on_erased
         self._partitions: list[int] = []
         self.reader = ChangelogReader(bootstrap, topic, self._apply, client_id=client_id)
@@ -80,7 +82,14 @@ class MemberTier:
         return applied
 
     def identify(self, vector: NDArray[Any]) -> Decision:
+        """Who ``vector`` is among the members (the normalised policy when one is set)."""
+        if self.judge is not None:
+            return self.judge.judge(vector).decision
         return self.gallery.identify(vector)
+
+    def use_policy(self, policy: Policy, cohorts: Sequence[Gallery] = ()) -> None:
+        """Decide with the normalised ``policy``, against the other members and ``cohorts``."""
+        self.judge = Judge(policy, self.gallery, cohorts)
 
     def close(self) -> None:
         self.reader.close()

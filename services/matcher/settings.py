@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Final
+from pathlib import Path
+from typing import Final, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,10 +32,18 @@ class MatcherSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
+    policy: Literal["normalized", "distance"] = "normalized"
+    """How both tiers decide: ``normalized`` (the distance against the face's neighbourhood,
+    facestream.core.policy: holds across populations and gallery sizes) or ``distance`` (the
+    raw distance against ``threshold``/``visitor_threshold`` with a margin, as before)."""
+    policy_dir: Path | None = None
+    """A folder written by ``facestream calibrate``: the deployment's own member and visitor
+    policies and the cohort of reference people they were fitted with. Without it the shipped
+    thresholds apply and the members are the visitors' only cohort."""
     index: IndexType = "flat"
     """Faiss index of both tiers (flat, ivf, ivfsq8, hnsw); IVF stays exact until trained."""
     threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=2)
-    """Largest distance at which a face is taken for a member (dlib Euclidean unit)."""
+    """With ``policy=distance``: largest distance at which a face is taken for a member."""
     margin: float = Field(default=DEFAULT_MARGIN, ge=0, le=2)
     """Lead a member needs over the nearest other member."""
     # Visitors use the members' calibration: a store's shard is also an open-set 1:N search,

@@ -29,7 +29,8 @@ from typing import Any
 
 from numpy.typing import NDArray
 
-from facestream.core.gallery import GalleryConfig
+from facestream.core.gallery import Gallery, GalleryConfig
+from facestream.core.policy import Judge, Judgement, Policy
 from facestream.runtime.runner import KafkaRecord
 from facestream.schemas import IdentityRecord, SchemaError
 from facestream.schemas.keys import identity_key, split_identity_key
@@ -74,6 +75,9 @@ class VisitorShards:
         self._owned: set[int] = set()
         self._ready: set[int] = set()
         self._erased = ErasedKeys()
+        self._policy: Policy | None = None
+        self._cohorts: list[Gallery] = []
+        self._judges: dict[str, Judge] = {}
         self.reader = ChangelogReader(bootstrap, topic, self._apply, client_id=client_id)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -151,9 +155,19 @@ class VisitorShards:
         shard = self._shards.get(store_id)
         return shard.source_of(observation_id) if shard else None
 
+    def use_policy(self, policy: Policy, cohorts: Sequence[Gallery]) -> None:
+        """Decide with the normalised ``policy``: each shard's visitors are judged against the
+        shard's other visitors, the other shards searched with it and ``cohorts`` (the members,
+        a calibration cohort): so the first visitors of an empty store are not judged alone."""
+        self._policy = policy
+        self._cohorts = list(cohorts)
+        self._judges.clear()
+
     def identify(self, store_id: str, vector: NDArray[Any]) -> VisitorMatch | None:
         """The open-set decision over the store's shard and its neighbours' replicas together:
         the margin is taken over the nearest different visitor of any of them."""
+        if self._policy is not None:
+            return self._judged(store_id, vector)
         ranked = self._ranked(store_id, vector)
         if not ranked:
             return None
@@ -211,6 +225,34 @@ class VisitorShards:
         return self._erased.take(self._owned)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _judged(self, store_id: str, vector: NDArray[Any]) -> VisitorMatch | None:
+        """The normalised decision: the best accepted visitor of the store and its neighbours."""
+        assert self._policy is not None
+        stores = [
+            s
+            for s in (store_id, *self.neighbours.get(store_id, ()))
+            if s in self._shards and len(self._shards[s])
+        ]
+        best: tuple[float, str, Judgement] | None = None
+        for store in stores:
+            shard = self._shards[store]
+            judge = self._judges.get(store)
+            if judge is None or judge.gallery is not shard.gallery:
+                others = [self._shards[o].gallery for o in stores if o != store]
+                judge = Judge(self._policy, shard.gallery, [*self._cohorts, *others])
+                self._judges[store] = judge
+            verdict = judge.judge(vector)
+            if verdict.matched:
+                key = verdict.score if verdict.score is not None else float("inf")
+                if best is None or key < best[0]:
+                    best = (key, store, verdict)
+        if best is None:
+            return None
+        _, store, verdict = best
+        decision = verdict.decision
+        assert decision.identity is not None and decision.distance is not None
+        return VisitorMatch(decision.identity.id, store, decision.distance, decision.margin)
 
     def _ranked(self, store_id: str, vector: NDArray[Any]) -> list[tuple[float, str, str]]:
         """(distance, store, face id) of the nearest visitors, nearest first."""

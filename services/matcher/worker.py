@@ -25,6 +25,7 @@ import redis
 from kafka.structs import TopicPartition
 
 from facestream.core.gallery import GalleryConfig
+from facestream.core.policy import PolicySet, load_policies
 from facestream.runtime import metrics as runtime_metrics
 from facestream.runtime.logs import add_log_context
 from facestream.runtime.runner import Fatal, Handler, KafkaRecord, Output, Poison, where
@@ -97,6 +98,7 @@ class MatcherHandler(Handler):
             on_erased=self._erased,
             client_id=f"{client}-identities",
         )
+        self._use_policies(settings)
         self.decider = Decider(
             self.members, self.shards, LearnPolicy.from_settings(settings), Outputs(self.topics)
         )
@@ -107,6 +109,23 @@ class MatcherHandler(Handler):
         """Whether the batch in hand was preceded by a catch-up (reset between polls)."""
         self._unacked: dict[str, list[Output]] = {}
         """Observation id -> outputs, for the batch whose outputs are not acknowledged yet."""
+
+    def _use_policies(self, settings: MatcherSettings) -> None:
+        """Both tiers decide with the normalised policy unless ``policy=distance``."""
+        if settings.policy != "normalized":
+            return
+        policies = load_policies(settings.policy_dir) if settings.policy_dir else PolicySet()
+        cohort = [policies.cohort] if policies.cohort is not None else []
+        self.members.use_policy(policies.member, cohort)
+        # Visitors are normalised against the members too: a store's first visitors have no
+        # other visitors to be compared with, and the members are the local population.
+        self.shards.use_policy(policies.visitor, [self.members.gallery, *cohort])
+        log.info(
+            "normalised decisions: members %s, visitors %s, cohort %d people",
+            policies.member.as_dict(),
+            policies.visitor.as_dict(),
+            len(policies.cohort) if policies.cohort is not None else 0,
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -89,12 +89,19 @@ Make = Callable[..., MatcherHandler]
 @pytest.fixture
 def matcher(pipeline: PipelineSettings) -> Iterator[Make]:
     """Started matchers owning every partition, shards built (closed at the end); settings
-    as keywords."""
+    as keywords. They decide on raw distances (``policy=distance``): learning is the same
+    whatever the policy, and raw thresholds let the photos be picked for what each test needs
+    (the normalised policy has tests of its own)."""
     made: list[MatcherHandler] = []
 
     def make(**cfg: object) -> MatcherHandler:
         settings = MatcherSettings.model_validate(
-            {"matcher_id": f"t-{uuid.uuid4().hex[:6]}", "startup_timeout": 20, **cfg}
+            {
+                "matcher_id": f"t-{uuid.uuid4().hex[:6]}",
+                "startup_timeout": 20,
+                "policy": "distance",
+                **cfg,
+            }
         )
         handler = MatcherHandler(settings, pipeline)
         made.append(handler)
