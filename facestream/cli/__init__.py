@@ -24,6 +24,7 @@ LAZY_COMMANDS = {
     "identify": "facestream.cli.core:identify",
     "verify": "facestream.cli.core:verify",
     "eval": "facestream.cli.evaluation:eval_group",
+    "calibrate": "facestream.cli.calibration:calibrate_command",
     "serve": "facestream.cli.core:serve",
     "demo-core": "facestream.cli.core:demo_core",
     "replay": "facestream.cli.pipeline:replay",

@@ -90,6 +90,14 @@ def eval_verify(pairs: Path, images: Path, threshold: float | None, as_json: boo
     default=None,
     help="Write a PNG of both error rates against the threshold.",
 )
+@click.option(
+    "--policy",
+    "policy_folder",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A `facestream calibrate` folder: decide with its member policy and cohort instead of "
+    "the threshold and margin (those rates are then reported under `euclidean`).",
+)
 @json_option
 def eval_identify(
     images: Path,
@@ -98,11 +106,17 @@ def eval_identify(
     margin: float | None,
     stranger_share: float,
     plot: Path | None,
+    policy_folder: Path | None,
     as_json: bool,
 ) -> None:
     """Open-set 1:N identification on a folder-per-person tree."""
     from facestream.core.evaluation import encode_subjects, identify_report, split_people
+    from facestream.core.policy import load_policies
 
+    try:
+        policies = load_policies(policy_folder) if policy_folder is not None else None
+    except ValueError as exc:
+        fail(str(exc))
     split = split_people(images, stranger_share)
     paths = [*split.enrolled.values(), *(p for p, _ in split.member_probes), *split.stranger_probes]
     encodings, seconds = encode_subjects(paths, progress=not as_json)
@@ -111,19 +125,39 @@ def eval_identify(
         threshold=threshold or DEFAULT_THRESHOLD,
         margin=DEFAULT_MARGIN if margin is None else margin,
     )
-    report = identify_report(split, encodings, config, seconds, plot)
+    report = identify_report(split, encodings, config, seconds, plot, policies)
+    if policy_folder is not None:
+        report["policy"]["folder"] = str(policy_folder)
     if as_json:
         emit(report)
         return
+    if policy_folder is not None:
+        p = report["policy"]
+        decided_by = f"policy {policy_folder} (normalised threshold {p['threshold']}, k={p['k']})"
+        if p["people_in_cohort"]:
+            click.echo(
+                f"warning: {p['people_in_cohort']} of these people are in the policy's cohort; "
+                "their strangers' false accept rate is optimistic",
+                err=True,
+            )
+    else:
+        decided_by = f"threshold {report['threshold']}, margin {report['margin']}"
     click.echo(
         f"probes {report['probes']} ({report['member_probes']} of enrolled people, "
         f"{report['stranger_probes']} of strangers, {report['no_face']} without a face); "
         f"gallery {report['gallery_identities']} identities ({index})\n"
         f"rank-1 accuracy: {report['rank1']:.2%}\n"
-        f"at threshold {report['threshold']}, margin {report['margin']}:\n"
+        f"at {decided_by}:\n"
         f"  identification rate {report['identification_rate']:.2%}\n"
         f"  false accept rate (strangers accepted) {report['false_accept_rate']:.2%}\n"
         f"  false reject rate (members rejected) {report['false_reject_rate']:.2%}\n"
         f"  misidentification rate {report['misidentification_rate']:.2%}\n"
         f"seconds: {report['seconds']}" + (f"\nplot: {plot}" if plot else "")
     )
+    if "euclidean" in report:
+        e = report["euclidean"]
+        click.echo(
+            f"for comparison, threshold {report['threshold']} margin {report['margin']}: "
+            f"identification {e['identification_rate']:.2%}, "
+            f"false accept {e['false_accept_rate']:.2%}"
+        )

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 from facestream.core.engine import Encoding, EngineConfig
 from facestream.core.gallery import Decision, Gallery, GalleryConfig, Identity
 from facestream.core.photos import encode_many, image_files, pick_subject
+from facestream.core.policy import Judge, PolicySet
 
 Encodings = dict[Path, Encoding | None]
 
@@ -184,14 +185,38 @@ def split_people(images: Path, stranger_share: float = 0.2) -> IdentifySplit:
     return IdentifySplit(enrolled, member_probes, stranger_probes)
 
 
+def _decision_rates(
+    m_dec: Sequence[Decision], truth: Sequence[str], s_dec: Sequence[Decision]
+) -> dict[str, float | None]:
+    """Identification, false accept, false reject and misidentification rates of decisions."""
+    right = [
+        d.identity is not None and d.identity.id == n for d, n in zip(m_dec, truth, strict=True)
+    ]
+    wrong = [
+        d.identity is not None and d.identity.id != n for d, n in zip(m_dec, truth, strict=True)
+    ]
+    far = float(np.mean([d.identity is not None for d in s_dec])) if s_dec else math.nan
+    return {
+        "identification_rate": round(float(np.mean(right)), 4) if m_dec else None,
+        "false_accept_rate": round(far, 4),
+        "false_reject_rate": round(float(np.mean([d.identity is None for d in m_dec])), 4)
+        if m_dec
+        else None,
+        "misidentification_rate": round(float(np.mean(wrong)), 4) if m_dec else None,
+    }
+
+
 def identify_report(
     split: IdentifySplit,
     encodings: Encodings,
     config: GalleryConfig,
     seconds: float,
     plot: Path | None = None,
+    policies: PolicySet | None = None,
 ) -> dict[str, Any]:
-    """Enroll, probe and score at the configured threshold and margin."""
+    """Enroll, probe and score at the configured threshold and margin, or, given ``policies``
+    (a calibration folder's), with its member policy and cohort; the threshold-and-margin rates
+    are then reported under ``euclidean`` for comparison."""
     gallery = Gallery(config)
     for name, photo in split.enrolled.items():
         enc = encodings.get(photo)
@@ -206,14 +231,22 @@ def identify_report(
     truth = [n for _, n, _ in members]
     top1 = [d.candidates[0].identity.id if d.candidates else None for d in m_dec]
     rank1 = np.mean([t == n for t, n in zip(top1, truth, strict=True)]) if truth else math.nan
-    accepted_right = [
-        d.identity is not None and d.identity.id == n for d, n in zip(m_dec, truth, strict=True)
-    ]
-    accepted_wrong = [
-        d.identity is not None and d.identity.id != n for d, n in zip(m_dec, truth, strict=True)
-    ]
-    rejected = [d.identity is None for d in m_dec]
-    far = float(np.mean([d.identity is not None for d in s_dec])) if s_dec else math.nan
+    euclidean = _decision_rates(m_dec, truth, s_dec)
+    policy: dict[str, Any] | None = None
+    if policies is not None:
+        cohort = policies.cohort
+        judge = Judge(policies.member, gallery, [cohort] if cohort is not None else [])
+        m_dec = [j.decision for j in judge.judge_batch(np.array([e for *_, e in members]))]
+        s_dec = [j.decision for j in judge.judge_batch(np.array(strangers))]
+        # A probe whose person is in the cohort scores against its own reference photos, which
+        # makes strangers look safer than they are: the report counts such people.
+        people = {*split.enrolled, *(p.parent.name for p in split.stranger_probes)}
+        in_cohort = {i.name for i in cohort.identities()} & people if cohort is not None else set()
+        policy = {
+            **policies.member.as_dict(),
+            "cohort_identities": len(cohort) if cohort is not None else 0,
+            "people_in_cohort": len(in_cohort),
+        }
     report: dict[str, Any] = {
         "probes": probe_count,
         "member_probes": len(members),
@@ -221,15 +254,16 @@ def identify_report(
         "no_face": probe_count - len(members) - len(strangers),
         "gallery_identities": len(gallery),
         "rank1": round(float(rank1), 4),
-        "identification_rate": round(float(np.mean(accepted_right)), 4) if members else None,
-        "false_accept_rate": round(far, 4),
-        "false_reject_rate": round(float(np.mean(rejected)), 4) if members else None,
-        "misidentification_rate": round(float(np.mean(accepted_wrong)), 4) if members else None,
+        **_decision_rates(m_dec, truth, s_dec),
         "threshold": config.threshold,
         "margin": config.margin,
         "index": config.index,
         "seconds": round(seconds, 1),
+        "decision": "threshold_margin" if policy is None else "policy",
     }
+    if policy is not None:
+        report["policy"] = policy
+        report["euclidean"] = euclidean
     if plot is not None:
         _plot_rates(gallery, members, strangers, config, plot)
         report["plot"] = str(plot)

@@ -179,7 +179,11 @@ class PolicySet:
     """The decision policies of a deployment: members, visitors, and the cohort they were
     calibrated with (written by ``facestream calibrate``; see :func:`load_policies`)."""
 
-    member: Policy = field(default_factory=Policy)
+    # Without a calibration cohort a member is also held to the raw 0.50 of the distance
+    # policy: with a handful of members and no reference people their neighbourhoods look
+    # sparse and the normalised score alone let strangers through (3 false members in a
+    # 60-person simulated chain, benchmarks.accuracy.store_days).
+    member: Policy = field(default_factory=lambda: Policy(max_distance=0.5))
     visitor: Policy = field(
         default_factory=lambda: Policy(threshold=VISITOR_THRESHOLD, cold_threshold=0.45)
     )
