@@ -42,7 +42,7 @@ SERVICES = ("camera", "detector", "matcher", "sink", "api")
 
 
 def component(module: str) -> str | None:
-    """The layer component a module belongs to: ``facestream.core``, ``facestream.services.sink``."""
+    """The layer component of a module: ``facestream.core``, ``facestream.services.sink``..."""
     parts = module.split(".")
     if parts[0] != "facestream" or len(parts) < 2:
         return None

@@ -104,9 +104,9 @@ class EngineConfig:
     num_jitters: int = 1
     mirror: bool = True
     """Average each face's encoding with the encoding of its mirror image (the image flipped
-    left-right, landmarks found again on it). On the LFW photos of people the defaults were not
-    fitted on, it raised 1:N identification at the same false-accept rate by 3-7 points
-    (docs/accuracy.md), for a second pass of the network: encoding costs about twice as much."""
+    left-right, landmarks found again on it). It raised 1:N identification at the same
+    false-accept rate on people the defaults were not fitted on (docs/accuracy.md), for a
+    second pass of the network: encoding costs about twice as much."""
     landmarks: Literal["small", "large"] = "small"
     max_pixels: int = DEFAULT_MAX_PIXELS
 

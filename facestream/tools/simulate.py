@@ -281,6 +281,15 @@ def build(images: Path, plan: Plan | None = None, engine: FaceEngine | None = No
     used: set[str] = set()
 
     def take(count: int, need: int, enroll: int = 0) -> list[tuple[str, list[Path]]]:
+        # Fail before running the detector over the folder when the photo counts alone say so.
+        candidates = sum(
+            1 for d in people if d.name not in used and len(image_files(d)) >= need + enroll
+        )
+        if candidates < count:
+            raise NotEnoughPeople(
+                f"{images}: wanted {count} people with {need + enroll}+ photos"
+                f" (split {plan.split or 'all'}), the folder has {candidates}"
+            )
         chosen: list[tuple[str, list[Path]]] = []
         for d in by_count if need > 1 else people:
             if len(chosen) == count:
