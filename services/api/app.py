@@ -21,6 +21,7 @@ from fastapi.security import APIKeyHeader
 
 from facestream.core.engine import EngineConfig, FaceEngine
 from facestream.core.gallery import Gallery
+from facestream.core.policy import Judge, load_policies
 from facestream.services.api import routes
 from facestream.services.api.errors import install_error_handlers
 from facestream.services.api.metrics import create_metrics
@@ -77,9 +78,15 @@ def create_app(
         gallery.config = replace(gallery.config, threshold=settings.threshold)
     if settings.margin is not None:
         gallery.config = replace(gallery.config, margin=settings.margin)
+    judge = None
+    if settings.policy_dir is not None:
+        policies = load_policies(settings.policy_dir)
+        cohort = [policies.cohort] if policies.cohort is not None else []
+        judge = Judge(policies.member, gallery, cohort)
     context = ApiContext(
         settings=settings,
         gallery=gallery,
+        judge=judge,
         engine=_engine_for(settings, engine),
         metrics=create_metrics(gallery),
         write_lock=threading.Lock(),

@@ -24,6 +24,7 @@ from facestream.core.enrollment import judge
 from facestream.core.gallery import Decision, Gallery, Identity, UnknownIdentity
 from facestream.core.images import ImageError, ImageTooLarge, RGBImage, load_image
 from facestream.core.photos import Encoded
+from facestream.core.policy import Judge
 from facestream.core.verification import verify_images
 from facestream.services.api.errors import ApiError, image_error
 from facestream.services.api.metrics import ApiMetrics
@@ -54,6 +55,8 @@ class ApiContext:
 
     settings: ApiSettings
     gallery: Gallery
+    judge: Judge | None
+    """The calibrated normalised policy (``policy_dir``), or None: threshold and margin."""
     engine: FaceEngine
     metrics: ApiMetrics
     write_lock: threading.Lock
@@ -151,7 +154,12 @@ def recognize(
     ctx.metrics.faces.labels("/recognize").observe(len(faces))
     encodable = [i for i, f in enumerate(faces) if f.encoding is not None]
     encodings = [cast(Encoding, faces[i].encoding) for i in encodable]
-    decisions = ctx.gallery.identify_batch(np.stack(encodings)) if encodings else []
+    if not encodings:
+        decisions = []
+    elif ctx.judge is not None:
+        decisions = [j.decision for j in ctx.judge.judge_batch(np.stack(encodings))]
+    else:
+        decisions = ctx.gallery.identify_batch(np.stack(encodings))
     by_face = dict(zip(encodable, decisions, strict=True))
     out = [_face_out(face, by_face.get(i)) for i, face in enumerate(faces)]
     log.info(

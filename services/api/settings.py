@@ -85,6 +85,10 @@ class ApiSettings(BaseSettings):
     """Overrides the gallery's match threshold (Euclidean distance) when set."""
     margin: float | None = Field(default=None, ge=0.0, le=2.0)
     """Overrides the gallery's required margin over the next identity when set."""
+    policy_dir: Path | None = None
+    """A folder written by ``facestream calibrate``: /recognize then decides with its member
+    policy and cohort (normalised, see facestream/core/policy.py) instead of the threshold and
+    margin, as the pipeline's matcher does."""
     log_level: str = "INFO"
 
     @field_validator("api_keys", mode="before")

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from facestream.core.engine import FaceEngine
 from facestream.core.gallery import Gallery, Identity
+from facestream.core.policy import Policy, PolicySet, save_policies
 from facestream.services.api.app import create_app
 from facestream.services.api.settings import ApiSettings
 
@@ -594,3 +595,51 @@ def test_settings_need_a_key_and_read_the_environment(clean_env: pytest.MonkeyPa
 def test_settings_override_the_gallery_decision(engine: FaceEngine) -> None:
     _, gallery = make_app(engine, threshold=0.4, margin=0.0)
     assert (gallery.config.threshold, gallery.config.margin) == (0.4, 0.0)
+
+
+# -- the calibrated policy ---------------------------------------------------------------------
+
+
+def test_a_calibrated_policy_refuses_east_asian_strangers_the_threshold_takes(
+    engine: FaceEngine, datasets: Path, tmp_path: Path
+) -> None:
+    """With FACESTREAM_API_POLICY_DIR, /recognize decides as the matcher does: normalised
+    against a cohort. On East Asian faces the fixed 0.50 takes strangers for enrolled people;
+    the policy takes fewer, and still recognises the enrolled."""
+    people = sorted(d for d in (datasets / "lfw-east-asian" / "images").iterdir() if d.is_dir())
+    members, cohort_people, strangers = people[:3], people[3:11], people[11:]
+    cohort = Gallery()
+    for person in cohort_people:
+        for photo in sorted(person.glob("*.jpg"))[:4]:
+            found = [f.encoding for f in engine.faces_in(photo) if f.encoding is not None]
+            if found:
+                cohort.add(Identity(person.name), found[0])
+    save_policies(tmp_path / "policy", PolicySet(Policy(threshold=0.79), cohort=cohort), {})
+
+    def upload(photo: Path) -> Upload:
+        return photo.name, photo.read_bytes(), "image/jpeg"
+
+    def clear(person: Path) -> list[Path]:
+        """The person's photos with one face (enrollment refuses the others)."""
+        return [p for p in sorted(person.glob("*.jpg")) if len(engine.faces_in(p)) == 1][:2]
+
+    photos = {person.name: clear(person) for person in members}
+
+    accepted: dict[str, int] = {}
+    for label, policy_dir in (("threshold", None), ("policy", tmp_path / "policy")):
+        app, _ = make_app(engine, policy_dir=policy_dir)
+        with client_for(app) as client:
+            for person in members:
+                files = [("photos", upload(photos[person.name][0]))]
+                r = client.post("/enroll", data={"id": person.name}, files=files)
+                assert r.status_code == 200, r.text
+            probe = photos[members[0].name][1]
+            [face] = client.post("/recognize", files={"image": upload(probe)}).json()["faces"]
+            assert face["identity"]["id"] == members[0].name, (label, face)
+            accepted[label] = 0
+            for person in strangers:
+                for photo in sorted(person.glob("*.jpg"))[:3]:
+                    faces = client.post("/recognize", files={"image": upload(photo)}).json()
+                    accepted[label] += sum(f["identity"] is not None for f in faces["faces"])
+    assert accepted["threshold"] > 0, "the fixed threshold should take some East Asian strangers"
+    assert accepted["policy"] < accepted["threshold"], accepted
