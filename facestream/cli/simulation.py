@@ -8,7 +8,7 @@ the pipeline and prints the figures beside the truth, with the identity errors b
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -68,7 +68,7 @@ def simulate(
     images: Path,
     out: Path,
     stores: tuple[str, ...],
-    start: date,
+    start: datetime,
     days: int,
     members: int,
     returning_same_day: int,
@@ -84,7 +84,7 @@ def simulate(
     try:
         plan = sim.Plan(
             stores=tuple(sim.StorePlan.parse(s) for s in stores),
-            start=start.date() if hasattr(start, "date") else start,
+            start=start.date(),
             days=days,
             members=members,
             returning_same_day=returning_same_day,

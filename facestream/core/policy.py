@@ -151,20 +151,19 @@ class Judge:
         if cached is not None and cached[0] == version:
             return cached[1]
         samples = self.gallery.samples(identity_id)
-        nearest: dict[str, float] = {}
-        for decision in self.gallery.identify_batch(samples):
-            for c in decision.candidates:
-                if c.identity.id != identity_id:
-                    nearest[c.identity.id] = min(c.distance, nearest.get(c.identity.id, math.inf))
-        distances = list(nearest.values())
-        for cohort in self.cohorts:
-            if len(cohort):
-                best: dict[str, float] = {}
-                for decision in cohort.identify_batch(samples):
-                    for c in decision.candidates:
-                        best[c.identity.id] = min(c.distance, best.get(c.identity.id, math.inf))
-                distances += list(best.values())
-        distances.sort()
+        # Each other identity counts at its nearest sample's distance; ids are per gallery, so a
+        # cohort person who shares an id with someone in the gallery still counts apart.
+        nearest: dict[tuple[int, str], float] = {}
+        for source, gallery in enumerate((self.gallery, *self.cohorts)):
+            if not len(gallery):
+                continue
+            for decision in gallery.identify_batch(samples):
+                for c in decision.candidates:
+                    if source == 0 and c.identity.id == identity_id:
+                        continue
+                    key = (source, c.identity.id)
+                    nearest[key] = min(c.distance, nearest.get(key, math.inf))
+        distances = sorted(nearest.values())
         scale = distances[self.policy.k - 1] if len(distances) >= self.policy.k else None
         self._scales[identity_id] = (version, scale)
         return scale

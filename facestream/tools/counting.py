@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from facestream.schemas import MatchEvent, derived_id
+from facestream.schemas import MatchEvent
+from facestream.services.camera.publisher import derive_frame_id
 
 FIGURES = ("pv", "uv", "new", "returning", "dwell_seconds_avg")
 HEADER = "store        date        PV (true)   UV (true)   new (true)   ret (true)   dwell s (true)"
@@ -41,8 +42,8 @@ class PlannedSighting:
 
     @property
     def frame_id(self) -> str:
-        """The id the camera publisher derives for this frame (see services/camera)."""
-        return derived_id("frame", self.store, self.camera, self.captured_at.isoformat(), self.path)
+        """The id the camera publisher gives this frame."""
+        return derive_frame_id(self.store, self.camera, self.captured_at, self.path)
 
 
 @dataclass(frozen=True)

@@ -31,13 +31,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from facestream.core.engine import FaceEngine
 from facestream.core.images import ImageError, load_image
 from facestream.core.photos import image_files
 from facestream.core.splits import Split, person_split
+from facestream.services.sink.stats import StoreStats
 
 MEMBER: str = "m:"
 STRANGER: str = "v:"
@@ -73,32 +74,6 @@ class Sighting:
     at: datetime
     person: str
     photo: Path
-
-
-@dataclass(frozen=True)
-class DayTruth:
-    """A store's day as the sink should count it (the definitions of services/sink/store.py)."""
-
-    store: str
-    date: str
-    pv: int
-    uv: int
-    new: int
-    returning: int
-    members: list[str]
-    dwell_seconds_avg: float | None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "store": self.store,
-            "date": self.date,
-            "pv": self.pv,
-            "uv": self.uv,
-            "new": self.new,
-            "returning": self.returning,
-            "members": self.members,
-            "dwell_seconds_avg": self.dwell_seconds_avg,
-        }
 
 
 @dataclass
@@ -137,8 +112,9 @@ class Scenario:
             visits.append(current)
         return visits
 
-    def truth(self, store_id: str, day: date) -> DayTruth:
-        """PV, UV, new, returning, members and average dwell of a store's local ``day``."""
+    def truth(self, store_id: str, day: date) -> StoreStats:
+        """PV, UV, new, returning, members and average dwell of a store's local ``day``, as
+        the sink should report them (the sink's own result type and definitions)."""
         tz = self.zone(store_id)
         visits = self._visits(store_id)
         first_day: dict[str, date] = {}
@@ -149,18 +125,19 @@ class Scenario:
         people = {v.person for v in today}
         # A single-event visit has no measurable dwell: left out of the average, as in the sink.
         dwell = [(v.end - v.start).total_seconds() for v in today if v.events >= 2]
-        return DayTruth(
+        return StoreStats(
             store=store_id,
             date=day.isoformat(),
             pv=len(today),
             uv=len(people),
             new=sum(1 for p in people if first_day[p] == day),
             returning=sum(1 for p in people if first_day[p] < day),
-            members=sorted(p.removeprefix(MEMBER) for p in people if p.startswith(MEMBER)),
+            members=tuple(sorted(p.removeprefix(MEMBER) for p in people if p.startswith(MEMBER))),
             dwell_seconds_avg=round(sum(dwell) / len(dwell), 3) if dwell else None,
+            dwell_visits=len(dwell),
         )
 
-    def all_days(self) -> Iterator[DayTruth]:
+    def all_days(self) -> Iterator[StoreStats]:
         for store in self.stores:
             for day in self.days(store.store_id):
                 yield self.truth(store.store_id, day)
@@ -241,8 +218,8 @@ class NotEnoughPeople(ValueError):
 class _Photos:
     """Usable photos per person (one face that passes the gate), checked lazily and cached."""
 
-    def __init__(self, root: Path, engine: FaceEngine) -> None:
-        self.root, self.engine = root, engine
+    def __init__(self, engine: FaceEngine) -> None:
+        self.engine = engine
         self._ok: dict[Path, bool] = {}
 
     def usable(self, person: Path, limit: int) -> list[Path]:
@@ -269,7 +246,7 @@ def build(images: Path, plan: Plan | None = None, engine: FaceEngine | None = No
     """Plan a chain's days from the people photographed in ``images`` (LFW layout)."""
     plan = plan or Plan()
     rng = random.Random(plan.seed)
-    photos = _Photos(images, engine or FaceEngine())
+    photos = _Photos(engine or FaceEngine())
     people = sorted(
         d
         for d in images.iterdir()

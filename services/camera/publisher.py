@@ -101,9 +101,13 @@ def check_id(value: str, what: str) -> str:
 
 def frame_id(store_id: str, frame: Frame) -> str:
     """The frame's id: the same store, camera, time and source always give the same id."""
-    return derived_id(
-        "frame", store_id, frame.camera_id, frame.captured_at.isoformat(), frame.source
-    )
+    return derive_frame_id(store_id, frame.camera_id, frame.captured_at, frame.source)
+
+
+def derive_frame_id(store_id: str, camera_id: str, captured_at: datetime, source: str) -> str:
+    """The id a frame with these fields gets (also for tools that know a frame by its fields,
+    such as the counting report joining match events to a simulator's sightings)."""
+    return derived_id("frame", store_id, camera_id, captured_at.isoformat(), source)
 
 
 def content_type(path: Path) -> str:

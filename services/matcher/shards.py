@@ -77,7 +77,8 @@ class VisitorShards:
         self._erased = ErasedKeys()
         self._policy: Policy | None = None
         self._cohorts: list[Gallery] = []
-        self._judges: dict[str, Judge] = {}
+        self._judges: dict[tuple[str, str], Judge] = {}
+        """(store decided for, shard searched) -> its judge: the cohort differs per store."""
         self.reader = ChangelogReader(bootstrap, topic, self._apply, client_id=client_id)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -237,11 +238,18 @@ class VisitorShards:
         best: tuple[float, str, Judgement] | None = None
         for store in stores:
             shard = self._shards[store]
-            judge = self._judges.get(store)
-            if judge is None or judge.gallery is not shard.gallery:
-                others = [self._shards[o].gallery for o in stores if o != store]
-                judge = Judge(self._policy, shard.gallery, [*self._cohorts, *others])
-                self._judges[store] = judge
+            cohorts = [*self._cohorts, *(self._shards[o].gallery for o in stores if o != store)]
+            judge = self._judges.get((store_id, store))
+            # A new judge when the shard was rebuilt or the set of searched neighbours changed
+            # (one that was empty before now holds visitors); its scale cache starts afresh.
+            if (
+                judge is None
+                or judge.gallery is not shard.gallery
+                or len(judge.cohorts) != len(cohorts)
+                or any(a is not b for a, b in zip(judge.cohorts, cohorts, strict=True))
+            ):
+                judge = Judge(self._policy, shard.gallery, cohorts)
+                self._judges[(store_id, store)] = judge
             verdict = judge.judge(vector)
             if verdict.matched:
                 key = verdict.score if verdict.score is not None else float("inf")
