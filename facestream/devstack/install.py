@@ -175,33 +175,58 @@ def find_redis_server() -> str | None:
     return None
 
 
+def ensure_debian_package(
+    binary: str, package: str, config: StackConfig | None = None, candidates: tuple[str, ...] = ()
+) -> str:
+    """Path of ``binary``, installing Debian's ``package`` with apt-get if it is missing (root
+    only). ``candidates`` are absolute paths to try when ``binary`` is not on PATH."""
+    cfg = resolve(config)
+
+    def find() -> str | None:
+        found = shutil.which(binary)
+        if found:
+            return found
+        return next((c for c in candidates if os.access(c, os.X_OK)), None)
+
+    found = find()
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise StackError(
+            f"{binary} is not installed and this is not root: sudo apt-get install -y {package}"
+        )
+    if shutil.which("apt-get") is None:
+        raise StackError(f"{binary} is missing and apt-get is not available: install {package}")
+    log_path = cfg.root / f"install-{package}.log"
+    log.info("installing %s with apt-get (log: %s)", package, log_path)
+    run_logged(["apt-get", "update"], log_path, 900, "apt-get update")
+    run_logged(
+        ["apt-get", "install", "-y", "--no-install-recommends", package],
+        log_path,
+        1800,
+        f"apt-get install {package}",
+    )
+    found = find()
+    if not found:
+        raise StackError(f"apt-get installed {package} but {binary} is not on PATH; see {log_path}")
+    return found
+
+
 def ensure_redis_server(config: StackConfig | None = None) -> str:
     """Path of ``redis-server``, installing Debian's package with apt-get if missing (root only)."""
     cfg = resolve(config)
     found = find_redis_server()
     if found:
         return found
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise StackError(
-            "redis-server is not installed and this is not root: install it "
+            "redis-server is not installed and cannot be installed here: install it "
             "(sudo apt-get install -y redis-server) or run a Redis on "
             f"{HOST}:{cfg.redis_port} yourself"
         )
-    if shutil.which("apt-get") is None:
-        raise StackError(
-            f"redis-server is missing and apt-get is not available; run a Redis on "
-            f"{HOST}:{cfg.redis_port} yourself"
-        )
-    log_path = cfg.root / "install-redis.log"
-    log.info("installing redis-server with apt-get (log: %s)", log_path)
-    run_logged(["apt-get", "update"], log_path, 900, "apt-get update")
-    run_logged(
-        ["apt-get", "install", "-y", "--no-install-recommends", "redis-server"],
-        log_path,
-        900,
-        "apt-get install redis-server",
+    return ensure_debian_package(
+        "redis-server",
+        "redis-server",
+        cfg,
+        ("/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server"),
     )
-    found = find_redis_server()
-    if not found:
-        raise StackError(f"apt-get installed redis-server but it is not on PATH; see {log_path}")
-    return found
