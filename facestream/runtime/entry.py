@@ -4,9 +4,11 @@ A service declares a :class:`Worker`: its stage, its settings class, and a funct
 its handler (opening what it needs) and says what it reads. :func:`run_worker` does the rest,
 the same way for every service:
 
-1. build :class:`PipelineSettings` and the service's settings; invalid ones stop the process
-   with one message naming the variables, exit code 2;
-2. configure logging once; serve /metrics;
+1. refuse an unknown ``FACESTREAM_*`` variable (:mod:`.environment`), build
+   :class:`PipelineSettings` and the service's settings; invalid ones stop the process with
+   one message naming the variables, exit code 2;
+2. configure logging once; serve /metrics, /healthz and /readyz (:mod:`.health`: failing
+   until the loop runs, so the start-up probe covers loading models and reading members);
 3. build the handler, then the :class:`Runner`: Kafka or Redis out of reach stops the process
    with one message (exit code 1), not a traceback;
 4. install the SIGTERM/SIGINT stop flag and run until stopped (or idle, for tests and replays);
@@ -18,6 +20,7 @@ the same way for every service:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -30,8 +33,9 @@ from pydantic_settings import BaseSettings
 from pydantic_settings import SettingsError as EnvParseError
 from redis.exceptions import RedisError
 
+from facestream.runtime.environment import UnknownVariable, check_environment
+from facestream.runtime.health import Health, serve_health
 from facestream.runtime.logs import configure_logging, redact_url
-from facestream.runtime.metrics import serve_metrics
 from facestream.runtime.runner import Fatal, Handler, Runner
 from facestream.runtime.settings import PipelineSettings
 
@@ -72,7 +76,12 @@ class Worker(Generic[S]):
 
 
 def load_settings(cls: type[S]) -> S:
-    """``cls()`` from the environment, or :class:`InvalidSettings` naming every bad variable."""
+    """``cls()`` from the environment, or :class:`InvalidSettings` naming every bad variable
+    (an unknown ``FACESTREAM_*`` variable included: a typo must not pass for a default)."""
+    try:
+        check_environment(os.environ, [cls])
+    except UnknownVariable as exc:
+        raise InvalidSettings(f"invalid settings: {exc}") from None
     try:
         return cls()
     except ValidationError as exc:
@@ -115,8 +124,9 @@ def run_worker(
         configure_logging(level)
     except ValueError:
         raise InvalidSettings(f"invalid settings: unknown log level {level!r}") from None
+    health = Health(pipeline.liveness_seconds)
     try:
-        serve_metrics(pipeline.metrics_port)
+        serve_health(pipeline.metrics_port, health)
     except OSError as exc:
         raise click.ClickException(
             f"cannot serve /metrics on port {pipeline.metrics_port}: {exc.strerror or exc}"
@@ -134,6 +144,7 @@ def run_worker(
                     group=group,
                     max_batch=sub.max_batch,
                     consumer_options=dict(sub.consumer_options or {}),
+                    health=health,
                 )
             runner.install_signal_handlers()
             log.info(

@@ -1,12 +1,10 @@
-"""Prometheus metrics every worker exports (one /metrics per process; bounded label sets)."""
+"""Prometheus metrics every worker exports (one /metrics per process; bounded label sets).
+
+Served with /healthz and /readyz by :func:`facestream.runtime.health.serve_health`."""
 
 from __future__ import annotations
 
-import logging
-
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
-
-log = logging.getLogger(__name__)
+from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter(
     "facestream_messages_total", "Input messages handled, by outcome.", ["stage", "outcome"]
@@ -33,10 +31,3 @@ EVENT_DELAY = Histogram(
     ["stage"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0),
 )
-
-
-def serve_metrics(port: int) -> None:
-    """Serve /metrics on ``port`` (0: not at all)."""
-    if port:
-        start_http_server(port)
-        log.info("metrics on :%d/metrics", port)

@@ -15,6 +15,10 @@ If step 3 or 4 fails, nothing is committed: the consumer seeks back to the batch
 batch is handled again (outputs are idempotent downstream: ids are derived, not random). So
 nothing accepted is lost and a crash anywhere replays at most one batch.
 
+The loop reports to a :class:`~facestream.runtime.health.Health`: a heartbeat per poll and
+per record (liveness), and readiness checks: partitions assigned, plus the handler's own
+(:meth:`Handler.readiness`).
+
 SIGTERM and SIGINT only set a stop flag: the batch in hand finishes, is flushed and committed,
 then the consumer leaves its group. A second SIGINT stops at once.
 
@@ -28,7 +32,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
@@ -39,6 +43,7 @@ from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from facestream.runtime import metrics
+from facestream.runtime.health import Health
 from facestream.runtime.logs import log_context
 from facestream.runtime.topics import Topics
 from facestream.schemas import DeadLetter, SchemaError, payload_field
@@ -143,6 +148,12 @@ class Handler:
     def idle(self) -> None:
         """Called once per poll, records or not (for background reads such as members)."""
 
+    def readiness(self) -> Mapping[str, bool]:
+        """This stage's own conditions for being ready, by name (e.g. the matcher's shards
+        built). Called from the health server's thread: read flags, do no work. The runner
+        adds its own (the loop live, partitions assigned)."""
+        return {}
+
 
 def poison_reason(exc: BaseException) -> tuple[str, str] | None:
     """``(reason, message)`` when ``exc`` means the record itself is bad, else None."""
@@ -180,8 +191,12 @@ class Runner:
         handler_retries: int = 2,
         producer: KafkaProducer | None = None,
         consumer_options: dict[str, Any] | None = None,
+        health: Health | None = None,
     ) -> None:
         self.handler = handler
+        self.health = health or Health(liveness_seconds=float("inf"))
+        self._assigned = False
+        """Whether the consumer held partitions after the last poll (read by /readyz)."""
         self.topic = topic
         self.max_batch = max_batch
         self.handler_retries = handler_retries
@@ -200,6 +215,8 @@ class Runner:
             **(consumer_options or {}),
         )
         self.consumer.subscribe([topic], listener=_Listener(handler))
+        self.health.require("assigned", lambda: self._assigned)
+        self.health.require_each("handler", handler.readiness)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -224,7 +241,10 @@ class Runner:
         try:
             while not self._stop:
                 batch = self.consumer.poll(timeout_ms=500, max_records=self.max_batch)
+                self._assigned = bool(self.consumer.assignment())
+                self.health.beat()
                 self.handler.idle()
+                self.health.beat()  # idle() may have built state (the matcher's shards)
                 if not batch:
                     if not self.consumer.assignment():
                         # Still joining the group (or waiting out a killed predecessor's
@@ -315,6 +335,7 @@ class Runner:
                     time.sleep(0.2 * (attempt + 1))
             raise AssertionError("unreachable")
         finally:
+            self.health.beat()  # a long batch is progress, one record stuck is not
             metrics.IN_PROGRESS.labels(stage).dec()
             metrics.PROCESSING.labels(stage).observe(time.perf_counter() - started)
 

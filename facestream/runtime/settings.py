@@ -26,7 +26,12 @@ class PipelineSettings(BaseSettings):
     redis_prefix: str = "fs"
     """First part of every Redis key (``fs:{store}:...``)."""
     metrics_port: int = Field(default=9100, ge=0, le=65535)
-    """Prometheus /metrics port; 0 serves none (tests run many workers on one machine)."""
+    """Port of a worker's /metrics, /healthz and /readyz; 0 serves none (tests run many
+    workers on one machine)."""
+    liveness_seconds: float = Field(default=180.0, gt=0)
+    """/healthz fails when the poll loop has not made progress for this long. Above the
+    slowest legitimate pause: one frame with every fallback (~20 s) and a matcher rebuilding
+    its shards on assignment (up to FACESTREAM_MATCHER_STARTUP_TIMEOUT, 120 s)."""
     log_level: str = "INFO"
 
     @property

@@ -17,7 +17,7 @@ record, rather than being taken for a returning visitor of itself.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -183,6 +183,10 @@ class MatcherHandler(Handler):
         self.shards.poll()
         self.presence.tick()
         self._caught_up = False
+
+    def readiness(self) -> Mapping[str, bool]:
+        # Not ready while assigned partitions wait for their shards (built in idle()).
+        return {"shards": not self._pending}
 
     def before_commit(self) -> None:
         # The batch's outputs are acknowledged: its decisions need not be remembered.

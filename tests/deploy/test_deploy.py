@@ -2,10 +2,14 @@
 
 * ``docker-compose.yml`` against the Compose Specification's JSON schema (the copy that the
   check-jsonschema package ships, so nothing is fetched), plus the start order it relies on.
-* ``Dockerfile`` and ``.dockerignore``: one non-root image, installed without ``-e``.
+* ``Dockerfile``, ``.dockerignore`` and ``requirements/``: one non-root image in two variants,
+  from locked dependencies (hashes), on a base image pinned by digest; opencv and matplotlib
+  only in the ``tools`` variant.
 * ``deploy/k8s``: every manifest as written and as kustomize renders each overlay (with
-  ``kubectl kustomize`` or ``kustomize``): hardened containers, probes, resources, no literal
-  secrets, KEDA ceilings within the partition count.
+  ``kubectl kustomize`` or ``kustomize``): hardened containers, probes on /healthz and /readyz,
+  resources, no literal secrets, a disruption budget per workload, network policies, KEDA
+  triggers that read the brokers, topic and group from the workers' environment, ceilings
+  within the partition count, and every ``FACESTREAM_*`` variable one the component knows.
 * ``create-topics.sh`` against a stand-in for ``kafka-topics.sh`` that prints what Kafka 4.1
   prints, compared with the topics of the local stack.
 * ``docs/events.md``: every example message decodes with the real contracts.
@@ -46,10 +50,12 @@ EVENTS_DOC = ROOT / "docs" / "events.md"
 TARGETS = ("base", "overlays/dev", "overlays/prod")
 
 WORKERS = ("detector", "matcher", "sink")
-# Which consumer group and topic each autoscaled worker reads.
+LIVE, READY = "/healthz", "/readyz"
+# Which consumer group (after the group prefix) and topic (after the topic prefix) each
+# autoscaled worker reads: the runtime's naming, PipelineSettings.group() and Topics.
 SCALED = {
-    "detector": ("facestream-detector", "frames.v1"),
-    "matcher": ("facestream-matcher", "encodings.v1"),
+    "detector": ("detector", "frames.v1"),
+    "matcher": ("matcher", "encodings.v1"),
 }
 SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"://[^/@\s:]*:[^/@\s]+@")
@@ -107,7 +113,7 @@ def test_compose_follows_the_compose_specification() -> None:
 def test_compose_schema_check_is_not_vacuous() -> None:
     broken = copy.deepcopy(_compose())
     broken["services"]["sink"]["depends_on"]["kafka"]["condition"] = "service_ready"
-    broken["services"]["api"]["healthcheck"]["interval"] = "often"
+    broken["services"]["api"]["depends_on"]["redis"]["condition"] = "service_ready"
     broken["services"]["detector"]["replicas_please"] = 2
     errors = _schema_errors(broken)
     assert any("sink" in e for e in errors)
@@ -124,12 +130,19 @@ def test_compose_waits_for_healthy_dependencies() -> None:
                 assert "healthcheck" in services[target], f"{name} waits for {target}'s health"
     for name, svc in _facestream_services().items():
         deps = svc["depends_on"]
-        assert deps["kafka"] == {"condition": "service_healthy"}, name
-        assert deps["topics"] == {"condition": "service_completed_successfully"}, name
+        if name == "api":  # Redis for the dashboard and feed; the API never uses Kafka
+            assert deps == {"redis": {"condition": "service_healthy"}}
+        else:
+            assert deps["kafka"] == {"condition": "service_healthy"}, name
+            assert deps["topics"] == {"condition": "service_completed_successfully"}, name
         if "profiles" not in svc:
-            assert svc["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
+            test = svc["healthcheck"]["test"]
+            assert test[0] in ("CMD", "CMD-SHELL"), name
+            port = "8000" if name == "api" else "9100"
+            assert f"http://127.0.0.1:{port}/readyz" in test[-1], f"{name} checks /readyz"
     for name in ("matcher", "sink", "api"):
         assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}, name
+    assert "redis" not in services["detector"]["depends_on"]
     assert services["topics"]["depends_on"] == {"kafka": {"condition": "service_healthy"}}
 
 
@@ -152,8 +165,12 @@ def test_compose_builds_one_locked_down_image() -> None:
     services = _facestream_services()
     assert {"detector", "matcher", "sink", "api"} <= services.keys()
     for name, svc in services.items():
-        assert svc["build"] == ".", name
-        assert svc["image"] == services["api"]["image"], name
+        if name == "camera":  # a video source needs opencv: the image's tools variant
+            assert svc["build"] == {"context": ".", "target": "tools"}
+            assert svc["image"] == services["api"]["image"] + "-tools"
+        else:
+            assert svc["build"] == ".", name  # the default target: runtime
+            assert svc["image"] == services["api"]["image"], name
         assert svc["read_only"] is True, name
         assert "/tmp" in svc["tmpfs"], name
         assert svc["cap_drop"] == ["ALL"], name
@@ -202,19 +219,44 @@ def _dockerfile_instructions() -> list[tuple[str, str]]:
     return out
 
 
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """The Dockerfile's instructions by stage name (``FROM ... AS name``; the last is default)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for instruction, arguments in _dockerfile_instructions():
+        if instruction == "FROM":
+            current = []
+            stages[arguments.split()[-1] if " AS " in f" {arguments.upper()} " else ""] = current
+        current.append((instruction, arguments))
+    return stages
+
+
 def test_dockerfile_installs_the_package_for_a_non_root_read_only_container() -> None:
     steps = _dockerfile_instructions()
     args = [a for i, a in steps if i == "ARG"]
-    assert "PYTHON_IMAGE=python:3.11-slim" in args
-    assert all(a.split()[0] == "${PYTHON_IMAGE}" for i, a in steps if i == "FROM")
+    (image,) = [a.split("=", 1)[1] for a in args if a.startswith("PYTHON_IMAGE=")]
+    # An exact Python release on a named Debian, and the digest of that tag.
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+@sha256:[0-9a-f]{64}", image), image
+    assert all(
+        a.split()[0] in ("${PYTHON_IMAGE}", "build", "base") for i, a in steps if i == "FROM"
+    )
     runs = " && ".join(a for i, a in steps if i == "RUN")
-    assert "pip install . " in runs + " "
+    assert "pip install --no-deps --no-build-isolation . " in runs + " "
     assert "pip install -e" not in runs and "--editable" not in runs
-    assert "pip install --no-deps face_recognition==1.3.0" in runs
+    for lock in ("runtime.txt", "no-deps.txt", "tools.txt"):
+        assert f"pip install --require-hashes --no-deps -r requirements/{lock}" in runs
+    assert "pip install -r" not in runs and "pyproject.toml'))" not in runs, "only the lock"
     env = " ".join(a for i, a in steps if i == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env
-    users = [a for i, a in steps if i == "USER"]
-    assert users and re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]), "a numeric non-root user"
+    stages = _stages()
+    assert list(stages)[-1] == "runtime", "the default target is the runtime variant"
+    for variant, build in (("runtime", "build"), ("tools", "build-tools")):
+        stage = stages[variant]
+        assert stage[0] == ("FROM", f"base AS {variant}")
+        assert ("COPY", f"--from={build} /opt/venv /opt/venv") in stage
+        users = [a for i, a in stage if i == "USER"]
+        assert users and re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]), "a numeric non-root user"
+    assert not any("tools.txt" in a for i, a in stages["build"]), "no opencv in runtime"
     assert [a for i, a in steps if i == "ENTRYPOINT"] == ['["facestream"]']
 
 
@@ -348,9 +390,8 @@ def _workload_problems(docs: list[dict[str, Any]]) -> Iterator[str]:
                     yield f"{where}: {env['name']} is a literal; use valueFrom.secretKeyRef"
             if kind == "Job":
                 continue
-            role = (c.get("args") or c.get("command") or [""])[0]
-            path = "/metrics" if role in WORKERS else "/health"
-            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            paths = {"startupProbe": LIVE, "livenessProbe": LIVE, "readinessProbe": READY}
+            for probe, path in paths.items():
                 http = c.get(probe, {}).get("httpGet", {})
                 if http.get("path") != path:
                     yield f"{where}: {probe} must GET {path}"
@@ -375,7 +416,9 @@ def test_base_manifests_as_written_are_hardened() -> None:
         assert ("Deployment", worker) in kinds
         assert ("Service", f"{worker}-metrics") in kinds
     assert {("Deployment", "api"), ("Service", "api"), ("Job", "topics")} <= kinds
-    assert ("PodDisruptionBudget", "matcher") in kinds
+    for name in (*WORKERS, "api"):
+        assert ("PodDisruptionBudget", name) in kinds
+    assert ("NetworkPolicy", "facestream-default-deny") in kinds
     assert {("ScaledObject", name) for name in SCALED} <= kinds
     assert list(_workload_problems(docs)) == []
 
@@ -421,6 +464,25 @@ def _one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return found[0]
 
 
+def _container_env(
+    docs: list[dict[str, Any]], workload: dict[str, Any], container: str
+) -> dict[str, str]:
+    """The environment of ``container`` as the kubelet builds it: its ConfigMaps (envFrom),
+    then its env, literal values with ``$(VAR)`` references expanded (secrets left out)."""
+    (found,) = [c for c in _containers(workload) if c["name"] == container]
+    env: dict[str, str] = {}
+    for source in found.get("envFrom", []):
+        name = source["configMapRef"]["name"]
+        (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name]
+        env.update({k: str(v) for k, v in cm["data"].items()})
+    for var in found.get("env", []):
+        if "value" in var:
+            env[var["name"]] = re.sub(
+                r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), str(var["value"])
+            )
+    return env
+
+
 def test_rendered_workloads_are_hardened(rendered: list[dict[str, Any]]) -> None:
     assert list(_workload_problems(rendered)) == []
     assert not [d for d in rendered if d["kind"] == "Secret"], "secret values stay out of git"
@@ -439,10 +501,26 @@ def test_autoscaling_stays_within_the_partitions(rendered: list[dict[str, Any]])
         (trigger,) = spec["triggers"]
         meta = trigger["metadata"]
         assert trigger["type"] == "kafka"
-        assert (meta["consumerGroup"], meta["topic"]) == SCALED[name]
-        assert meta["bootstrapServers"] == config["FACESTREAM_KAFKA_BOOTSTRAP"], name
+        # Nothing repeated: the brokers, topic and group come from the worker's environment,
+        # resolved the way KEDA resolves them (envFrom, then env with $(VAR) references).
+        assert not {"bootstrapServers", "topic", "consumerGroup"} & meta.keys(), name
+        assert spec["scaleTargetRef"]["envSourceContainerName"] == name
+        env = _container_env(rendered, target, name)
+        group, topic = SCALED[name]
+        assert env[meta["bootstrapServersFromEnv"]] == config["FACESTREAM_KAFKA_BOOTSTRAP"]
+        assert env[meta["topicFromEnv"]] == config["FACESTREAM_TOPIC_PREFIX"] + topic
+        assert env[meta["consumerGroupFromEnv"]] == f"{config['FACESTREAM_GROUP_PREFIX']}-{group}"
         assert meta.get("allowIdleConsumers", "false") == "false", name
         assert int(meta["lagThreshold"]) > 0
+        fallback = spec["fallback"]
+        assert fallback["failureThreshold"] >= 1, name
+        assert spec["minReplicaCount"] <= fallback["replicas"] <= spec["maxReplicaCount"], name
+        if meta.get("ensureEvenDistributionOfPartitions") == "true":
+            assert partitions % fallback["replicas"] == 0, f"{name}: an uneven fallback"
+        strategy = target["spec"].get("strategy", {}).get("rollingUpdate", {})
+        if strategy.get("maxUnavailable") == 0:
+            # The surge pod of a rollout must own a partition to become ready.
+            assert spec["maxReplicaCount"] < partitions, name
     names = {d["metadata"]["name"] for d in scaled}
     if names:
         assert names == SCALED.keys()
