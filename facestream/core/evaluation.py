@@ -20,6 +20,7 @@ from facestream.core.engine import Encoding, EngineConfig
 from facestream.core.gallery import Decision, Gallery, GalleryConfig, Identity
 from facestream.core.photos import encode_many, image_files, pick_subject
 from facestream.core.policy import Judge, PolicySet
+from facestream.core.splits import SPLITS, person_split
 
 Encodings = dict[Path, Encoding | None]
 
@@ -139,6 +140,7 @@ def verify_report(
     images = {p.a for p in pairs} | {p.b for p in pairs}
     no_face = sorted(str(p) for p in images if encodings.get(p) is None)
     return {
+        **_held_out_by_people(pairs, dist, same),
         "pairs": len(pairs),
         "folds": n_folds,
         "accuracy": round(_accuracy(dist, same, threshold), 4),
@@ -152,6 +154,42 @@ def verify_report(
         "no_face_images": no_face,
         "seconds": round(seconds, 1),
     }
+
+
+def _held_out_by_people(
+    pairs: Sequence[Pair], dist: NDArray[np.float64], same: NDArray[np.bool_]
+) -> dict[str, Any]:
+    """Accuracy on people the threshold was not fitted on: the pairs whose people all fall in
+    one half of :func:`facestream.core.splits.person_split` fit the best threshold, the pairs of
+    the other half are scored at it, and the halves swap. Pairs across the halves are left out.
+    """
+    half = np.array(
+        [
+            s if (s := person_split(p.a.parent.name)) == person_split(p.b.parent.name) else "mixed"
+            for p in pairs
+        ]
+    )
+    runs: list[dict[str, Any]] = []
+    for fit, report in (SPLITS, SPLITS[::-1]):
+        train, test = half == fit, half == report
+        if not train.any() or not test.any():
+            continue
+        fitted = best_threshold(dist[train], same[train]).threshold
+        runs.append(
+            {
+                "fit_on": fit,
+                "fit_pairs": int(train.sum()),
+                "threshold": round(fitted, 4),
+                "reported_on": report,
+                "pairs": int(test.sum()),
+                "same_pairs": int(same[test].sum()),
+                "accuracy": round(_accuracy(dist[test], same[test], fitted), 4),
+            }
+        )
+    if not runs:
+        return {"accuracy_held_out": None, "held_out": []}
+    mean = sum(r["accuracy"] * r["pairs"] for r in runs) / sum(r["pairs"] for r in runs)
+    return {"accuracy_held_out": round(mean, 4), "held_out": runs}
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,13 @@ def test_lfw_fold1_verification(lfw: Path, encodings: tuple[Encodings, float]) -
     assert report["accuracy"] >= 0.985
     assert report["no_face"] <= 0.005 * report["images"]
     assert report["best_accuracy"] >= report["accuracy"]
+    # On people the threshold was not fitted on (halves by person, each fits, the other reports;
+    # pairs across the halves left out): 97.76% and 98.93% measured, short of the 99% target.
+    halves = report["held_out"]
+    assert [(h["fit_on"], h["reported_on"]) for h in halves] == [("fit", "eval"), ("eval", "fit")]
+    assert halves[0]["pairs"] == halves[1]["fit_pairs"] and halves[0]["pairs"] > 200
+    assert sum(h["pairs"] for h in halves) < report["pairs"]
+    assert 0.97 <= report["accuracy_held_out"] <= 1.0
 
 
 def test_lfw_fold1_open_set_identification(
