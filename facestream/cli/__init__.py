@@ -5,7 +5,7 @@ Each command lives with what it runs, and its module is imported only when that 
 
 * :mod:`.core` -- enroll, identify, verify, serve, demo-core; :mod:`.evaluation` -- eval;
 * :mod:`.pipeline` -- replay, demo; :mod:`.simulation` -- simulate, eval store;
-* :mod:`.stack` -- stack up|down|status;
+* :mod:`.stack` -- stack up|down|status; :mod:`.contracts` -- schemas (the JSON Schemas);
 * :mod:`.admin` -- erase (and the report of ``enroll --members``);
 * the services' own commands (detector, matcher, sink, camera, stats) and the example CRM.
 """
@@ -31,6 +31,7 @@ LAZY_COMMANDS = {
     "simulate": "facestream.cli.simulation:simulate",
     "demo": "facestream.cli.pipeline:demo",
     "stack": "facestream.cli.stack:stack_group",
+    "schemas": "facestream.cli.contracts:schemas_command",
     "erase": "facestream.cli.admin:erase_command",
     "detector": "facestream.services.detector.cli:detector_command",
     "matcher": "facestream.services.matcher.cli:matcher_command",
@@ -57,10 +58,20 @@ class LazyGroup(click.Group):
         return command
 
 
-@click.group(cls=LazyGroup)
-@click.option("--log-level", default="WARNING", show_default=True, help="Python log level.")
+@click.group("facestream", cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="facestream", prog_name="facestream")
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    help="Python log level (log lines go to stderr).",
+)
 def main(log_level: str) -> None:
-    """facestream: face recognition for retail stores."""
+    """facestream: face recognition for retail stores.
+
+    Every command prints its result on stdout (one JSON object with --json) and its progress
+    and commentary on stderr."""
     configure_logging(log_level)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from facestream.cli.common import emit, json_option
+from facestream.cli.common import emit, json_option, progress_option, say, show_progress
 from facestream.core.enrollment import report_lines
 from facestream.runtime.logs import configure_logging
 from facestream.runtime.settings import PipelineSettings
@@ -36,9 +36,16 @@ def print_members_report(report: MembersReport, as_json: bool) -> None:
 
 @click.command("erase")
 @click.argument("subject")
-@click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for the matchers' confirmations.",
+)
+@progress_option
 @json_option
-def erase_command(subject: str, timeout: float, as_json: bool) -> None:
+def erase_command(subject: str, timeout: float, progress: bool | None, as_json: bool) -> None:
     """Erase SUBJECT everywhere: a member id, or a visitor as STORE/FACE_ID.
 
     Exits with status 1 when not every live matcher confirmed in time."""
@@ -46,6 +53,8 @@ def erase_command(subject: str, timeout: float, as_json: bool) -> None:
 
     settings = PipelineSettings()
     configure_logging(settings.log_level)
+    if show_progress(progress):
+        say(f"erasing {subject}; waiting up to {timeout:g}s for every live matcher to confirm")
     result = erase(subject, settings, timeout)
     if as_json:
         emit(result.as_dict())

@@ -9,7 +9,16 @@ from typing import Any
 
 import click
 
-from facestream.cli.common import emit, fail, json_option, local_settings
+from facestream.cli.common import (
+    emit,
+    fail,
+    hidden_alias,
+    json_option,
+    local_settings,
+    pick,
+    progress_option,
+    show_progress,
+)
 from facestream.core.datasets import DATASETS_ENV, datasets_root
 from facestream.core.gallery import (
     DEFAULT_MARGIN,
@@ -76,8 +85,20 @@ def _load_gallery(path: Path, threshold: float | None, margin: float | None) -> 
     default=None,
     help="Publish these people to the pipeline's members.v1 topic instead.",
 )
-@click.option("--index", type=click.Choice(INDEX_TYPES), default="flat", show_default=True)
-@click.option("--metric", type=click.Choice(["l2", "cosine"]), default="l2", show_default=True)
+@click.option(
+    "--index",
+    type=click.Choice(INDEX_TYPES),
+    default="flat",
+    show_default=True,
+    help="Faiss index of a new gallery.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(["l2", "cosine"]),
+    default="l2",
+    show_default=True,
+    help="Distance of a new gallery.",
+)
 @click.option(
     "--aggregate",
     type=click.Choice(["samples", "mean", "trimmed"]),
@@ -86,6 +107,7 @@ def _load_gallery(path: Path, threshold: float | None, margin: float | None) -> 
     help="Index every photo, or one (trimmed) mean per person.",
 )
 @click.option("--workers", type=int, default=None, help="Encoding processes [default: cores].")
+@progress_option
 @json_option
 def enroll(
     folder: Path | None,
@@ -95,6 +117,7 @@ def enroll(
     metric: str,
     aggregate: str,
     workers: int | None,
+    progress: bool | None,
     as_json: bool,
 ) -> None:
     """Enroll every person in FOLDER (Name/*.jpg or ID_n.jpg) into the gallery file, or with
@@ -105,7 +128,9 @@ def enroll(
         from facestream.admin.members import publish_members
         from facestream.cli.admin import print_members_report
 
-        published = publish_members(members_dir, local_settings(), workers=workers, progress=True)
+        published = publish_members(
+            members_dir, local_settings(), workers=workers, progress=show_progress(progress)
+        )
         print_members_report(published, as_json)
         return
     if folder is None or gallery_path is None:
@@ -114,7 +139,7 @@ def enroll(
         gallery = _load_gallery(gallery_path, None, None)
     else:
         gallery = Gallery(GalleryConfig(index=index, metric=metric, aggregate=aggregate))  # type: ignore[arg-type]
-    report = enroll_folder(folder, gallery, workers=workers, progress=not as_json)
+    report = enroll_folder(folder, gallery, workers=workers, progress=show_progress(progress))
     gallery.save(gallery_path)
     summary = report.as_dict()
     summary["gallery"] = {
@@ -214,8 +239,13 @@ def verify(image_a: Path, image_b: Path, threshold: float | None, as_json: bool)
 )
 @click.option("--host", default=None, help="Listen address [default: 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [default: 8000].")
+@progress_option
 def serve(
-    gallery_path: Path | None, enroll_dir: Path | None, host: str | None, port: int | None
+    gallery_path: Path | None,
+    enroll_dir: Path | None,
+    host: str | None,
+    port: int | None,
+    progress: bool | None,
 ) -> None:
     """Serve the HTTP face API. The API key comes from $FACESTREAM_API_KEY."""
     from pydantic import ValidationError
@@ -236,7 +266,7 @@ def serve(
     except GalleryError as exc:
         fail(str(exc))
     if enroll_dir is not None:
-        report = enroll_folder(enroll_dir, gallery, progress=True)
+        report = enroll_folder(enroll_dir, gallery, progress=show_progress(progress))
         click.echo(f"enrolled {report.identities} identities: {dict(report.counts)}", err=True)
         if gallery_path is not None:
             gallery.save(gallery_path)
@@ -244,14 +274,29 @@ def serve(
 
 
 @click.command("demo-core")
-@click.option("--members", type=int, default=25, show_default=True)
-@click.option("--strangers", type=int, default=15, show_default=True)
-def demo_core(members: int, strangers: int) -> None:
+@click.option(
+    "--member-count", type=click.IntRange(1), default=25, show_default=True, help="People enrolled."
+)
+@click.option(
+    "--stranger-count",
+    type=click.IntRange(0),
+    default=15,
+    show_default=True,
+    help="People never enrolled, shown as probes.",
+)
+# `--members` means a folder of members everywhere else; these counts had the short names.
+@hidden_alias("--members", "members_alias", type=click.IntRange(1), default=None)
+@hidden_alias("--strangers", "strangers_alias", type=click.IntRange(0), default=None)
+def demo_core(
+    member_count: int, stranger_count: int, members_alias: int | None, strangers_alias: int | None
+) -> None:
     """Enroll sample people, then identify members, strangers and group photos.
 
     Photos come from $FACESTREAM_DATASETS (default ../shared/datasets)."""
     from facestream.tools import demo as demo_module
 
+    members = pick(member_count, members_alias)
+    strangers = pick(stranger_count, strangers_alias)
     root = datasets_root()
     if not (root / "lfw-fold1" / "images").is_dir():
         fail(f"no sample photos at {root}; set {DATASETS_ENV} to the datasets folder")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from facestream.cli.common import emit, fail, json_option
+from facestream.cli.common import emit, fail, json_option, progress_option, show_progress
 from facestream.cli.core import margin_option, threshold_option, verify_threshold_option
 from facestream.core.gallery import DEFAULT_MARGIN, DEFAULT_THRESHOLD, INDEX_TYPES, GalleryConfig
 
@@ -28,14 +28,23 @@ _register_store()
 
 @eval_group.command("verify")
 @click.option(
-    "--pairs", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+    "--pairs",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="An official-format pairs.txt.",
 )
 @click.option(
-    "--images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True
+    "--images",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Photos in the LFW layout (one folder per person).",
 )
 @verify_threshold_option
+@progress_option
 @json_option
-def eval_verify(pairs: Path, images: Path, threshold: float | None, as_json: bool) -> None:
+def eval_verify(
+    pairs: Path, images: Path, threshold: float | None, progress: bool | None, as_json: bool
+) -> None:
     """The LFW pairs protocol on an official-format pairs.txt."""
     from facestream.core.evaluation import (
         PairsFormatError,
@@ -50,7 +59,7 @@ def eval_verify(pairs: Path, images: Path, threshold: float | None, as_json: boo
     except PairsFormatError as exc:
         fail(str(exc))
     paths = [p.a for p in pair_list] + [p.b for p in pair_list]
-    encodings, seconds = encode_subjects(paths, progress=not as_json)
+    encodings, seconds = encode_subjects(paths, progress=show_progress(progress))
     report = verify_report(pair_list, encodings, threshold or DEFAULT_VERIFY_THRESHOLD, seconds)
     if as_json:
         emit(report)
@@ -65,16 +74,31 @@ def eval_verify(pairs: Path, images: Path, threshold: float | None, as_json: boo
         f"accuracy at threshold {report['threshold']}: {report['accuracy']:.2%}\n"
         f"best threshold {report['best_threshold']}: {report['best_accuracy']:.2%}\n"
         f"cross-validated accuracy: {cv}\n"
-        f"no face found: {report['no_face']} image(s) {report['no_face_images']}\n"
+        + "".join(
+            f"held out by people: threshold {r['threshold']} fitted on the {r['fit_on']} half "
+            f"({r['fit_pairs']} pairs), {r['accuracy']:.2%} on the {r['reported_on']} half "
+            f"({r['pairs']} pairs)\n"
+            for r in report["held_out"]
+        )
+        + f"no face found: {report['no_face']} image(s) {report['no_face_images']}\n"
         f"seconds: {report['seconds']}"
     )
 
 
 @eval_group.command("identify")
 @click.option(
-    "--images", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True
+    "--images",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Photos in the LFW layout (one folder per person).",
 )
-@click.option("--index", type=click.Choice(INDEX_TYPES), default="flat", show_default=True)
+@click.option(
+    "--index",
+    type=click.Choice(INDEX_TYPES),
+    default="flat",
+    show_default=True,
+    help="Faiss index of the gallery.",
+)
 @threshold_option
 @margin_option
 @click.option(
@@ -98,6 +122,7 @@ def eval_verify(pairs: Path, images: Path, threshold: float | None, as_json: boo
     help="A `facestream calibrate` folder: decide with its member policy and cohort instead of "
     "the threshold and margin (those rates are then reported under `euclidean`).",
 )
+@progress_option
 @json_option
 def eval_identify(
     images: Path,
@@ -107,6 +132,7 @@ def eval_identify(
     stranger_share: float,
     plot: Path | None,
     policy_folder: Path | None,
+    progress: bool | None,
     as_json: bool,
 ) -> None:
     """Open-set 1:N identification on a folder-per-person tree."""
@@ -119,7 +145,7 @@ def eval_identify(
         fail(str(exc))
     split = split_people(images, stranger_share)
     paths = [*split.enrolled.values(), *(p for p, _ in split.member_probes), *split.stranger_probes]
-    encodings, seconds = encode_subjects(paths, progress=not as_json)
+    encodings, seconds = encode_subjects(paths, progress=show_progress(progress))
     config = GalleryConfig(
         index=index,  # type: ignore[arg-type]
         threshold=threshold or DEFAULT_THRESHOLD,

@@ -1,13 +1,30 @@
-"""The whole pipeline on the local stack: ``facestream replay`` and ``facestream demo``."""
+"""The whole pipeline on the local stack: ``facestream replay`` and ``facestream demo``.
+
+Both print their result on stdout (the day's figures, or ``--json``) and their running
+commentary on stderr: workers started, frames published, match events (``--events``) and the
+stages' progress (``--progress``, by default on a terminal only).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from facestream.cli.common import emit, fail, json_option, local_settings
+from facestream.cli.common import (
+    emit,
+    events_option,
+    fail,
+    hidden_alias,
+    json_option,
+    local_settings,
+    pick,
+    progress_option,
+    say,
+    show_progress,
+)
 from facestream.core.datasets import DATASETS_ENV, datasets_root
 
 if TYPE_CHECKING:
@@ -31,6 +48,18 @@ def _stats_table(stats: StoreStats, truth: dict[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
+def _commentary(progress: bool | None) -> Callable[[str], None]:
+    """Where a run's commentary goes: stderr. The periodic ``progress:`` lines of the stages
+    only when progress is shown; the rest (what started, what was published, events) always."""
+    shown = show_progress(progress)
+
+    def echo(line: str) -> None:
+        if shown or not line.lstrip().startswith("progress:"):
+            say(line)
+
+    return echo
+
+
 @click.command()
 @click.option("--store", required=True, help="Store id of the frames.")
 @click.option(
@@ -46,10 +75,19 @@ def _stats_table(stats: StoreStats, truth: dict[str, Any] | None = None) -> str:
     help="CSV path,captured_at,camera (paths relative to the manifest).",
 )
 @click.option("--timezone", default="UTC", show_default=True, help="The store's time zone.")
-@click.option("--quiet", is_flag=True, help="Do not print match events as they arrive.")
+@events_option
+@hidden_alias("--quiet", "quiet", is_flag=True, default=False)  # = --no-events
+@progress_option
 @json_option
 def replay(
-    store: str, members: Path | None, manifest: Path, timezone: str, quiet: bool, as_json: bool
+    store: str,
+    members: Path | None,
+    manifest: Path,
+    timezone: str,
+    show_events: bool,
+    quiet: bool,
+    progress: bool | None,
+    as_json: bool,
 ) -> None:
     """Run a whole replay: stack, workers, members, frames; print the day's stats."""
     from facestream.tools import replay as replay_module
@@ -60,8 +98,8 @@ def replay(
         manifest=manifest,
         settings=local_settings(),
         timezone=timezone,
-        echo=lambda line: click.echo(line, err=as_json),
-        show_events=not quiet,
+        echo=_commentary(progress),
+        show_events=show_events and not quiet,
     )
     if as_json:
         emit(stats.as_dict())
@@ -71,13 +109,18 @@ def replay(
 
 @click.command()
 @click.option(
-    "--work",
+    "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for the simulated store [default: a temporary folder].",
+    help="Folder for the simulated store's files [default: a temporary folder].",
 )
+@hidden_alias("--work", "work", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--seed", type=int, default=7, show_default=True, help="Who comes, and when.")
-def demo(work: Path | None, seed: int) -> None:
+@events_option
+@progress_option
+def demo(
+    out: Path | None, work: Path | None, seed: int, show_events: bool, progress: bool | None
+) -> None:
     """The main job: a simulated store replayed through the whole pipeline, beside its truth.
 
     Members (enrolled from photos never seen at a visit), strangers who come once, come back
@@ -95,18 +138,23 @@ def demo(work: Path | None, seed: int) -> None:
     images = root / "lfw-fold1" / "images"
     if not images.is_dir():
         fail(f"no sample photos at {root}; set {DATASETS_ENV} to the datasets folder")
+    echo = _commentary(progress)
     with tempfile.TemporaryDirectory(prefix="facestream-demo-") as tmp:
-        folder = work or Path(tmp)
+        folder = pick(out, work) or Path(tmp)
         scenario = simulate.build(images, simulate.Plan(seed=seed))
         _, manifest, truth = scenario.write(folder)
         stores = ", ".join(f"{s.store_id} ({s.timezone})" for s in scenario.stores)
-        click.echo(
+        echo(
             f"simulated {stores}: {len(scenario.members)} members, "
             f"{len({s.person for s in scenario.sightings})} people, "
             f"{len(scenario.sightings)} sightings over two days"
         )
         report = evaluate(
-            manifest, truth, fresh_settings(local_settings(), "demo"), click.echo, show_events=True
+            manifest,
+            truth,
+            fresh_settings(local_settings(), "demo"),
+            echo,
+            show_events=show_events,
         )
     for line in report.lines():
         click.echo(line)

@@ -1,12 +1,12 @@
 """``facestream stack up|down|status``: the local Kafka + Redis of :mod:`facestream.devstack`.
 
 Every command exits 0 on success and 1 on a :class:`~facestream.devstack.config.StackError`;
-``status`` exits 0 only when both Kafka and Redis answer, so scripts can test it.
+``status`` exits 0 only when both Kafka and Redis answer, so scripts can test it. Progress (the
+first ``up`` installs Kafka, which takes minutes) goes to stderr, the status to stdout.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Mapping
@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
+from facestream.cli.common import emit, json_option, progress_option, say, show_progress
 from facestream.devstack import stack
 from facestream.devstack.stack import StackError
 
@@ -53,54 +54,84 @@ def _stack_error(exc: StackError) -> NoReturn:
     sys.exit(1)
 
 
-@click.group("stack", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+def _narrate(progress: bool | None) -> None:
+    """Let the stack's own log lines (installing, starting, waiting, topics) through to stderr:
+    they are the progress of ``up`` and ``down``."""
+    if show_progress(progress):
+        logging.getLogger("facestream.devstack").setLevel(logging.INFO)
+
+
+@click.group("stack")
+@click.option("-v", "--verbose", is_flag=True, hidden=True, help="Debug logging.")
 def stack_group(verbose: bool) -> None:
-    """Local Kafka and Redis without Docker: up | down | status [--json]."""
-    # Under `facestream` the root logger is already set up (--log-level), and then this
-    # basicConfig does nothing; what -v changes there is that kafka-python is not silenced.
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not verbose:
-        # kafka-python logs every refused connection while the broker boots; that is expected.
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    """Local Kafka and Redis without Docker: up | down | status."""
+    if verbose:
+        # The old spelling of `facestream --log-level DEBUG stack ...`; kafka-python included.
+        logging.getLogger().setLevel(logging.DEBUG)
+        logging.getLogger("kafka").setLevel(logging.DEBUG)
+
+
+def _show(st: Mapping[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit(dict(st))
+    else:
+        click.echo(format_status(st))
 
 
 @stack_group.command("up")
-@click.option("--no-topics", is_flag=True, help="do not create the topics")
-@click.option("--timeout", type=float, default=120.0, help="readiness wait, seconds")
-@click.option("--partitions", type=int, default=None, help="partitions of keyed topics")
-def up_command(no_topics: bool, timeout: float, partitions: int | None) -> None:
-    """install if needed, start, create topics"""
+@click.option("--no-topics", is_flag=True, help="Do not create the topics.")
+@click.option(
+    "--timeout", type=float, default=120.0, show_default=True, help="Readiness wait, seconds."
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Partitions of the store-keyed topics [default: $FACESTREAM_TOPIC_PARTITIONS or 4].",
+)
+@progress_option
+@json_option
+def up_command(
+    no_topics: bool, timeout: float, partitions: int | None, progress: bool | None, as_json: bool
+) -> None:
+    """Install if needed, start, create the topics; print the status."""
+    _narrate(progress)
+    if show_progress(progress):
+        say("starting Kafka and Redis (the first run installs Kafka: minutes)...")
     try:
         st = stack.up(not no_topics, timeout, partitions=partitions)
     except StackError as exc:
         _stack_error(exc)
-    click.echo(format_status(st))
+    _show(st, as_json)
 
 
 @stack_group.command("down")
-@click.option("--timeout", type=float, default=30.0, help="grace before SIGKILL")
-def down_command(timeout: float) -> None:
-    """stop what this stack started"""
+@click.option(
+    "--timeout", type=float, default=30.0, show_default=True, help="Grace before SIGKILL, seconds."
+)
+@progress_option
+@json_option
+def down_command(timeout: float, progress: bool | None, as_json: bool) -> None:
+    """Stop what this stack started."""
+    _narrate(progress)
     try:
         stopped = stack.down(timeout)
     except StackError as exc:
         _stack_error(exc)
-    click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing"))
+    if as_json:
+        emit({"stopped": list(stopped)})
+    else:
+        click.echo("stopped: " + (", ".join(stopped) if stopped else "nothing"))
 
 
 @stack_group.command("status")
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@json_option
 def status_command(as_json: bool) -> None:
-    """show what runs"""
+    """Show what runs; exit 1 unless Kafka and Redis are both ready."""
     try:
         st = stack.status()
     except StackError as exc:
         _stack_error(exc)
-    click.echo(json.dumps(st, indent=2) if as_json else format_status(st))
+    _show(st, as_json)
     if not st["ready"]:
         sys.exit(1)
