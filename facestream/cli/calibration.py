@@ -40,9 +40,22 @@ from facestream.cli.common import emit, fail, json_option
     show_default=True,
     help="Fit the visitor threshold on simulated visitor streams (else keep the default).",
 )
+@click.option(
+    "--far-target",
+    type=click.FloatRange(0.0, 0.5, min_open=True),
+    default=None,
+    help="Largest share of strangers taken for a member, per population, on the fit part"
+    " [default: 0.005].",
+)
 @json_option
 def calibrate_command(
-    folders: tuple[Path, ...], out: Path, seed: int, split: str, fit_visitors: bool, as_json: bool
+    folders: tuple[Path, ...],
+    out: Path,
+    seed: int,
+    split: str,
+    fit_visitors: bool,
+    far_target: float | None,
+    as_json: bool,
 ) -> None:
     """Fit the member and visitor thresholds with a cohort, report them on held-out people."""
     import time
@@ -66,7 +79,17 @@ def calibrate_command(
         fail("no photos found in the --images folders")
     encodings, encode_seconds = encode_subjects(paths, progress=not as_json)
     try:
-        result = calibrate(list(folders), encodings, seed=seed, fit_visitors=fit_visitors)
+        result = (
+            calibrate(list(folders), encodings, seed=seed, fit_visitors=fit_visitors)
+            if far_target is None
+            else calibrate(
+                list(folders),
+                encodings,
+                seed=seed,
+                fit_visitors=fit_visitors,
+                far_target=far_target,
+            )
+        )
     except ValueError as exc:
         fail(str(exc))
     report = result.as_dict()

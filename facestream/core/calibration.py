@@ -28,11 +28,21 @@ from numpy.typing import NDArray
 from facestream.core.evaluation import Encodings
 from facestream.core.gallery import Gallery, GalleryConfig, Identity
 from facestream.core.photos import image_files
-from facestream.core.policy import MEMBER_THRESHOLD, VISITOR_THRESHOLD, Judge, Policy, PolicySet
+from facestream.core.policy import (
+    MEMBER_THRESHOLD,
+    VISITOR_LEARN_MIN_DISTANCE,
+    VISITOR_LEARN_THRESHOLD,
+    VISITOR_MAX_SAMPLES,
+    VISITOR_THRESHOLD,
+    Judge,
+    Policy,
+    PolicySet,
+)
 
 PARTS: Final = 3
 FAR_TARGET: Final = 0.005
-"""Members: a false member costs more than a missed one, hence half a percent, per population."""
+"""Members: a false member costs more than a missed one, hence half a percent, per population
+(``calibrate(far_target=...)``, ``--far-target``: a deployment's own choice)."""
 PROBE_CAP: Final = 10
 """Probe photos per person: LFW and the East Asian set each have someone with 60-70 photos, who
 would otherwise be a tenth of a part's probes and decide its rates alone."""
@@ -215,47 +225,66 @@ def fit_threshold(outcome: Outcome, target: float = FAR_TARGET) -> float:
 VISITOR_GRID: Final = tuple(round(0.80 + 0.02 * i, 2) for i in range(11))
 VISITOR_VISITS: Final = 4
 """Photos per person in a visitor stream (a returning visitor is seen a few times)."""
+STREAM_MEMBER_SHARE: Final = 0.25
+"""Share of a visitor stream's people enrolled as the store's members instead (at least 2)."""
 
 
 def visitor_errors(
-    people: Sequence[Person], cohort: Gallery, policy: Policy, rng: np.random.Generator
+    people: Sequence[Person], policy: Policy, rng: np.random.Generator
 ) -> tuple[float, float]:
-    """Splits per returning person and merges per person of a visitor stream: photos arrive in
-    random order, each unknown face mints an identity and later photos should match it (no
-    learning of extra samples, which the study found to move both by about 0.01)."""
+    """Splits per returning person and merges per person of one store's visitor stream, decided
+    as the matcher decides: a quarter of the people are the store's members (enrolled from one
+    photo each; the visitors are normalised against them and against each other, not against the
+    calibration cohort), the others' photos arrive in random order, each unknown face mints a
+    visitor, later photos should match it, and a confident match teaches the visitor a sample by
+    the matcher's own rule (the ``VISITOR_LEARN_*`` constants of :mod:`facestream.core.policy`).
+    """
+    order = rng.permutation(len(people))
+    n_members = max(2, round(STREAM_MEMBER_SHARE * len(people)))
+    members = Gallery()
+    members.add_many(
+        (Identity(people[i].id, kind="member"), people[i].vectors[:1]) for i in order[:n_members]
+    )
+    visitors = [people[i] for i in order[n_members:]]
     stream = [
         (i, p.vectors[j])
-        for i, p in enumerate(people)
+        for i, p in enumerate(visitors)
         for j in rng.permutation(len(p.vectors))[:VISITOR_VISITS]
     ]
     stream = [stream[j] for j in rng.permutation(len(stream))]
     gallery = Gallery()
-    judge = Judge(policy, gallery, [cohort])
+    judge = Judge(policy, gallery, [members])
     owner: list[int] = []
+    samples: dict[str, int] = {}
     for _, vector in stream:
-        verdict = judge.judge(vector)
-        if verdict.decision.identity is not None:
-            owner.append(int(verdict.decision.identity.id))
-        else:
-            owner.append(len(gallery))
-            gallery.add(Identity(str(len(gallery)), kind="visitor"), vector[None, :])
+        decision = judge.judge(vector).decision
+        identity = decision.identity
+        if identity is None:
+            identity = Identity(str(len(gallery)), kind="visitor")
+            gallery.add(identity, vector[None, :])
+            samples[identity.id] = 1
+        elif (
+            VISITOR_LEARN_MIN_DISTANCE < (decision.distance or 0.0) <= VISITOR_LEARN_THRESHOLD
+            and samples[identity.id] < VISITOR_MAX_SAMPLES
+        ):
+            gallery.add(identity, vector[None, :])
+            samples[identity.id] += 1
+        owner.append(int(identity.id))
     truth = np.array([i for i, _ in stream])
     ids = np.array(owner)
     splits = sum(len(set(ids[truth == t].tolist())) - 1 for t in set(truth.tolist()))
     merges = sum(len(set(truth[ids == i].tolist())) - 1 for i in set(ids.tolist()))
     returning = sum(int((truth == t).sum() >= 2) for t in set(truth.tolist()))
-    return splits / max(returning, 1), merges / max(len(people), 1)
+    return splits / max(returning, 1), merges / max(len(visitors), 1)
 
 
-def visitor_cost(
-    part: Sequence[Person], cohort: Gallery, policy: Policy, seed: int
-) -> tuple[float, float]:
+def visitor_cost(part: Sequence[Person], policy: Policy, seed: int) -> tuple[float, float]:
     """Mean splits and merges over one stream per population of a part (each population
     weighs the same, however many people it has)."""
     pops = sorted({p.population for p in part})
     runs = [
         visitor_errors(
-            [p for p in part if p.population == pop], cohort, policy, np.random.default_rng(seed)
+            [p for p in part if p.population == pop], policy, np.random.default_rng(seed)
         )
         for pop in pops
     ]
@@ -316,6 +345,7 @@ class Calibration:
     seed: int
     fit_visitors: bool
     seconds: float
+    far_target: float = FAR_TARGET
 
     @property
     def policies(self) -> PolicySet:
@@ -334,14 +364,14 @@ class Calibration:
 
     def warnings(self) -> list[str]:
         """Populations with too few strangers to resolve the false-accept target."""
-        need = math.ceil(1 / FAR_TARGET)
+        need = math.ceil(1 / self.far_target)
         out = []
         for pop in self.populations:
             n = min(r.fit_strangers.get(pop, 0) for r in self.rotations)
             if n < need:
                 out.append(
                     f"{pop}: {n} stranger probes in a fit part, fewer than the {need} a"
-                    f" {FAR_TARGET:.1%} target needs; its threshold sits just under the lowest"
+                    f" {self.far_target:.1%} target needs; its threshold sits just under the lowest"
                     " stranger score and its held-out FAR is coarse: add people"
                 )
         return out
@@ -358,7 +388,7 @@ class Calibration:
             "populations": self.populations,
             "member": {
                 **self.member.as_dict(),
-                "far_target_per_population": FAR_TARGET,
+                "far_target_per_population": self.far_target,
                 "thresholds_by_rotation": [r.threshold for r in self.rotations],
                 "threshold_mean": _summary([r.threshold for r in self.rotations]),
             },
@@ -390,6 +420,7 @@ def calibrate(
     seed: int = 0,
     k: int = 2,
     fit_visitors: bool = True,
+    far_target: float = FAR_TARGET,
 ) -> Calibration:
     """Fit the member (and visitor) thresholds and pick the cohort to ship; see the module doc."""
     started = time.perf_counter()
@@ -402,12 +433,11 @@ def calibrate(
         # The same seed per rotation and part keeps the rotations comparable and reruns equal.
         fit = trials(fit_part, cohort, k, np.random.default_rng([seed, r, 1]))
         test = trials(test_part, cohort, k, np.random.default_rng([seed, r, 2]))
-        threshold = fit_threshold(fit)
+        threshold = fit_threshold(fit, far_target)
         vt = VISITOR_THRESHOLD
         if fit_visitors:
             costs = [
-                sum(visitor_cost(fit_part, cohort, _visitor_policy(t, k), seed + r))
-                for t in VISITOR_GRID
+                sum(visitor_cost(fit_part, _visitor_policy(t, k), seed + r)) for t in VISITOR_GRID
             ]
             vt = VISITOR_GRID[int(np.argmin(costs))]
         rotations.append(
@@ -418,7 +448,7 @@ def calibrate(
                 rates(test, test.score <= threshold),
                 rates(test, test.baseline),
                 vt,
-                visitor_cost(test_part, cohort, _visitor_policy(vt, k), seed + r),
+                visitor_cost(test_part, _visitor_policy(vt, k), seed + r),
                 {pop: x.stranger_probes for pop, x in rates(fit, fit.member).items()},
             )
         )
@@ -441,4 +471,5 @@ def calibrate(
         seed,
         fit_visitors,
         time.perf_counter() - started,
+        far_target,
     )

@@ -12,8 +12,8 @@ and the alternatives that were measured and rejected):
 
 * ``d1``: distance from the probe to its nearest identity ``j`` (nearest sample);
 * ``u_k(x)``: distance from ``x`` to its k-th nearest *other* identity, among the gallery's
-  other identities and a cohort of reference people (for a visitor shard, the members are part
-  of its cohort; a deployment adds its own people with ``facestream calibrate``). For ``j`` it
+  other identities and a cohort of reference people (for members, the people a deployment
+  calibrated with, ``facestream calibrate``; for a visitor shard, the members). For ``j`` it
   is taken from its samples, the nearest of them counting.
 
 A probe in a crowded region (similar-looking people, a big gallery) has small ``u`` values, so
@@ -48,6 +48,15 @@ from facestream.core.gallery import Candidate, Decision, Gallery
 # point is stricter than the visitors', where splits and merges cost alike.
 MEMBER_THRESHOLD: Final = 0.79
 VISITOR_THRESHOLD: Final = 0.86
+
+# When a returning visitor's sighting becomes one of their samples (the matcher's rule, also
+# simulated by `facestream calibrate` when it fits the visitor threshold): a raw distance to the
+# nearest sample at most VISITOR_LEARN_THRESHOLD (stricter than a match: a wrong sample merges
+# two strangers for good), more than VISITOR_LEARN_MIN_DISTANCE (nearer adds nothing new), and
+# at most VISITOR_MAX_SAMPLES samples a visitor, the minting one included.
+VISITOR_LEARN_THRESHOLD: Final = 0.40
+VISITOR_LEARN_MIN_DISTANCE: Final = 0.12
+VISITOR_MAX_SAMPLES: Final = 5
 
 
 @dataclass(frozen=True)

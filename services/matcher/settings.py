@@ -17,6 +17,11 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from facestream.core.gallery import DEFAULT_MARGIN, DEFAULT_THRESHOLD, IndexType
+from facestream.core.policy import (
+    VISITOR_LEARN_MIN_DISTANCE,
+    VISITOR_LEARN_THRESHOLD,
+    VISITOR_MAX_SAMPLES,
+)
 from facestream.schemas.messages import MAX_VISITOR_SAMPLES
 
 ENV_PREFIX: Final = "FACESTREAM_MATCHER_"
@@ -52,12 +57,12 @@ class MatcherSettings(BaseSettings):
     visitor_margin: float = Field(default=DEFAULT_MARGIN, ge=0, le=2)
     # Learning: a confident sighting of a visitor adds its encoding to the visitor's samples,
     # so a returning visitor photographed differently is still recognised (docs/events.md).
-    visitor_learn_threshold: float = Field(default=0.40, gt=0, le=2)
+    visitor_learn_threshold: float = Field(default=VISITOR_LEARN_THRESHOLD, gt=0, le=2)
     """Largest distance at which a sighting is confident enough to be learned: stricter than
     ``visitor_threshold``, because a wrong sample would merge two strangers for good."""
-    visitor_learn_min_distance: float = Field(default=0.12, ge=0, le=2)
+    visitor_learn_min_distance: float = Field(default=VISITOR_LEARN_MIN_DISTANCE, ge=0, le=2)
     """A sighting nearer than this to one of the visitor's samples adds nothing new."""
-    visitor_max_samples: int = Field(default=5, ge=1, le=MAX_VISITOR_SAMPLES)
+    visitor_max_samples: int = Field(default=VISITOR_MAX_SAMPLES, ge=1, le=MAX_VISITOR_SAMPLES)
     """Samples a visitor keeps, the minting one included (never displaced); 1 = no learning."""
     visitor_learn_min_face_px: int = Field(default=60, ge=0)
     """Smallest face (``size_px``) learned from; the detector lets faces from 40 px through."""

@@ -158,8 +158,8 @@ class VisitorShards:
 
     def use_policy(self, policy: Policy, cohorts: Sequence[Gallery]) -> None:
         """Decide with the normalised ``policy``: each shard's visitors are judged against the
-        shard's other visitors, the other shards searched with it and ``cohorts`` (the members,
-        a calibration cohort): so the first visitors of an empty store are not judged alone."""
+        shard's other visitors, the other shards searched with it and ``cohorts`` (the members):
+        so the first visitors of an empty store are not judged alone."""
         self._policy = policy
         self._cohorts = list(cohorts)
         self._judges.clear()

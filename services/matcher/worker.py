@@ -117,9 +117,12 @@ class MatcherHandler(Handler):
         policies = load_policies(settings.policy_dir) if settings.policy_dir else PolicySet()
         cohort = [policies.cohort] if policies.cohort is not None else []
         self.members.use_policy(policies.member, cohort)
-        # Visitors are normalised against the members too: a store's first visitors have no
-        # other visitors to be compared with, and the members are the local population.
-        self.shards.use_policy(policies.visitor, [self.members.gallery, *cohort])
+        # Visitors are normalised against the members (the store's first visitors have no other
+        # visitors to be compared with, and the members are the local population), not against
+        # the calibration cohort: with it, reference people crowd every visitor's neighbourhood
+        # and returning visitors were split (docs/accuracy.md). calibrate fits the visitor
+        # threshold the same way (facestream.core.calibration.visitor_errors).
+        self.shards.use_policy(policies.visitor, [self.members.gallery])
         log.info(
             "normalised decisions: members %s, visitors %s, cohort %d people",
             policies.member.as_dict(),
