@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from facestream.cli.common import emit, fail, json_option
+from facestream.cli.common import emit, fail, json_option, progress_option, show_progress
 
 
 @click.command("calibrate")
@@ -47,6 +47,7 @@ from facestream.cli.common import emit, fail, json_option
     help="Largest share of strangers taken for a member, per population, on the fit part"
     " [default: 0.005].",
 )
+@progress_option
 @json_option
 def calibrate_command(
     folders: tuple[Path, ...],
@@ -55,6 +56,7 @@ def calibrate_command(
     split: str,
     fit_visitors: bool,
     far_target: float | None,
+    progress: bool | None,
     as_json: bool,
 ) -> None:
     """Fit the member and visitor thresholds with a cohort, report them on held-out people."""
@@ -77,7 +79,7 @@ def calibrate_command(
     ]
     if not paths:
         fail("no photos found in the --images folders")
-    encodings, encode_seconds = encode_subjects(paths, progress=not as_json)
+    encodings, encode_seconds = encode_subjects(paths, progress=show_progress(progress))
     try:
         result = (
             calibrate(list(folders), encodings, seed=seed, fit_visitors=fit_visitors)

@@ -52,6 +52,18 @@ def say(line: str) -> None:
     click.echo(line, err=True)
 
 
+def commentary(progress: bool | None) -> Callable[[str], None]:
+    """Where a run's commentary goes: stderr. The periodic ``progress:`` lines of the stages
+    only when progress is shown; the rest (what started, what was published, events) always."""
+    shown = show_progress(progress)
+
+    def echo(line: str) -> None:
+        if shown or not line.lstrip().startswith("progress:"):
+            say(line)
+
+    return echo
+
+
 def hidden_alias(old: str, dest: str, **attrs: Any) -> Callable[[F], F]:
     """An old spelling of an option, kept working for scripts but left out of ``--help``. The
     command merges ``dest`` into the new option's value (see :func:`pick`)."""

@@ -287,8 +287,13 @@ def serve(
 # `--members` means a folder of members everywhere else; these counts had the short names.
 @hidden_alias("--members", "members_alias", type=click.IntRange(1), default=None)
 @hidden_alias("--strangers", "strangers_alias", type=click.IntRange(0), default=None)
+@progress_option
 def demo_core(
-    member_count: int, stranger_count: int, members_alias: int | None, strangers_alias: int | None
+    member_count: int,
+    stranger_count: int,
+    members_alias: int | None,
+    strangers_alias: int | None,
+    progress: bool | None,
 ) -> None:
     """Enroll sample people, then identify members, strangers and group photos.
 
@@ -300,7 +305,9 @@ def demo_core(
     root = datasets_root()
     if not (root / "lfw-fold1" / "images").is_dir():
         fail(f"no sample photos at {root}; set {DATASETS_ENV} to the datasets folder")
-    outcomes = demo_module.run(root, click.echo, members=members, strangers=strangers)
+    outcomes = demo_module.run(
+        root, click.echo, members=members, strangers=strangers, progress=show_progress(progress)
+    )
     if not all(o.correct for o in outcomes):
         # The demo is also a smoke test: a wrong answer on this clean set is a regression.
         raise SystemExit(1)

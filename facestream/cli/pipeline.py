@@ -7,13 +7,13 @@ stages' progress (``--progress``, by default on a terminal only).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from facestream.cli.common import (
+    commentary,
     emit,
     events_option,
     fail,
@@ -22,8 +22,6 @@ from facestream.cli.common import (
     local_settings,
     pick,
     progress_option,
-    say,
-    show_progress,
 )
 from facestream.core.datasets import DATASETS_ENV, datasets_root
 
@@ -46,18 +44,6 @@ def _stats_table(stats: StoreStats, truth: dict[str, Any] | None = None) -> str:
             mark = "ok" if got == truth.get(k) else "DIFFERENT"
             lines.append(f"  {k:<18} {got!s:<40} truth {truth.get(k)!s:<40} {mark}")
     return "\n".join(lines)
-
-
-def _commentary(progress: bool | None) -> Callable[[str], None]:
-    """Where a run's commentary goes: stderr. The periodic ``progress:`` lines of the stages
-    only when progress is shown; the rest (what started, what was published, events) always."""
-    shown = show_progress(progress)
-
-    def echo(line: str) -> None:
-        if shown or not line.lstrip().startswith("progress:"):
-            say(line)
-
-    return echo
 
 
 @click.command()
@@ -98,7 +84,7 @@ def replay(
         manifest=manifest,
         settings=local_settings(),
         timezone=timezone,
-        echo=_commentary(progress),
+        echo=commentary(progress),
         show_events=show_events and not quiet,
     )
     if as_json:
@@ -138,7 +124,7 @@ def demo(
     images = root / "lfw-fold1" / "images"
     if not images.is_dir():
         fail(f"no sample photos at {root}; set {DATASETS_ENV} to the datasets folder")
-    echo = _commentary(progress)
+    echo = commentary(progress)
     with tempfile.TemporaryDirectory(prefix="facestream-demo-") as tmp:
         folder = pick(out, work) or Path(tmp)
         scenario = simulate.build(images, simulate.Plan(seed=seed))

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import click
 
-from facestream.cli.common import emit, fail, json_option, local_settings
+from facestream.cli.common import (
+    commentary,
+    emit,
+    fail,
+    hidden_alias,
+    json_option,
+    local_settings,
+    pick,
+    progress_option,
+)
 
 
 @click.command("simulate")
@@ -37,9 +46,25 @@ from facestream.cli.common import emit, fail, json_option, local_settings
     show_default=True,
     help="A store as ID:Area/City (its time zone); repeat for a chain.",
 )
-@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), default="2026-11-27", show_default=True)
-@click.option("--days", type=click.IntRange(1, 366), default=2, show_default=True)
-@click.option("--members", type=click.IntRange(0), default=4, show_default=True)
+@click.option(
+    "--start",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default="2026-11-27",
+    show_default=True,
+    help="First day (local to each store).",
+)
+@click.option(
+    "--days", type=click.IntRange(1, 366), default=2, show_default=True, help="Days simulated."
+)
+@click.option(
+    "--member-count",
+    type=click.IntRange(0),
+    default=4,
+    show_default=True,
+    help="People enrolled as members (from photos never used at a visit).",
+)
+# `--members` means a folder of members everywhere else; the count had the short name.
+@hidden_alias("--members", "members_alias", type=click.IntRange(0), default=None)
 @click.option(
     "--returning-same-day",
     type=click.IntRange(0),
@@ -54,7 +79,9 @@ from facestream.cli.common import emit, fail, json_option, local_settings
     show_default=True,
     help="Strangers who come back on later days.",
 )
-@click.option("--once", type=click.IntRange(0), default=4, show_default=True)
+@click.option(
+    "--once", type=click.IntRange(0), default=4, show_default=True, help="Strangers who come once."
+)
 @click.option(
     "--split",
     type=click.Choice(["eval", "fit", "all"]),
@@ -62,7 +89,13 @@ from facestream.cli.common import emit, fail, json_option, local_settings
     show_default=True,
     help="Only people of this half (facestream.core.splits): report on people not fitted on.",
 )
-@click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=7,
+    show_default=True,
+    help="Seed of who comes when, with which photo.",
+)
 @json_option
 def simulate(
     images: Path,
@@ -70,7 +103,8 @@ def simulate(
     stores: tuple[str, ...],
     start: datetime,
     days: int,
-    members: int,
+    member_count: int,
+    members_alias: int | None,
     returning_same_day: int,
     returning_later: int,
     once: int,
@@ -86,7 +120,7 @@ def simulate(
             stores=tuple(sim.StorePlan.parse(s) for s in stores),
             start=start.date(),
             days=days,
-            members=members,
+            members=pick(member_count, members_alias),
             returning_same_day=returning_same_day,
             returning_later=returning_later,
             once=once,
@@ -117,10 +151,16 @@ def simulate(
 
 @click.command("store")
 @click.option(
-    "--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+    "--manifest",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="manifest.csv written by `facestream simulate`.",
 )
 @click.option(
-    "--truth", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="truth.json written with it.",
 )
 @click.option(
     "--members",
@@ -128,17 +168,30 @@ def simulate(
     default=None,
     help="Members to enroll first [default: members/ beside the truth file].",
 )
-@click.option("--events", "show_events", is_flag=True, help="Print match events as they arrive.")
+@click.option(
+    "--events/--no-events",
+    "show_events",
+    default=False,
+    show_default=True,
+    help="Print match events on stderr as they arrive.",
+)
+@progress_option
 @json_option
 def eval_store(
-    manifest: Path, truth: Path, members: Path | None, show_events: bool, as_json: bool
+    manifest: Path,
+    truth: Path,
+    members: Path | None,
+    show_events: bool,
+    progress: bool | None,
+    as_json: bool,
 ) -> None:
     """Replay a simulated chain and print its counting beside the truth: PV, UV, new,
     returning, dwell, member recall, false members, splits and merges."""
     from facestream.tools.replay import ReplayError
     from facestream.tools.store_eval import evaluate, fresh_settings
 
-    echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
+    # What the replay is doing goes to stderr (commentary), so stdout holds only the report.
+    echo = commentary(progress)
     try:
         report = evaluate(
             manifest,

@@ -103,12 +103,13 @@ def encode_many(
 ) -> Iterator[Encoded]:
     """Encode every photo, in input order, on ``workers`` processes (default: every core).
 
-    ``progress`` labels a progress bar on stderr (shown only on a terminal).
+    ``progress`` labels a progress bar on stderr; None shows none (the command line decides
+    whether to ask for one: ``--progress``, by default only on a terminal).
     """
     paths = list(paths)
     config = config or EngineConfig()
     workers = workers or default_workers()
-    bar = tqdm(total=len(paths), desc=progress, unit="img", disable=None if progress else True)
+    bar = tqdm(total=len(paths), desc=progress, unit="img", disable=progress is None)
     try:
         if workers <= 1 or len(paths) < 4:
             _init_worker(config)

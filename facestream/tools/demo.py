@@ -59,12 +59,14 @@ def run(
     members: int = 25,
     strangers: int = 15,
     config: GalleryConfig | None = None,
+    progress: bool = False,
 ) -> list[Outcome]:
-    """Enroll, identify every probe, print a line per face and a summary; return outcomes."""
+    """Enroll, identify every probe, print a line per face and a summary; return outcomes
+    (``progress``: bars on stderr)."""
     enroll, probes = plan(datasets, members, strangers)
     gallery = Gallery(config)
     started = time.perf_counter()
-    report = enroll_photos(enroll, gallery, progress=True)
+    report = enroll_photos(enroll, gallery, progress=progress)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items()))
     echo(
         f"enrolled {len(gallery)} members from {len(enroll)} photos ({counts}) "
@@ -73,7 +75,7 @@ def run(
     truth = {p.path: p.truth for p in probes}
     outcomes: list[Outcome] = []
     echo(f"{'photo':<44} {'face':>4}  {'expected':<22} {'result':<22} {'distance':>8}")
-    for enc in encode_many(truth, progress="identifying"):
+    for enc in encode_many(truth, progress="identifying" if progress else None):
         usable = [f for f in enc.faces if f.encoding is not None]
         vectors = [f.encoding for f in usable if f.encoding is not None]
         decisions = gallery.identify_batch(vectors) if vectors else []
