@@ -18,11 +18,19 @@ from typing import Any, Final
 from fastapi import FastAPI, Security
 from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
+from fastapi_offline import FastAPIOffline
 
 from facestream.core.engine import EngineConfig, FaceEngine
 from facestream.core.gallery import Gallery
 from facestream.core.policy import Judge, load_policies
 from facestream.services.api import routes
+from facestream.services.api.dashboard import (
+    API_PREFIX,
+    DASHBOARD_PATH,
+    LOGIN_PATH,
+    STATIC_URL,
+    install_dashboard,
+)
 from facestream.services.api.errors import install_error_handlers
 from facestream.services.api.metrics import create_metrics
 from facestream.services.api.middleware import (
@@ -34,12 +42,26 @@ from facestream.services.api.middleware import (
 from facestream.services.api.routes import ApiContext
 from facestream.services.api.schemas import ErrorOut
 from facestream.services.api.settings import ApiSettings
+from facestream.services.api.stores import StoreData
 
 log = logging.getLogger(__name__)
 
 FORM_OVERHEAD_BYTES: Final = 64 * 1024
 """Allowance for multipart headers and text fields on top of the files themselves."""
-PUBLIC_PATHS: Final = ("/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+DOCS_ASSETS_URL: Final = "/docs-assets"
+"""Swagger UI and ReDoc files, served from the fastapi-offline package instead of a CDN."""
+PUBLIC_PATHS: Final = (
+    "/health",
+    "/healthz",
+    "/readyz",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+    LOGIN_PATH,
+    "/logout",
+)
+PUBLIC_PREFIXES: Final = (STATIC_URL, DOCS_ASSETS_URL)
 
 _api_key_scheme = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 # Only for the OpenAPI document (the "Authorize" button in /docs); ApiKeyMiddleware enforces.
@@ -66,13 +88,18 @@ def _engine_for(settings: ApiSettings, engine: FaceEngine | None) -> FaceEngine:
 
 
 def create_app(
-    settings: ApiSettings, gallery: Gallery, engine: FaceEngine | None = None
+    settings: ApiSettings,
+    gallery: Gallery,
+    engine: FaceEngine | None = None,
+    *,
+    stores: StoreData | None = None,
 ) -> FastAPI:
     """Build the face service around ``gallery``.
 
     ``settings.threshold`` and ``settings.margin``, when set, replace those of the gallery's
     config (the gallery object is changed). ``engine`` defaults to a new :class:`FaceEngine`;
-    pass one to share it between apps.
+    pass one to share it between apps. ``stores`` feeds the store dashboard (``/dashboard``,
+    ``/api/v1``); without it those answer 503.
     """
     if settings.threshold is not None:
         gallery.config = replace(gallery.config, threshold=settings.threshold)
@@ -91,14 +118,21 @@ def create_app(
         metrics=create_metrics(gallery),
         write_lock=threading.Lock(),
     )
-    app = FastAPI(
+    # FastAPIOffline is FastAPI with /docs and /redoc loading their scripts from this server.
+    app = FastAPIOffline(
         title="facestream face service",
-        summary="Recognize, verify and enroll faces; erase identities.",
-        description=f"Send the API key in the `{API_KEY_HEADER}` header (all but /health).",
+        summary="Recognize, verify and enroll faces; erase identities; store figures.",
+        description=(
+            f"Send the API key in the `{API_KEY_HEADER}` header (all but /health). "
+            f"The store dashboard is at `{DASHBOARD_PATH}`; browsers log in there."
+        ),
         version="0.1.0",
+        static_url=DOCS_ASSETS_URL,
+        favicon_url=f"{STATIC_URL}/favicon.svg",
     )
     app.state.context = context
     install_error_handlers(app)
+    sessions = install_dashboard(app, settings, stores)
 
     post: dict[str, Any] = {"methods": ["POST"], "dependencies": _SECURED, "responses": _ERRORS}
     app.add_api_route("/recognize", routes.recognize, **post)
@@ -119,6 +153,10 @@ def create_app(
         responses={401: _ERRORS[401]},
     )
     app.add_api_route("/health", routes.health, methods=["GET"])
+    # Probes: live while the event loop answers; ready once this app exists, which is after the
+    # gallery and the dlib models are loaded (create_app does both before returning).
+    app.add_api_route("/healthz", routes.health, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/readyz", routes.health, methods=["GET"], include_in_schema=False)
     app.add_api_route(
         "/metrics",
         routes.metrics,
@@ -137,7 +175,16 @@ def create_app(
         "/enroll": settings.max_photos_per_enroll * upload + FORM_OVERHEAD_BYTES,
     }
     app.add_middleware(BodyLimitMiddleware, limits=limits, default=FORM_OVERHEAD_BYTES)
-    app.add_middleware(ApiKeyMiddleware, keys=settings.keys(), public_paths=PUBLIC_PATHS)
+    app.add_middleware(
+        ApiKeyMiddleware,
+        keys=settings.keys(),
+        public_paths=PUBLIC_PATHS,
+        public_prefixes=PUBLIC_PREFIXES,
+        sessions=sessions,
+        session_paths=(DASHBOARD_PATH, API_PREFIX),
+        pages=(DASHBOARD_PATH,),
+        login_path=LOGIN_PATH,
+    )
     app.add_middleware(MetricsMiddleware, metrics=context.metrics, router=app.router)
     log.info(
         "face service ready: %d identities, threshold %.3f, gallery file %s",

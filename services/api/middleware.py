@@ -1,4 +1,4 @@
-"""ASGI middleware of the face service: API key check, request body limit and metrics.
+"""ASGI middleware of the face service: API key (or login cookie) check, body limit, metrics.
 
 Both are plain ASGI (not ``BaseHTTPMiddleware``), so they never buffer or re-stream bodies.
 """
@@ -9,14 +9,18 @@ import hmac
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from urllib.parse import urlencode
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import cookie_parser
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facestream.services.api.errors import error_response
 from facestream.services.api.metrics import ApiMetrics
+from facestream.services.api.session import COOKIE_NAME, SessionCodec
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +32,33 @@ class ApiKeyMiddleware:
 
     Done here rather than in a FastAPI dependency because FastAPI parses (and spools to disk)
     a multipart body before it runs dependencies: an anonymous client must not get that far.
+
+    With ``sessions``, the paths under ``session_paths`` (the dashboard and its JSON API, all
+    read-only) also accept a valid login cookie instead of the header; every other path still
+    needs the header. A browser asking for one of ``pages`` without either is redirected to
+    ``login_path``. Paths under ``public_prefixes`` (static assets) need neither.
     """
 
-    def __init__(self, app: ASGIApp, keys: Iterable[bytes], public_paths: Iterable[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Iterable[bytes],
+        public_paths: Iterable[str],
+        *,
+        public_prefixes: Iterable[str] = (),
+        sessions: SessionCodec | None = None,
+        session_paths: Iterable[str] = (),
+        pages: Iterable[str] = (),
+        login_path: str = "/login",
+    ) -> None:
         self.app = app
         self.keys = tuple(keys)
         self.public_paths = frozenset(public_paths)
+        self.public_prefixes = tuple(public_prefixes)
+        self.sessions = sessions
+        self.session_paths = tuple(session_paths)
+        self.pages = frozenset(pages)
+        self.login_path = login_path
         if not self.keys:
             raise ValueError("ApiKeyMiddleware needs at least one key")
 
@@ -43,19 +68,37 @@ class ApiKeyMiddleware:
         results = [hmac.compare_digest(given, key) for key in self.keys]
         return any(results)
 
+    def _has_session(self, headers: Headers, path: str) -> bool:
+        if self.sessions is None or not _under(path, self.session_paths):
+            return False
+        value = cookie_parser(headers.get("cookie", "")).get(COOKIE_NAME)
+        return value is not None and self.sessions.valid(value)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = str(scope["path"]).removeprefix(str(scope.get("root_path", "")))
-        if path in self.public_paths:
+        root = str(scope.get("root_path", ""))
+        path = str(scope["path"]).removeprefix(root)
+        if path in self.public_paths or _under(path, self.public_prefixes):
             await self.app(scope, receive, send)
             return
-        given = Headers(scope=scope).get(API_KEY_HEADER)
+        headers = Headers(scope=scope)
+        given = headers.get(API_KEY_HEADER)
+        response: Response
         if given is None:
-            response = error_response(
-                401, "missing_api_key", f"send the API key in the {API_KEY_HEADER} header"
-            )
+            if self._has_session(headers, path):
+                await self.app(scope, receive, send)
+                return
+            if path in self.pages:
+                query = scope.get("query_string", b"").decode("latin-1")
+                target = path + (f"?{query}" if query else "")
+                location = f"{root}{self.login_path}?{urlencode({'next': target})}"
+                response = RedirectResponse(location, status_code=303)
+            else:
+                response = error_response(
+                    401, "missing_api_key", f"send the API key in the {API_KEY_HEADER} header"
+                )
         elif not self._accepts(given.strip().encode("latin-1")):
             client = scope.get("client") or ("?", 0)
             log.warning("rejected a wrong API key from %s on %s", client[0], path)
@@ -64,6 +107,11 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         await response(scope, receive, send)
+
+
+def _under(path: str, prefixes: Iterable[str]) -> bool:
+    """``path`` is one of ``prefixes`` or below one (``/a`` covers ``/a`` and ``/a/b``)."""
+    return any(path == p.rstrip("/") or path.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
 class BodyTooLarge(HTTPException):

@@ -120,3 +120,59 @@ class HealthOut(_Out):
     status: Literal["ok"]
     identities: int
     samples: int
+
+
+# -- the store dashboard's JSON API (/api/v1) ------------------------------------------------
+
+
+class StoreOut(_Out):
+    store: str
+    timezone: str = Field(description="IANA zone the store's days and times are counted in.")
+    today: str = Field(description="The current date in the store's time zone, `YYYY-MM-DD`.")
+
+
+class StoresOut(_Out):
+    stores: list[StoreOut]
+
+
+class VisitOut(_Out):
+    """One visit, as the pipeline recognised it; times in the store's time zone."""
+
+    kind: Literal["member", "visitor"]
+    member_id: str | None
+    start: str = Field(description="First sighting, ISO 8601 with the store's UTC offset.")
+    end: str = Field(description="Last sighting so far.")
+    events: int
+    dwell_seconds: float | None = Field(description="None for a single sighting.")
+
+
+class StoreDayOut(_Out):
+    """The object ``facestream stats --json`` prints, plus the dashboard's extras. Further keys
+    that command may print are passed through."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    store: str
+    date: str = Field(description="The store's local day, `YYYY-MM-DD`.")
+    pv: int = Field(description="Visits that started on the day.")
+    uv: int = Field(description="Distinct visitors (members and anonymous) of the day.")
+    new: int
+    returning: int
+    members: list[str]
+    dwell_seconds_avg: float | None
+    dwell_visits: int
+    timezone: str
+    hourly: list[int] = Field(description="Visits started in each local hour, 0 to 23.")
+    recent: list[VisitOut] = Field(description="The day's visits seen last, latest first.")
+
+
+class ArrivalOut(_Out):
+    id: str = Field(description="Stream entry id (also the SSE event id).")
+    member_id: str
+    camera_id: str
+    at: str = Field(description="Event time, ISO 8601 with the store's UTC offset.")
+    event_id: str
+
+
+class ArrivalsOut(_Out):
+    arrivals: list[ArrivalOut]

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from facestream.core.engine import FaceEngine
 from facestream.core.gallery import Gallery, GalleryError
 from facestream.services.api.settings import ApiSettings
+from facestream.services.api.stores import StoreData
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,10 @@ def serve(
     port: int | None = None,
     *,
     engine: FaceEngine | None = None,
+    stores: StoreData | None = None,
 ) -> None:
     """Serve the API on ``host:port`` (default: the settings') until SIGINT or SIGTERM.
+    ``stores`` feeds the store dashboard (see :func:`~.app.create_app`).
 
     Blocks. On a signal uvicorn stops accepting connections and lets requests in flight
     finish, for at most ``GRACEFUL_SHUTDOWN_SECONDS``. Logging is left as the caller set it.
@@ -51,7 +54,7 @@ def serve(
 
     from facestream.services.api.app import create_app
 
-    app = create_app(settings, gallery, engine)
+    app = create_app(settings, gallery, engine, stores=stores)
     uvicorn.run(
         app,
         host=host or settings.host,

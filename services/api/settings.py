@@ -90,6 +90,17 @@ class ApiSettings(BaseSettings):
     policy and cohort (normalised, see facestream/core/policy.py) instead of the threshold and
     margin, as the pipeline's matcher does."""
     log_level: str = "INFO"
+    session_secret: SecretStr | None = None
+    """Signs the dashboard's login cookie. Unset: a random secret per process, so sessions end
+    when the process restarts and are not valid on another replica."""
+    session_hours: float = Field(default=12.0, gt=0.0, le=24.0 * 30)
+    """How long a dashboard login lasts."""
+    feed_max_streams: int = Field(default=32, ge=1, le=1000)
+    """Live arrival feeds (server-sent events) open at once; more are refused with 503."""
+    feed_max_seconds: float = Field(default=300.0, gt=0.0, le=3600.0)
+    """A feed is closed after this long; the browser reconnects and resumes where it was."""
+    feed_poll_seconds: float = Field(default=1.0, ge=0.05, le=30.0)
+    """How often a feed looks for new arrivals."""
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -117,6 +128,10 @@ class ApiSettings(BaseSettings):
             problem = key_problem(key.get_secret_value().strip())
             if problem is not None:
                 raise ValueError(f"{label} is unsafe: it {problem}; {_KEY_HINT}")
+        if self.session_secret is not None:
+            problem = key_problem(self.session_secret.get_secret_value().strip())
+            if problem is not None:
+                raise ValueError(f"{ENV_PREFIX}SESSION_SECRET is unsafe: it {problem}; {_KEY_HINT}")
         return self
 
     def keys(self) -> tuple[bytes, ...]:
