@@ -247,18 +247,31 @@ def serve(
     port: int | None,
     progress: bool | None,
 ) -> None:
-    """Serve the HTTP face API. The API key comes from $FACESTREAM_API_KEY."""
+    """Serve the HTTP face API and the store dashboard.
+
+    The API key comes from $FACESTREAM_API_KEY; the dashboard reads the sink's Redis
+    ($FACESTREAM_REDIS_URL, $FACESTREAM_REDIS_PREFIX) with the sink's store time zones
+    ($FACESTREAM_SINK_STORE_TIMEZONES)."""
+    import os
+
     from pydantic import ValidationError
 
     from facestream.core.enrollment import enroll_folder
+    from facestream.runtime.environment import UnknownVariable, check_environment
     from facestream.services.api.server import open_gallery
     from facestream.services.api.server import serve as serve_api
     from facestream.services.api.settings import ApiSettings
+    from facestream.services.sink.reader import StoreReader
+    from facestream.services.sink.settings import SinkSettings
 
     if gallery_path is None and enroll_dir is None:
         fail("give --gallery FILE, --enroll DIR, or both")
     try:
+        check_environment(os.environ, [ApiSettings, SinkSettings])
         settings = ApiSettings(gallery_path=gallery_path) if gallery_path else ApiSettings()
+        stores = StoreReader(local_settings(), SinkSettings())
+    except UnknownVariable as exc:
+        fail(f"invalid settings: {exc}")
     except ValidationError as exc:
         fail(f"invalid settings:\n{exc}")
     try:
@@ -270,7 +283,7 @@ def serve(
         click.echo(f"enrolled {report.identities} identities: {dict(report.counts)}", err=True)
         if gallery_path is not None:
             gallery.save(gallery_path)
-    serve_api(settings, gallery, host, port)
+    serve_api(settings, gallery, host, port, stores=stores)
 
 
 @click.command("demo-core")

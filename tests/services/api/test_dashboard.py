@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -416,3 +417,54 @@ def test_a_feed_ends_by_itself_after_its_lifetime(
 def test_the_feed_needs_a_key(http: TestClient) -> None:
     response = http.get("/api/v1/stores/paris/arrivals/stream")
     assert response.status_code == 401
+
+
+def test_facestream_serve_feeds_the_dashboard(
+    client: redis.Redis, pipeline: PipelineSettings, tmp_path: Path
+) -> None:
+    """The real command, as k8s and compose run it: `facestream serve` reads the sink's Redis
+    (prefix and store zones from the environment) and answers the dashboard's JSON API; an
+    unknown FACESTREAM_* variable stops it before it serves."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        **pipeline.to_env(),
+        "FACESTREAM_API_KEY": KEY,
+        "FACESTREAM_SINK_STORE_TIMEZONES": json.dumps(SINK.store_timezones),
+    }
+    command = [str(Path(sys.executable).parent / "facestream"), "serve", "--gallery"]
+    command += [str(tmp_path / "gallery.npz"), "--port", str(port), "--no-progress"]
+    typo = subprocess.run(
+        command,
+        env={**env, "FACESTREAM_API_SESION_SECRET": "x"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert typo.returncode != 0 and "FACESTREAM_API_SESION_SECRET" in typo.stderr
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/api/v1/stores/paris/days/{DAY}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                reply = httpx.get(url, headers={"X-API-Key": KEY}, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "facestream serve did not start"
+                time.sleep(0.5)
+        assert reply.status_code == 200, reply.text
+        day = reply.json()
+        expected = store_stats("paris", DAY, pipeline, client=client).as_dict()
+        assert {k: day[k] for k in expected} == expected and day["timezone"] == "Europe/Paris"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
