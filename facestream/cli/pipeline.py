@@ -7,6 +7,8 @@ stages' progress (``--progress``, by default on a terminal only).
 
 from __future__ import annotations
 
+import json
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ from facestream.cli.common import (
     local_settings,
     pick,
     progress_option,
+    say,
 )
 from facestream.core.datasets import DATASETS_ENV, datasets_root
 
@@ -102,10 +105,23 @@ def replay(
 )
 @hidden_alias("--work", "work", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--seed", type=int, default=7, show_default=True, help="Who comes, and when.")
+@click.option(
+    "--keep-stack/--stop-stack",
+    default=True,
+    show_default=True,
+    help="Leave Kafka and Redis running when the demo started them, so that the store dashboard"
+    " (`facestream serve`, printed at the end) can show the day; `facestream stack down` stops"
+    " them.",
+)
 @events_option
 @progress_option
 def demo(
-    out: Path | None, work: Path | None, seed: int, show_events: bool, progress: bool | None
+    out: Path | None,
+    work: Path | None,
+    seed: int,
+    keep_stack: bool,
+    show_events: bool,
+    progress: bool | None,
 ) -> None:
     """The main job: a simulated store replayed through the whole pipeline, beside its truth.
 
@@ -135,15 +151,23 @@ def demo(
             f"{len({s.person for s in scenario.sightings})} people, "
             f"{len(scenario.sightings)} sightings over two days"
         )
+        settings = fresh_settings(local_settings(), "demo")
         report = evaluate(
-            manifest,
-            truth,
-            fresh_settings(local_settings(), "demo"),
-            echo,
-            show_events=show_events,
+            manifest, truth, settings, echo, show_events=show_events, keep_stack=keep_stack
         )
     for line in report.lines():
         click.echo(line)
+    if keep_stack:
+        zones = json.dumps({s.store_id: s.timezone for s in scenario.stores})
+        key = secrets.token_urlsafe(24)  # a local demo's key, shown once, kept nowhere
+        say(
+            "the store dashboard on this run: start the API, open "
+            "http://127.0.0.1:8000/dashboard and log in with the key\n"
+            f"  FACESTREAM_API_KEY={key} "
+            f"FACESTREAM_REDIS_PREFIX={settings.redis_prefix} "
+            f"FACESTREAM_SINK_STORE_TIMEZONES='{zones}' "
+            ".venv/bin/facestream serve --gallery demo-gallery.npz"
+        )
     ids = report.identities
     if ids.missing or ids.extra or ids.false_members:
         raise SystemExit(1)

@@ -226,11 +226,13 @@ def session(
     *,
     show_events: bool = True,
     worker_env: dict[str, str] | None = None,
+    keep_stack: bool = False,
 ) -> Iterator[Session]:
     """Start what is not running (Kafka and Redis, a worker per stage), yield a
-    :class:`Session`, and stop what was started on the way out. Read the stats inside the
-    ``with``: a stack this started goes down with its Redis. ``worker_env`` is added to the
-    environment of the workers it starts (``FACESTREAM_MATCHER_POLICY_DIR``, say)."""
+    :class:`Session`, and stop what was started on the way out (Kafka and Redis stay up with
+    ``keep_stack``, for the dashboard to show the run). Read the stats inside the ``with``: a
+    stack this started goes down with its Redis. ``worker_env`` is added to the environment of
+    the workers it starts (``FACESTREAM_MATCHER_POLICY_DIR``, say)."""
     cfg = stack.StackConfig.from_env()
     started_stack = False
     if not stack.wait_ready(2.0, config=cfg):
@@ -253,7 +255,7 @@ def session(
     finally:
         if tail is not None:
             tail.stop()
-        if started_stack:
+        if started_stack and not keep_stack:
             stack.down(config=cfg)
 
 

@@ -49,18 +49,21 @@ def evaluate(
     show_events: bool = False,
     timeout: float = 1800.0,
     worker_env: dict[str, str] | None = None,
+    keep_stack: bool = False,
 ) -> counting.CountingReport:
     """Replay ``manifest`` (members first) and compare what the pipeline said with the truth.
 
     ``members`` defaults to the ``members/`` folder beside the truth file, where the simulator
-    writes it."""
+    writes it. ``keep_stack`` leaves Kafka and Redis running when this started them."""
     from facestream.services.sink.stats import store_stats
 
     document = load_truth(truth_path)
     zones = {s["store"]: s["timezone"] for s in document["stores"]}
     if members is None and (truth_path.parent / "members").is_dir():
         members = truth_path.parent / "members"
-    with session(settings, echo, zones, show_events=show_events, worker_env=worker_env) as s:
+    with session(
+        settings, echo, zones, show_events=show_events, worker_env=worker_env, keep_stack=keep_stack
+    ) as s:
         if members is not None and document.get("members"):
             s.publish_members(members)
         s.publish_manifest(manifest, next(iter(zones)))
