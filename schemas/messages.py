@@ -9,7 +9,10 @@
 | ``identities.v1`` (compacted) | ``store/face_id`` | :class:`IdentityRecord`; a tombstone erases |
 | ``<topic>.dlq`` | the source key | :class:`DeadLetter` |
 
-Times are event times (``captured_at``, stamped by the camera) and must carry a UTC offset.
+Times are event times (``captured_at``, stamped by the camera) and must carry a UTC offset;
+the bounds a camera clock must keep are in :mod:`.times`. Ids are bounded in length and
+charset (they end up in Redis key names), numbers are finite, encodings plausible
+(:mod:`.wire`).
 """
 
 from __future__ import annotations
@@ -29,20 +32,23 @@ from pydantic import (
     model_validator,
 )
 
+from facestream.schemas.times import check_aware, check_event_time
 from facestream.schemas.wire import Message, SchemaError, Vector, decode, vector_from_wire
 
 # Ids travel in keys and Redis key names: keep them printable, short and free of separators
 # that mean something there ("/" splits identity keys, "{}" are Redis hash tags).
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
+ID_PATTERN: Final = r"^[A-Za-z0-9._:@-]+$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=ID_PATTERN)]
+ObservationId = Annotated[str, StringConstraints(min_length=1, max_length=140, pattern=ID_PATTERN)]
+"""``{frame_id}:{face_index}``: an :data:`Id` plus the index."""
+Label = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[ -~]+$")]
+"""A short printable ASCII name (a detector, a model version, a content type)."""
+Finite = Annotated[float, Field(allow_inf_nan=False)]
 
-
-def _aware(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("times must carry a UTC offset (event time is compared across stores)")
-    return value
-
-
-EventTime = Annotated[datetime, AfterValidator(_aware)]
+EventTime = Annotated[datetime, AfterValidator(check_event_time)]
+"""The event time of the record being handled (``captured_at``): see :mod:`.times`."""
+Timestamp = Annotated[datetime, AfterValidator(check_aware)]
+"""Any other time: aware, and not before 2000."""
 
 # uuid5 namespace of facestream: ids derived from it are the same on every replay.
 NAMESPACE: Final = uuid.UUID("6f1c2d8e-3b4a-5c6d-8e9f-0a1b2c3d4e5f")
@@ -82,7 +88,7 @@ class FrameMeta(Message):
     store_id: Id
     camera_id: Id
     captured_at: EventTime
-    content_type: str = "image/jpeg"
+    content_type: Label = "image/jpeg"
 
     def to_headers(self) -> list[tuple[str, bytes]]:
         return [(k, str(v).encode()) for k, v in self.model_dump(mode="json").items()]
@@ -90,10 +96,17 @@ class FrameMeta(Message):
     @classmethod
     def from_headers(cls, headers: list[tuple[str, bytes]] | None) -> FrameMeta:
         """Parse frame headers; a missing or bad header is a :class:`SchemaError`."""
+        # Headers other than ours are ignored: tracing (traceparent), a camera SDK's own. The
+        # model itself stays extra="forbid" for the JSON it describes. One of ours twice is
+        # refused: which value the camera meant is unknown.
         fields: dict[str, str] = {}
         for key, raw in headers or []:
+            if key not in cls.model_fields:
+                continue
+            if key in fields:
+                raise SchemaError("invalid", f"header {key} appears more than once")
             try:
-                fields[key] = raw.decode()
+                fields[key] = (raw or b"").decode()
             except UnicodeDecodeError as exc:
                 raise SchemaError("invalid", f"header {key} is not UTF-8") from exc
         if "v" not in fields:
@@ -112,18 +125,18 @@ class FaceObservation(Message):
     """One face found in one frame (``encodings.v1``)."""
 
     v: Literal[1] = 1
-    observation_id: str
+    observation_id: ObservationId
     """``{frame_id}:{face_index}``: unique, and the same on every replay of the frame."""
     frame_id: Id
-    face_index: int = Field(ge=0)
+    face_index: int = Field(ge=0, le=10_000)
     store_id: Id
     camera_id: Id
     captured_at: EventTime
     box: Box
-    size_px: int
-    sharpness: float
-    detector: str
-    model_version: str
+    size_px: int = Field(ge=0)
+    sharpness: Finite = Field(ge=0)
+    detector: Label
+    model_version: Label
     encoding: Vector
 
     @property
@@ -135,23 +148,23 @@ class MatchEvent(Message):
     """The decision about one face (``matches.v1``): what the CRM and the sink consume."""
 
     v: Literal[1] = 1
-    event_id: str
+    event_id: Id
     """Derived from the observation id: a replayed observation gives the same event id."""
     kind: Literal["member", "returning", "new"]
     member_id: Id | None = None
-    face_id: str | None = None
+    face_id: Id | None = None
     """The anonymous visitor's FaceId (``returning`` and ``new``)."""
-    distance: float | None = None
-    margin: float | None = None
+    distance: Finite | None = Field(default=None, ge=0)
+    margin: Finite | None = None
     store_id: Id
     matched_store_id: Id | None = None
     """For a returning visitor: the store whose shard knew them (a neighbour, or this store)."""
     camera_id: Id
     captured_at: EventTime
     frame_id: Id
-    observation_id: str
+    observation_id: ObservationId
     box: Box
-    model_version: str
+    model_version: Label
 
 
 class MemberRecord(Message):
@@ -159,9 +172,9 @@ class MemberRecord(Message):
 
     v: Literal[1] = 1
     member_id: Id
-    name: str = ""
+    name: str = Field(default="", max_length=200)
     encodings: list[Vector] = Field(min_length=1, max_length=64)
-    enrolled_at: EventTime
+    enrolled_at: Timestamp
 
     @property
     def vectors(self) -> NDArray[np.float32]:
@@ -177,11 +190,11 @@ class IdentityRecordV1(Message):
     stay in the compacted topic until their FaceId is erased or learns), never written."""
 
     v: Literal[1] = 1
-    face_id: str
+    face_id: Id
     store_id: Id
     encoding: Vector
-    first_seen: EventTime
-    observation_id: str
+    first_seen: Timestamp
+    observation_id: ObservationId
 
 
 class IdentityRecord(Message):
@@ -194,14 +207,14 @@ class IdentityRecord(Message):
 
     VERSION: ClassVar[int] = 2
     v: Literal[2] = 2
-    face_id: str
+    face_id: Id
     store_id: Id
-    first_seen: EventTime
+    first_seen: Timestamp
     """``captured_at`` of the minting observation."""
-    observation_id: str
+    observation_id: ObservationId
     """The observation that minted the FaceId (also ``learned_from[0]``)."""
     encodings: list[Vector] = Field(min_length=1, max_length=MAX_VISITOR_SAMPLES)
-    learned_from: list[str] = Field(min_length=1, max_length=MAX_VISITOR_SAMPLES)
+    learned_from: list[ObservationId] = Field(min_length=1, max_length=MAX_VISITOR_SAMPLES)
 
     @model_validator(mode="after")
     def _samples_line_up(self) -> IdentityRecord:
@@ -278,7 +291,7 @@ class DeadLetter(Message):
     payload_b64: str = ""
     """The original value (base64), cut at :data:`DLQ_PAYLOAD_LIMIT` bytes."""
     payload_truncated: bool = False
-    failed_at: EventTime
+    failed_at: Timestamp
 
 
 DLQ_PAYLOAD_LIMIT: Final = 1024 * 1024

@@ -16,7 +16,11 @@ DEAD_LETTERED = Counter(
     "facestream_dead_lettered_total", "Messages sent to a dead-letter topic.", ["stage", "reason"]
 )
 ERRORS = Counter("facestream_errors_total", "Unexpected handler errors.", ["stage"])
-RETRIES = Counter("facestream_retries_total", "Batches retried after a failed produce.", ["stage"])
+RETRIES = Counter(
+    "facestream_retries_total",
+    "Retries: a record after a transient error (with backoff), or a batch after a failed produce.",
+    ["stage"],
+)
 IN_PROGRESS = Gauge("facestream_in_progress", "Messages being handled now.", ["stage"])
 PROCESSING = Histogram(
     "facestream_processing_seconds",

@@ -4,16 +4,25 @@ A worker is a :class:`Handler` (pure logic: a record in, outputs out) plus this 
 contract, after quix-streams' checkpointing:
 
 1. poll a batch;
-2. ``handle`` each record; a record the handler cannot process (a :class:`Poison` error, a
-   schema error, a bad image, or an unexpected exception after bounded retries) becomes a
-   dead-letter record with its reason and source offset, and the batch goes on;
+2. ``handle`` each record; a record that can never be handled (a :class:`Poison` error: a
+   schema error, a bad image, anything the handler itself calls bad input) becomes a
+   dead-letter record with its reason and source offset, and the batch goes on. Any other
+   exception may pass (Redis or the broker away, a timeout): the record is tried again after
+   a capped exponential backoff, for as long as it takes, never dead-lettered. Meanwhile the
+   loop keeps beating (liveness): the process is healthy, the dependency is not, and a
+   restart would not help. A poison record mistaken for a transient fault stalls its
+   partition, visibly (errors and retries counted, lag growing), rather than being lost;
 3. send every output, flush the producer and check every send succeeded;
 4. let the handler flush its own side effects (``before_commit``);
 5. only then commit offset + 1 of the last record handled in each partition.
 
 If step 3 or 4 fails, nothing is committed: the consumer seeks back to the batch start and the
-batch is handled again (outputs are idempotent downstream: ids are derived, not random). So
-nothing accepted is lost and a crash anywhere replays at most one batch.
+batch is handled again after the same capped backoff (outputs are idempotent downstream: ids
+are derived, not random). So nothing accepted is lost and a crash anywhere replays at most one
+batch.
+
+Event times are checked against the record's Kafka timestamp while it is handled
+(:func:`facestream.schemas.times.checking_times`, bounds from ``time_bounds``).
 
 The loop reports to a :class:`~facestream.runtime.health.Health`: a heartbeat per poll and
 per record (liveness), and readiness checks: partitions assigned, plus the handler's own
@@ -47,6 +56,7 @@ from facestream.runtime.health import Health
 from facestream.runtime.logs import log_context
 from facestream.runtime.topics import Topics
 from facestream.schemas import DeadLetter, SchemaError, payload_field
+from facestream.schemas.times import DEFAULT_BOUNDS, TimeBounds, checking_times, reference_time
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +120,23 @@ class Poison(Exception):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Waits between attempts after a transient failure: ``first`` seconds, doubled each
+    time up to ``cap``. The attempts themselves are not limited."""
+
+    first: float = 0.2
+    cap: float = 30.0
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th failure in a row (1 = the first)."""
+        return float(min(self.cap, self.first * 2 ** min(failures - 1, 32)))
+
+
+class _Stopped(Exception):
+    """Stop requested while waiting to retry: leave the batch uncommitted."""
 
 
 class Fatal(Exception):
@@ -188,7 +215,8 @@ class Runner:
         topic: str,
         group: str,
         max_batch: int = 50,
-        handler_retries: int = 2,
+        backoff: Backoff | None = None,
+        time_bounds: TimeBounds = DEFAULT_BOUNDS,
         producer: KafkaProducer | None = None,
         consumer_options: dict[str, Any] | None = None,
         health: Health | None = None,
@@ -199,9 +227,11 @@ class Runner:
         """Whether the consumer held partitions after the last poll (read by /readyz)."""
         self.topic = topic
         self.max_batch = max_batch
-        self.handler_retries = handler_retries
+        self.backoff = backoff or Backoff()
+        self.time_bounds = time_bounds
         self._stop = False
         self._signals = 0
+        self._batch_failures = 0
         self.producer = producer or make_producer(bootstrap)
         self.consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -254,7 +284,11 @@ class Runner:
                         break
                     continue
                 idle_since = time.monotonic()
-                self._process(batch)
+                try:
+                    self._process(batch)
+                except _Stopped:
+                    log.info("stopping while a record waits for a retry; its batch is replayed")
+                    break
                 self._report_lag()
         finally:
             self.close()
@@ -296,13 +330,21 @@ class Runner:
                 f.get(timeout=30)  # raises if that send failed
             self.handler.before_commit()
         except Exception:
-            # Nothing of this batch is committed: go back and handle it again.
+            # Nothing of this batch is committed: go back and handle it again, later.
             metrics.RETRIES.labels(stage).inc()
-            log.exception("batch outputs not acknowledged; retrying the batch")
+            self._batch_failures += 1
+            delay = self.backoff.delay(self._batch_failures)
+            log.exception(
+                "batch outputs not acknowledged (failure %d in a row); retrying the batch in "
+                "%.1f s",
+                self._batch_failures,
+                delay,
+            )
             for tp, offset in first.items():
                 self.consumer.seek(tp, offset)
-            time.sleep(1.0)
+            self._wait(delay)
             return
+        self._batch_failures = 0
         try:
             self.consumer.commit(commit)
         except (CommitFailedError, RebalanceInProgressError):
@@ -315,10 +357,12 @@ class Runner:
         stage = self.handler.stage
         metrics.IN_PROGRESS.labels(stage).inc()
         started = time.perf_counter()
+        failures = 0
         try:
-            for attempt in range(self.handler_retries + 1):
+            while True:
                 try:
-                    outputs = self.handler.handle(record)
+                    with checking_times(reference_time(record.timestamp), self.time_bounds):
+                        outputs = self.handler.handle(record)
                     metrics.MESSAGES.labels(stage, "ok").inc()
                     return outputs
                 except Fatal:
@@ -327,17 +371,40 @@ class Runner:
                     bad = poison_reason(exc)
                     if bad is not None:
                         return [self._dead_letter(record, *bad)]
+                    # Not the record's fault as far as anyone can tell: wait and try again.
+                    failures += 1
                     metrics.ERRORS.labels(stage).inc()
-                    # The record's place is in the log context.
-                    log.exception("unexpected error (attempt %d)", attempt + 1)
-                    if attempt == self.handler_retries:
-                        return [self._dead_letter(record, "handler_error", repr(exc))]
-                    time.sleep(0.2 * (attempt + 1))
-            raise AssertionError("unreachable")
+                    metrics.RETRIES.labels(stage).inc()
+                    delay = self.backoff.delay(failures)
+                    # The record's place is in the log context. The traceback once; then a
+                    # line per attempt (the cap keeps it to a few a minute).
+                    log.warning(
+                        "handler failed (failure %d in a row): %r; retrying in %.1f s",
+                        failures,
+                        exc,
+                        delay,
+                        exc_info=failures == 1,
+                    )
+                    self._wait(delay)
         finally:
-            self.health.beat()  # a long batch is progress, one record stuck is not
+            # A long batch is progress; a handler stuck inside handle() is not (no beat until
+            # it returns), while a wait before a retry beats (see _wait).
+            self.health.beat()
             metrics.IN_PROGRESS.labels(stage).dec()
             metrics.PROCESSING.labels(stage).observe(time.perf_counter() - started)
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep ``seconds`` before a retry, beating (the loop is alive and means to go on)
+        and giving up early when a stop is requested."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self.health.beat()
+            if self._stop:
+                raise _Stopped
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.5))
 
     def _dead_letter(self, record: KafkaRecord, reason: str, message: str) -> Output:
         stage = self.handler.stage

@@ -24,6 +24,7 @@ from typing import Final
 import redis
 from kafka.structs import TopicPartition
 
+from facestream.core.engine import MODEL_VERSION
 from facestream.core.gallery import GalleryConfig
 from facestream.core.policy import PolicySet, load_policies
 from facestream.runtime import metrics as runtime_metrics
@@ -67,8 +68,11 @@ class MatcherHandler(Handler):
         pipeline: PipelineSettings,
         *,
         redis_client: redis.Redis | None = None,
+        model_version: str = MODEL_VERSION,
     ) -> None:
         self.settings = settings
+        self.model_version = model_version
+        """The encodings this matcher compares (its members are enrolled with the engine's)."""
         self.topics = pipeline.topics
         self.presence = Presence(
             redis_client or redis.Redis.from_url(pipeline.redis_url),
@@ -232,6 +236,12 @@ class MatcherHandler(Handler):
         if key != obs.store_id:
             # The key decides the partition, and so which matcher owns the store's visitors.
             raise Poison("key_mismatch", f"key {key!r} but the observation is of {obs.store_id}")
+        if obs.model_version != self.model_version:
+            # Distances between encodings of two models mean nothing: never compare them.
+            raise Poison(
+                "model_mismatch",
+                f"an encoding of {obs.model_version!r}; this matcher's are {self.model_version!r}",
+            )
         if not self.shards.ready(record.partition):
             try:
                 self._build_pending()

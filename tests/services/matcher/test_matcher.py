@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from facestream.core.engine import Encoding
+from facestream.core.engine import MODEL_VERSION, Encoding
 from facestream.core.photos import encode_many, image_files
 from facestream.runtime.runner import Poison, Record
 from facestream.runtime.settings import PipelineSettings
@@ -76,7 +76,7 @@ def observation(store: str, obs_id: str, vector: Encoding, seconds: int = 0) -> 
         size_px=100,
         sharpness=50.0,
         detector="hog",
-        model_version="test",
+        model_version=MODEL_VERSION,
         encoding=vector,
     )
 
