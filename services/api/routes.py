@@ -185,7 +185,7 @@ def verify(
         except ImageError as exc:
             raise image_error(exc, field) from exc
     try:
-        result = verify_images(data[0], data[1], ctx.gallery.config.threshold, ctx.engine)
+        result = verify_images(data[0], data[1], ctx.settings.verify_threshold, ctx.engine)
     except ImageError as exc:
         # verify_images does not say which photo failed; see the report to the lead.
         raise image_error(exc, "image_a or image_b") from exc

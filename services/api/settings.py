@@ -13,6 +13,8 @@ from typing import Annotated, Any, Final
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from facestream.core.verification import DEFAULT_VERIFY_THRESHOLD
+
 ENV_PREFIX: Final = "FACESTREAM_API_"
 MIN_KEY_LENGTH: Final = 16
 MIN_KEY_DISTINCT_CHARS: Final = 6
@@ -85,6 +87,10 @@ class ApiSettings(BaseSettings):
     """Overrides the gallery's match threshold (Euclidean distance) when set."""
     margin: float | None = Field(default=None, ge=0.0, le=2.0)
     """Overrides the gallery's required margin over the next identity when set."""
+    verify_threshold: float = Field(default=DEFAULT_VERIFY_THRESHOLD, gt=0.0, le=2.0)
+    """/verify (1:1): largest distance at which two photos are the same person. Not the 1:N
+    threshold: one comparison has no gallery of other people to be confused with
+    (docs/accuracy.md, "1:1 verification")."""
     policy_dir: Path | None = None
     """A folder written by ``facestream calibrate``: /recognize then decides with its member
     policy and cohort (normalised, see facestream/core/policy.py) instead of the threshold and

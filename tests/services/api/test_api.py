@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from facestream.core.engine import FaceEngine
 from facestream.core.gallery import Gallery, Identity
 from facestream.core.policy import Policy, PolicySet, save_policies
+from facestream.core.verification import DEFAULT_VERIFY_THRESHOLD
 from facestream.services.api.app import create_app
 from facestream.services.api.settings import ApiSettings
 
@@ -214,6 +215,8 @@ def test_verify_same_and_different_people(api: Api, datasets: Path) -> None:
         },
     ).json()
     assert same["same"] is True and same["reason"] == "match"
+    # The 1:1 threshold, as `facestream verify` and `eval verify` use: not the 1:N one.
+    assert same["threshold"] == DEFAULT_VERIFY_THRESHOLD != api.gallery.config.threshold
     assert same["distance"] <= same["threshold"]
     assert set(same["box_a"]) == {"top", "right", "bottom", "left"}
     other = api.client.post(
