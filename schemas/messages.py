@@ -289,7 +289,10 @@ class DeadLetter(Message):
     source_key: str | None = None
     source_headers: dict[str, str] = Field(default_factory=dict)
     payload_b64: str = ""
-    """The original value (base64), cut at :data:`DLQ_PAYLOAD_LIMIT` bytes."""
+    """The original value (base64), cut at :data:`DLQ_PAYLOAD_LIMIT` bytes; empty unless the
+    stage keeps payloads (``FACESTREAM_DLQ_KEEP_PAYLOAD``): it may be a face image or an
+    encoding. A withheld value is cut to nothing (``payload_truncated``), and ``error`` ends
+    with its size and SHA-256."""
     payload_truncated: bool = False
     failed_at: Timestamp
 

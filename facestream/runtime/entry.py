@@ -145,6 +145,7 @@ def run_worker(
                     max_batch=sub.max_batch,
                     consumer_options=dict(sub.consumer_options or {}),
                     health=health,
+                    keep_dead_letter_payload=pipeline.dlq_keep_payload,
                 )
             runner.install_signal_handlers()
             log.info(

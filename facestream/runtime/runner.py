@@ -38,6 +38,7 @@ logged meanwhile ends with ``[topic[partition]@offset ...]``. Processes start th
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import time
@@ -220,8 +221,14 @@ class Runner:
         producer: KafkaProducer | None = None,
         consumer_options: dict[str, Any] | None = None,
         health: Health | None = None,
+        keep_dead_letter_payload: bool = False,
     ) -> None:
         self.handler = handler
+        self.keep_dead_letter_payload = keep_dead_letter_payload
+        """Whether dead letters carry the failed value (FACESTREAM_DLQ_KEEP_PAYLOAD). Off by
+        default: a value that cannot be decoded may be anything, a face image or an encoding
+        included, and it stays readable in its source topic (the dead letter says where) for
+        that topic's retention; a copy in the dead letter would outlive it."""
         self.health = health or Health(liveness_seconds=float("inf"))
         self._assigned = False
         """Whether the consumer held partitions after the last poll (read by /readyz)."""
@@ -411,14 +418,24 @@ class Runner:
         metrics.MESSAGES.labels(stage, "dead_lettered").inc()
         metrics.DEAD_LETTERED.labels(stage, reason).inc()
         log.warning("dead-lettering: %s: %s", reason, message)
-        payload, truncated = payload_field(record.value)
+        error = message[:2000]
+        if self.keep_dead_letter_payload:
+            payload, truncated = payload_field(record.value)
+        else:
+            # Withheld: enough to recognise the value (size, hash), not to rebuild it. The
+            # payload is "cut" to nothing, so payload_truncated says the value is not all there.
+            raw = record.value or b""
+            payload, truncated = "", bool(raw)
+            if raw:
+                digest = hashlib.sha256(raw).hexdigest()
+                error += f" [value withheld: {len(raw)} bytes, sha256 {digest}]"
         headers = {}
         for k, v in record.headers or []:
             headers[k] = v.decode("utf-8", "replace")
         letter = DeadLetter(
             stage=stage,
             reason=reason,
-            error=message[:2000],
+            error=error,
             source_topic=record.topic,
             source_partition=record.partition,
             source_offset=record.offset,

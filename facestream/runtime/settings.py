@@ -33,6 +33,9 @@ class PipelineSettings(BaseSettings):
     slowest legitimate pause: one frame with every fallback (~20 s) and a matcher rebuilding
     its shards on assignment (up to FACESTREAM_MATCHER_STARTUP_TIMEOUT, 120 s)."""
     log_level: str = "INFO"
+    dlq_keep_payload: bool = False
+    """Dead letters carry the failed record's value (base64, up to 1 MiB). Off by default: on
+    frames.v1 and encodings.v1 that value is a face image or an encoding (docs/privacy.md)."""
 
     @property
     def topics(self) -> Topics:

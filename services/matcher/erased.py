@@ -15,7 +15,8 @@ from typing import Final
 
 MAX_ERASED: Final = 100_000
 """Tombstoned keys remembered (the oldest are forgotten first: by then compaction has long
-removed their records and kept the tombstone for its retention, a day by default)."""
+removed their records and kept the tombstone for its ``delete.retention.ms``, 7 days in
+:func:`facestream.runtime.topics.topic_specs`)."""
 
 
 class ErasedKeys:

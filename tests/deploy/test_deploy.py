@@ -658,20 +658,57 @@ def test_topics_script_creates_the_topics_of_the_local_stack(
     for spec in expected:
         count, configs = created[spec.name]
         assert count == spec.partitions, spec.name
-        compacted = "cleanup.policy=compact" in configs.split(",")
-        assert compacted == (spec.config.get("cleanup.policy") == "compact"), spec.name
-        if spec.name.endswith(".dlq"):
-            assert "max.message.bytes=2097152" in configs.split(",")
-    # Raw face images are kept one day; match events no longer than the sink deduplicates.
-    assert {"retention.ms=86400000", "max.message.bytes=8388608"} <= set(
+        # The stub adds the broker's min.insync.replicas=1, as Kafka's describe shows it.
+        assert set(configs.split(",")) - {"min.insync.replicas=1"} == {
+            f"{key}={value}" for key, value in spec.config.items()
+        }, spec.name
+        assert spec.config["cleanup.policy"] in ("delete", "compact"), spec.name
+        if spec.config["cleanup.policy"] == "delete":
+            assert "retention.ms" in spec.config and "segment.ms" in spec.config, spec.name
+    # Raw face images and their dead letters are kept hours, not days; match events live no
+    # longer (retention + one segment) than the sink remembers event ids (7 days).
+    day = 24 * 3_600_000
+    assert {"retention.ms=21600000", "max.message.bytes=8388608"} <= set(
         created["frames.v1"][1].split(",")
     )
-    assert "retention.ms=604800000" in created["matches.v1"][1].split(",")
+    assert "retention.ms=86400000" in created["frames.v1.dlq"][1].split(",")
+    matches = expected[2].config
+    assert int(matches["retention.ms"]) + int(matches["segment.ms"]) <= 7 * day
+    for spec in expected:
+        if spec.config["cleanup.policy"] == "compact":
+            bound = int(spec.config["segment.ms"]) + int(spec.config["max.compaction.lag.ms"])
+            assert bound <= 12 * 3_600_000, spec.name  # erased values gone within hours
+            assert int(spec.config["delete.retention.ms"]) >= 7 * day, spec.name
+    assert not any("min.insync.replicas=2" in c for _, c in created.values())
     assert created["identities.v1"][0] == created["encodings.v1"][0]
     # Idempotent: a second run creates nothing and still passes.
     again = _run_topics_script(tmp_path, FACESTREAM_TOPIC_PARTITIONS=str(partitions))
     assert again.returncode == 0, again.stderr
     assert _created(tmp_path) == created
+
+
+def test_topics_script_requires_two_in_sync_replicas_of_three(tmp_path: Path) -> None:
+    result = _run_topics_script(tmp_path, FACESTREAM_TOPIC_REPLICATION_FACTOR="3")
+    assert result.returncode == 0, result.stderr
+    for name, (_, configs) in _created(tmp_path).items():
+        assert "min.insync.replicas=2" in configs.split(","), name
+    single = tmp_path / "single"  # replication 1, another (empty) broker
+    single.mkdir()
+    refused = _run_topics_script(single, FACESTREAM_TOPIC_MIN_INSYNC_REPLICAS="2")
+    assert refused.returncode == 2
+    assert "exceeds the replication factor" in refused.stderr
+
+
+def test_topics_script_overrides_retention_and_warns_about_old_topics(tmp_path: Path) -> None:
+    (tmp_path / "topics.txt").write_text(
+        "frames.v1 4 cleanup.policy=delete,retention.ms=86400000\n"
+    )
+    result = _run_topics_script(tmp_path, FACESTREAM_ENCODINGS_RETENTION_MS="3600000")
+    assert result.returncode == 0, result.stderr
+    assert "retention.ms=3600000" in _created(tmp_path)["encodings.v1"][1].split(",")
+    # An old frames.v1 keeps its day: a person changes it (deleting data), the script says so.
+    assert "frames.v1 lacks retention.ms=21600000" in result.stderr
+    assert "encodings.v1 lacks" not in result.stderr
 
 
 def test_topics_script_applies_the_prefix(tmp_path: Path) -> None:

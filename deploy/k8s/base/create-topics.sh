@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates facestream's Kafka topics, then checks that every topic (new or old) has the expected
-# partition count and cleanup policy. Safe to run on every deploy: the compose `topics` service
+# partition count and cleanup policy, and warns about a topic created earlier whose retention or
+# compaction settings differ from these (change them with kafka-configs.sh --alter). Safe to run on every deploy: the compose `topics` service
 # and the Kubernetes `topics` Job both run this file.
 #
 # A topic that already exists with another partition count is an error, never fixed silently:
@@ -12,10 +13,18 @@
 #   FACESTREAM_TOPIC_PARTITIONS          partitions of the store-keyed topics (default 4)
 #   FACESTREAM_TOPIC_REPLICATION_FACTOR  replicas of every topic (default 1; 3 on a real cluster)
 #   FACESTREAM_TOPIC_PREFIX              prepended to every topic name (default: none)
-#   FACESTREAM_FRAMES_RETENTION_MS       how long raw frames (face images) are kept (default 1 day)
-#   FACESTREAM_MATCHES_RETENTION_MS      how long match events are kept (default 7 days); must not
-#                                        exceed the sink's FACESTREAM_SINK_DEDUP_TTL_DAYS (7), or a
+#   FACESTREAM_FRAMES_RETENTION_MS       raw frames, face images (default 6 h)
+#   FACESTREAM_FRAMES_DLQ_RETENTION_MS   dead frames (default 24 h)
+#   FACESTREAM_ENCODINGS_RETENTION_MS    face encodings, biometric (default 24 h)
+#   FACESTREAM_ENCODINGS_DLQ_RETENTION_MS  dead encodings (default 48 h)
+#   FACESTREAM_MATCHES_RETENTION_MS      match events (default 6 days); with daily segments an
+#                                        event lives up to this + 1 day, which must not exceed
+#                                        the sink's FACESTREAM_SINK_DEDUP_TTL_DAYS (7), or a
 #                                        replay from the start would count old events twice
+#   FACESTREAM_MATCHES_DLQ_RETENTION_MS  dead match events (default 7 days)
+#   FACESTREAM_TOPIC_MIN_INSYNC_REPLICAS replicas that must have a write before producers
+#                                        (acks=all) get their ack (default 2 when the
+#                                        replication factor is 3 or more, else the broker's)
 #   KAFKA_TOPICS                         the kafka-topics tool (default: the apache/kafka image's)
 set -euo pipefail
 
@@ -23,39 +32,68 @@ bootstrap="${FACESTREAM_KAFKA_BOOTSTRAP:?set FACESTREAM_KAFKA_BOOTSTRAP, e.g. ka
 partitions="${FACESTREAM_TOPIC_PARTITIONS:-4}"
 replication="${FACESTREAM_TOPIC_REPLICATION_FACTOR:-1}"
 prefix="${FACESTREAM_TOPIC_PREFIX:-}"
-frames_retention="${FACESTREAM_FRAMES_RETENTION_MS:-86400000}"
-matches_retention="${FACESTREAM_MATCHES_RETENTION_MS:-604800000}"
+frames_retention="${FACESTREAM_FRAMES_RETENTION_MS:-21600000}"
+frames_dlq_retention="${FACESTREAM_FRAMES_DLQ_RETENTION_MS:-86400000}"
+encodings_retention="${FACESTREAM_ENCODINGS_RETENTION_MS:-86400000}"
+encodings_dlq_retention="${FACESTREAM_ENCODINGS_DLQ_RETENTION_MS:-172800000}"
+matches_retention="${FACESTREAM_MATCHES_RETENTION_MS:-518400000}"
+matches_dlq_retention="${FACESTREAM_MATCHES_DLQ_RETENTION_MS:-604800000}"
+min_isr="${FACESTREAM_TOPIC_MIN_INSYNC_REPLICAS:-}"
 kafka_topics="${KAFKA_TOPICS:-/opt/kafka/bin/kafka-topics.sh}"
 
-for var in partitions replication frames_retention matches_retention; do
+for var in partitions replication frames_retention frames_dlq_retention encodings_retention \
+  encodings_dlq_retention matches_retention matches_dlq_retention ${min_isr:+min_isr}; do
   if [[ ! "${!var}" =~ ^[1-9][0-9]*$ ]]; then
     echo "create-topics: $var must be a positive integer, got '${!var}'" >&2
     exit 2
   fi
 done
+# With acks=all (every facestream producer) and 3 replicas, a write acknowledged by 2 survives
+# the loss of any one broker; 1 replica (a dev broker) cannot require more than itself.
+if [[ -z "$min_isr" ]] && ((replication >= 3)); then min_isr=2; fi
+if [[ -n "$min_isr" ]] && ((min_isr > replication)); then
+  echo "create-topics: min.insync.replicas ($min_isr) exceeds the replication factor" \
+    "($replication): no write could ever be acknowledged" >&2
+  exit 2
+fi
 
-# The broker's default record limit is 1 MB. A frame can be larger (the producers allow 8 MiB),
-# and a dead letter carries the failed value (up to 1 MiB) as base64 inside JSON: ~1.4 MB.
-frames="retention.ms=$frames_retention,max.message.bytes=8388608"
+# The same configs as facestream/runtime/topics.py (tests/deploy checks it); why these values:
+# docs/privacy.md. Time retention deletes closed segments only, so segments roll hourly (daily
+# for the week-long topics): a record is gone within retention + segment.ms.
+hour=3600000
+day=86400000
+deleted="cleanup.policy=delete"
+frames="$deleted,retention.ms=$frames_retention,segment.ms=$hour,max.message.bytes=8388608"
+encodings="$deleted,retention.ms=$encodings_retention,segment.ms=$hour"
+matches="$deleted,retention.ms=$matches_retention,segment.ms=$day"
+# A dead letter that keeps its payload (FACESTREAM_DLQ_KEEP_PAYLOAD) carries up to 1 MiB of it
+# as base64 inside JSON: ~1.4 MB, above the broker's default 1 MB.
 dlq="max.message.bytes=2097152"
+frames_dlq="$deleted,retention.ms=$frames_dlq_retention,segment.ms=$hour,$dlq"
+encodings_dlq="$deleted,retention.ms=$encodings_dlq_retention,segment.ms=$hour,$dlq"
+matches_dlq="$deleted,retention.ms=$matches_dlq_retention,segment.ms=$day,$dlq"
+# Erased values are compacted away within ~segment.ms + max.compaction.lag.ms (7 h) of their
+# tombstone; tombstones stay 7 days, so a consumer stopped for up to a week still sees them.
+compact="cleanup.policy=compact,segment.ms=$hour,min.cleanable.dirty.ratio=0.1"
+compact="$compact,max.compaction.lag.ms=21600000,delete.retention.ms=604800000"
 
 # name|partitions|topic configs (comma-separated key=value)
 topics=(
   "frames.v1|$partitions|$frames"
-  "encodings.v1|$partitions|"
-  "matches.v1|$partitions|retention.ms=$matches_retention"
-  "members.v1|1|cleanup.policy=compact"
-  "identities.v1|$partitions|cleanup.policy=compact"
-  "frames.v1.dlq|1|$dlq"
-  "encodings.v1.dlq|1|$dlq"
-  "matches.v1.dlq|1|$dlq"
+  "encodings.v1|$partitions|$encodings"
+  "matches.v1|$partitions|$matches"
+  "members.v1|1|$compact"
+  "identities.v1|$partitions|$compact"
+  "frames.v1.dlq|1|$frames_dlq"
+  "encodings.v1.dlq|1|$encodings_dlq"
+  "matches.v1.dlq|1|$matches_dlq"
 )
 
 for spec in "${topics[@]}"; do
   IFS='|' read -r name count configs <<<"$spec"
   args=(--bootstrap-server "$bootstrap" --create --if-not-exists --topic "$prefix$name"
     --partitions "$count" --replication-factor "$replication")
-  IFS=',' read -r -a pairs <<<"$configs"
+  IFS=',' read -r -a pairs <<<"$configs${min_isr:+,min.insync.replicas=$min_isr}"
   for pair in ${pairs[@]+"${pairs[@]}"}; do
     args+=(--config "$pair")
   done
@@ -88,7 +126,18 @@ for spec in "${topics[@]}"; do
     echo "create-topics: $prefix$name must be compacted (cleanup.policy=compact)" >&2
     status=1
   else
-    echo "create-topics: $prefix$name ok ($actual partitions${configs:+, $configs})"
+    # A topic created before these settings keeps its own: say so, and leave the change (which
+    # may delete data at once) to a person.
+    have=",${summary##*Configs: },"
+    IFS=',' read -r -a pairs <<<"$configs${min_isr:+,min.insync.replicas=$min_isr}"
+    for pair in "${pairs[@]}"; do
+      if [[ "$have" != *",$pair,"* ]]; then
+        echo "create-topics: warning: $prefix$name lacks $pair (created before it?); see" \
+          "docs/privacy.md: kafka-configs.sh --alter --entity-type topics" \
+          "--entity-name $prefix$name --add-config $pair" >&2
+      fi
+    done
+    echo "create-topics: $prefix$name ok ($actual partitions, $configs)"
   fi
 done
 exit "$status"
