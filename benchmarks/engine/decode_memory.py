@@ -1,8 +1,9 @@
-"""Peak memory to decode the worst frame the detector accepts: a 16-bit greyscale PNG at the
-40 MP limit (a smooth ramp, so the file stays under the 20 MB byte limit), through the core's
-``load_image`` and through the detector's ``load_frame``; and a 12 MP MPO (a phone photo with a
-second frame) through ``load_frame``. Each decode runs in a fresh process, which reports its
-peak resident memory (VmHWM) minus what it held before decoding. Run from the project root::
+"""Peak memory to decode the worst image facestream accepts: a 16-bit greyscale PNG at the
+40 MP limit (a smooth ramp, so the file stays under the 20 MB byte limit), through
+``load_image`` and, for comparison, through whole-image float64 arithmetic (how ``load_image``
+stretched it before it worked in blocks of rows); and a 12 MP MPO (a phone photo with a second
+frame) through ``load_image``. Each decode runs in a fresh process, which reports its peak
+resident memory (VmHWM) minus what it held before decoding. Run from the project root::
 
     .venv/bin/python -m benchmarks.engine.decode_memory
 """
@@ -30,16 +31,23 @@ def _status(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
+def _whole_image_float64(data: bytes, max_pixels: int) -> np.ndarray:
+    """The stretch done on the whole image at once (the old decoder), for comparison."""
+    import io
+
+    arr = np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
+    return np.asarray(Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB"))
+
+
 def _child(decoder: str, path: Path) -> None:
     from facestream.core.images import load_image
-    from facestream.services.detector.images import load_frame
 
     data = path.read_bytes()
     before = _status("VmRSS")
-    if decoder == "core":
-        image = load_image(data, max_pixels=LIMIT)
-    else:
-        image = load_frame(data, max_pixels=LIMIT)
+    decode = _whole_image_float64 if decoder == "whole" else load_image
+    image = decode(data, max_pixels=LIMIT)
     peak = _status("VmHWM")
     print(f"{peak - before} {image.shape[0] * image.shape[1]}")
 
@@ -82,14 +90,14 @@ def main() -> None:
         _wide_png(png)
         _mpo(mpo)
         rows = [
-            ("16-bit grey PNG, 40 MP", png, "core load_image"),
-            ("16-bit grey PNG, 40 MP", png, "detector load_frame"),
-            ("MPO, 12 MP + a second frame", mpo, "detector load_frame"),
+            ("16-bit grey PNG, 40 MP", png, "whole-image float64 (before)"),
+            ("16-bit grey PNG, 40 MP", png, "load_image"),
+            ("MPO, 12 MP + a second frame", mpo, "load_image"),
         ]
         print("| image | file MB | decoder | peak growth MiB | bytes per pixel |")
         print("|---|---|---|---|---|")
         for name, path, decoder in rows:
-            mib, per_pixel = _measure("core" if decoder.startswith("core") else "frame", path)
+            mib, per_pixel = _measure("whole" if decoder.startswith("whole") else "load", path)
             size = path.stat().st_size / 1e6
             print(f"| {name} | {size:.1f} | {decoder} | {mib:.0f} | {per_pixel:.1f} |")
 

@@ -1,9 +1,17 @@
 """Decode untrusted image bytes into RGB arrays, refusing anything unsafe with a typed error.
 
 Every image that enters facestream (a camera frame, an upload, a photo in an enrollment folder)
-goes through :func:`load_image`. It accepts JPEG, PNG and BMP; normalises RGBA, grayscale,
-palette, 16-bit and CMYK images to 8-bit RGB; applies the EXIF orientation; and refuses
-non-images, other formats, truncated files and decompression bombs before decoding pixels.
+goes through :func:`load_image`. It accepts JPEG, PNG and BMP, and MPO (a phone's multi-picture
+JPEG: the photo, then depth maps or a second view; its first picture is the photo); normalises
+RGBA, grayscale, palette, 16-bit and CMYK images to 8-bit RGB; applies the EXIF orientation; and
+refuses non-images, other formats, truncated files and decompression bombs before decoding
+pixels.
+
+Memory is bounded per pixel: a 16- or 32-bit greyscale image is stretched to 8 bits a block of
+rows at a time, so decoding costs about the decoded image plus its RGB result (6 bytes per pixel
+for a 16-bit PNG instead of 26 through whole-image float64 arrays: 230 MiB instead of 994 MiB at
+the 40 MP limit, ``python -m benchmarks.engine.decode_memory``). An out-of-memory kill would
+replay the same frame on every restart of a detector.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -19,7 +27,10 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 RGBImage = NDArray[np.uint8]
 
-SUPPORTED_FORMATS: Final = frozenset({"JPEG", "PNG", "BMP"})
+SUPPORTED_FORMATS: Final = frozenset({"JPEG", "PNG", "BMP", "MPO"})
+WIDE_GREY_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
+BLOCK_PIXELS: Final = 1 << 20
+"""Pixels of a wide greyscale image converted at a time (8 MB of float64 scratch)."""
 DEFAULT_MAX_PIXELS: Final = 40_000_000  # a 12 MP phone photo is 12e6; 8K video is 33e6
 DEFAULT_MAX_BYTES: Final = 20 * 1024 * 1024
 
@@ -75,18 +86,29 @@ def _read(source: str | Path | bytes, max_bytes: int) -> bytes:
     return data
 
 
+def _stretch_grey(img: Image.Image) -> RGBImage:
+    """A 16-bit or float greyscale image as RGB, its used range stretched to 0..255 rather than
+    clipped (a 16-bit PNG that only uses 0..4095 is not rendered almost black), with float64
+    scratch for one block of rows at a time."""
+    lo, hi = (float(v) for v in cast(tuple[float, float], img.getextrema()))
+    pixels = np.asarray(img)  # a copy, at the image's own width: 2 or 4 bytes per pixel
+    img.close()  # Pillow's buffer is not needed any more
+    height, width = pixels.shape
+    out = np.zeros((height, width, 3), dtype=np.uint8)
+    if hi > lo:
+        scale = 255.0 / (hi - lo)
+        rows = max(1, BLOCK_PIXELS // max(1, width))
+        for top in range(0, height, rows):
+            block = (pixels[top : top + rows].astype(np.float64) - lo) * scale
+            out[top : top + rows] = block.astype(np.uint8)[:, :, None]
+    return out
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Normalise any decoded mode to 8-bit RGB."""
+    """Normalise any decoded mode but wide greyscale (:func:`_stretch_grey`) to 8-bit RGB."""
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # 16-bit or float grayscale: stretch the used range to 0..255 rather than clipping,
-        # so a 16-bit PNG that only uses 0..4095 is not rendered almost black.
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
         # Transparent areas become white, not black: black is what convert("RGB") would give,
         # and a dark halo around a cut-out face confuses the detector.
@@ -122,6 +144,10 @@ def load_image(
         raise ImageTooLarge(f"the image has too many pixels: {exc}") from exc
     except OSError as exc:
         raise NotAnImage(f"the image header cannot be read: {exc}") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # a Pillow plugin failing otherwise on a hostile header (MPO's)
+        raise NotAnImage(f"the image header cannot be read: {exc}") from exc
     if img.format not in SUPPORTED_FORMATS:
         raise UnsupportedFormat(
             f"{img.format or 'unknown'} images are not accepted; use JPEG, PNG or BMP"
@@ -137,8 +163,13 @@ def load_image(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(img) or img)
+            img.load()  # an MPO loads its first picture
+            upright = ImageOps.exif_transpose(img) or img
+            if upright.mode in WIDE_GREY_MODES:
+                if upright is not img:
+                    img.close()  # the transposed copy is the one kept
+                return _stretch_grey(upright)
+            rgb = _to_rgb(upright)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(f"the image has too many pixels: {exc}") from exc
     except (OSError, SyntaxError, ValueError) as exc:

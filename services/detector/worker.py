@@ -19,12 +19,11 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from facestream.core.engine import EngineConfig, Face, FaceEngine, Fallback
-from facestream.core.images import DEFAULT_MAX_PIXELS, ImageError
+from facestream.core.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 from facestream.runtime import metrics
 from facestream.runtime.logs import add_log_context
 from facestream.runtime.runner import Handler, KafkaRecord, Output, Poison
 from facestream.schemas import FaceObservation, FrameMeta, SchemaError, vector_to_wire
-from facestream.services.detector.images import load_frame
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ class DetectorHandler(Handler):
         meta = self._meta(record)
         add_log_context(store=meta.store_id, camera=meta.camera_id, frame=meta.frame_id)
         try:
-            image = load_frame(record.value or b"", max_pixels=self.engine.config.max_pixels)
+            image = load_image(record.value or b"", max_pixels=self.engine.config.max_pixels)
         except ImageError as exc:
             raise Poison(f"image_{exc.reason}", exc.message) from exc
         faces = self.engine.faces(image)

@@ -724,12 +724,15 @@ def test_bad_uploads_are_refused_with_a_4xx_and_the_service_goes_on(
         print(f"| {kind} | {status} |")
     server_errors = {k: s for k, s in outcomes.items() if s >= 500}
     assert not server_errors, server_errors
-    # Accepted: a 16-bit PNG (decoded by the core, float64 and all: see docs/reliability.md);
-    # a photo sent as text/plain (the bytes decide what an upload is, not its label).
-    accepted = ("upload: 16-bit greyscale PNG", "upload: wrong content type")
+    # Accepted: a 16-bit PNG and an MPO phone photo (the core decodes both with bounded
+    # memory, the MPO on its first picture); a photo sent as text/plain (the bytes decide what
+    # an upload is, not its label).
+    accepted = (
+        "upload: 16-bit greyscale PNG",
+        "upload: MPO phone photo",
+        "upload: wrong content type",
+    )
     assert all(outcomes[k] == 200 for k in accepted), outcomes
-    # The API refuses MPO photos (415): it decodes with the core, which lacks the detector's
-    # first-frame rule. Reported in docs/reliability.md; a 4xx either way.
     refused = [k for k in outcomes if k not in accepted]
     assert all(400 <= outcomes[k] < 500 for k in refused), outcomes
     after = api.post("/recognize", files={"image": ("ok.jpg", jpeg, "image/jpeg")})
