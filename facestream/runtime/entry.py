@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 import click
@@ -36,8 +37,9 @@ from redis.exceptions import RedisError
 from facestream.runtime.environment import UnknownVariable, check_environment
 from facestream.runtime.health import Health, serve_health
 from facestream.runtime.logs import configure_logging, redact_url
-from facestream.runtime.runner import Fatal, Handler, Runner
+from facestream.runtime.runner import Backoff, Fatal, Handler, Runner
 from facestream.runtime.settings import PipelineSettings
+from facestream.schemas.times import TimeBounds
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,8 @@ def run_worker(
                     consumer_options=dict(sub.consumer_options or {}),
                     health=health,
                     keep_dead_letter_payload=pipeline.dlq_keep_payload,
+                    backoff=Backoff(pipeline.retry_first_seconds, pipeline.retry_max_seconds),
+                    time_bounds=TimeBounds(max_ahead=timedelta(seconds=pipeline.max_ahead_seconds)),
                 )
             runner.install_signal_handlers()
             log.info(

@@ -36,6 +36,13 @@ class PipelineSettings(BaseSettings):
     dlq_keep_payload: bool = False
     """Dead letters carry the failed record's value (base64, up to 1 MiB). Off by default: on
     frames.v1 and encodings.v1 that value is a face image or an encoding (docs/privacy.md)."""
+    max_ahead_seconds: float = Field(default=600.0, gt=0, le=7 * 24 * 3600)
+    """Latest event time accepted, in seconds after the record's Kafka timestamp (a camera clock
+    further ahead is dead-lettered; docs/events.md, "Event times")."""
+    retry_first_seconds: float = Field(default=0.2, gt=0, le=60)
+    """First wait before retrying a record after a transient error; it doubles each time..."""
+    retry_max_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """...up to this. Transient errors are retried without limit (docs/reliability.md)."""
 
     @property
     def topics(self) -> Topics:

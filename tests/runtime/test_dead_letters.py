@@ -7,13 +7,16 @@ import base64
 import hashlib
 import io
 import threading
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from facestream.core.engine import FaceEngine
+from facestream.devstack.workers import spawn_worker, stop_workers
 from facestream.runtime.runner import Runner, make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import DeadLetter, FrameMeta, decode
@@ -88,3 +91,37 @@ def test_the_setting_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> Non
     assert PipelineSettings().dlq_keep_payload is False
     monkeypatch.setenv("FACESTREAM_DLQ_KEEP_PAYLOAD", "true")
     assert PipelineSettings().dlq_keep_payload is True
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_reads_its_dead_letter_and_clock_settings_from_the_environment(
+    pipeline: PipelineSettings,
+) -> None:
+    """A real detector process: FACESTREAM_MAX_AHEAD_SECONDS=60 refuses a frame stamped 5
+    minutes ahead (the default 10 minutes would take it), and FACESTREAM_DLQ_KEEP_PAYLOAD=true
+    keeps its image in the dead letter."""
+    value = image()
+    ahead = datetime.now(UTC) + timedelta(minutes=5)
+    meta = FrameMeta(frame_id="ahead-1", store_id=STORE, camera_id="door", captured_at=ahead)
+    producer = make_producer(pipeline.kafka_bootstrap)
+    try:
+        producer.send(
+            pipeline.topics.frames, value, key=STORE.encode(), headers=meta.to_headers()
+        ).get(20)
+    finally:
+        producer.close(timeout=5)
+    env = {"FACESTREAM_MAX_AHEAD_SECONDS": "60", "FACESTREAM_DLQ_KEEP_PAYLOAD": "true"}
+    proc = spawn_worker("detector", pipeline, extra_env=env)
+    try:
+        dlq = pipeline.topics.dlq(pipeline.topics.frames)
+        deadline = time.monotonic() + 90
+        records: list[Any] = []
+        while not records:
+            assert proc.poll() is None, "the detector stopped"
+            assert time.monotonic() < deadline, "no dead letter"
+            records = read_topic(pipeline, dlq, timeout=2.0)
+    finally:
+        stop_workers([("detector", proc)])
+    letter = decode(DeadLetter, records[0].value)
+    assert letter.reason == "invalid" and "ahead" in letter.error.lower()
+    assert base64.b64decode(letter.payload_b64) == value
