@@ -39,6 +39,7 @@ from facestream.services.api.middleware import (
     BodyLimitMiddleware,
     MetricsMiddleware,
 )
+from facestream.services.api.ratelimit import RateLimits, TokenBuckets
 from facestream.services.api.routes import ApiContext
 from facestream.services.api.schemas import ErrorOut
 from facestream.services.api.settings import ApiSettings
@@ -69,10 +70,12 @@ _SECURED = [Security(_api_key_scheme)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in (
+        (400, "Malformed request body (not valid multipart form data)"),
         (401, "Missing or wrong API key"),
         (413, "Upload over the byte or pixel limit"),
         (415, "Not an image, or not JPEG/PNG/BMP"),
         (422, "Missing or invalid field, empty or truncated image"),
+        (429, "Over the rate limit of the API key; see Retry-After"),
     )
 }
 
@@ -85,6 +88,18 @@ def _engine_for(settings: ApiSettings, engine: FaceEngine | None) -> FaceEngine:
     # verify_images decodes with the engine's pixel limit, so it must be the API's. The dlib
     # models are loaded once per process and shared, so this second engine costs nothing.
     return FaceEngine(replace(engine.config, max_pixels=settings.max_pixels))
+
+
+def _rate_limits(settings: ApiSettings) -> RateLimits:
+    requests = attempts = None
+    clients = settings.rate_limit_clients
+    if settings.rate_per_minute > 0:
+        requests = TokenBuckets(settings.rate_per_minute, settings.rate_burst, max_buckets=clients)
+    if settings.login_attempts_per_minute > 0:
+        per_minute = settings.login_attempts_per_minute
+        burst = max(1, round(per_minute))
+        attempts = TokenBuckets(per_minute, burst, max_buckets=clients)
+    return RateLimits(requests=requests, attempts=attempts)
 
 
 def create_app(
@@ -143,14 +158,18 @@ def create_app(
         routes.erase,
         methods=["DELETE"],
         dependencies=_SECURED,
-        responses={404: {"model": ErrorOut, "description": "Unknown identity"}, 401: _ERRORS[401]},
+        responses={
+            404: {"model": ErrorOut, "description": "Unknown identity"},
+            401: _ERRORS[401],
+            429: _ERRORS[429],
+        },
     )
     app.add_api_route(
         "/identities",
         routes.list_identities,
         methods=["GET"],
         dependencies=_SECURED,
-        responses={401: _ERRORS[401]},
+        responses={401: _ERRORS[401], 429: _ERRORS[429]},
     )
     app.add_api_route("/health", routes.health, methods=["GET"])
     # Probes: live while the event loop answers; ready once this app exists, which is after the
@@ -163,7 +182,7 @@ def create_app(
         methods=["GET"],
         dependencies=_SECURED,
         response_class=Response,
-        responses={401: _ERRORS[401]},
+        responses={401: _ERRORS[401], 429: _ERRORS[429]},
     )
 
     # Each added middleware wraps the previous ones: metrics see everything, the key is
@@ -184,6 +203,8 @@ def create_app(
         session_paths=(DASHBOARD_PATH, API_PREFIX),
         pages=(DASHBOARD_PATH,),
         login_path=LOGIN_PATH,
+        limits=_rate_limits(settings),
+        metrics=context.metrics,
     )
     app.add_middleware(MetricsMiddleware, metrics=context.metrics, router=app.router)
     log.info(

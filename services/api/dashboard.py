@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import html
 import logging
+import re
 from dataclasses import dataclass
 from datetime import date
 from enum import Enum
@@ -24,6 +25,7 @@ from fastapi import FastAPI, Form, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from pydantic import BeforeValidator
 
 from facestream.services.api.errors import ApiError
 from facestream.services.api.feed import FeedSlots, open_feed
@@ -144,6 +146,21 @@ def _equal(given: bytes, key: bytes) -> bool:
 StoreId = Annotated[str, PathParam(pattern=STORE_ID_PATTERN, description="Store id.")]
 
 
+def _iso_day(value: Any) -> Any:
+    # Pydantic reads "0" or "1709596800" as a Unix time (1970-01-01, 2024-03-05): in a URL that
+    # is a typo, not a day. Only YYYY-MM-DD goes on to be parsed as a date.
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("expected a day as YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[
+    date,
+    BeforeValidator(_iso_day),
+    PathParam(description="The store's local day, YYYY-MM-DD."),
+]
+
+
 def _known(data: StoreData, store: str) -> None:
     if not data.has_store(store):
         raise ApiError(404, "unknown_store", f"no data for store {store!r}")
@@ -166,7 +183,7 @@ def list_stores(request: Request) -> dict[str, Any]:
 def store_day(
     request: Request,
     store: StoreId,
-    day: Annotated[date, PathParam(description="The store's local day, YYYY-MM-DD.")],
+    day: Day,
 ) -> dict[str, Any]:
     """PV, UV, new/returning, members and dwell (as `facestream stats --json`), the visits
     of each local hour and the latest visits of ``store`` on its local ``day``."""
@@ -236,6 +253,7 @@ def install_dashboard(app: FastAPI, settings: ApiSettings, data: StoreData | Non
 
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": ErrorOut, "description": "No API key and no login session"},
+        429: {"model": ErrorOut, "description": "Over the rate limit; see Retry-After"},
         503: {"model": ErrorOut, "description": "Store data unavailable"},
     }
     store_errors = {**errors, 404: {"model": ErrorOut, "description": "Unknown store"}}

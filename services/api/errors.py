@@ -3,8 +3,8 @@
 Status codes: 400 malformed request body, 401 missing or wrong API key, 404 unknown identity
 or route, 413 upload over the byte or pixel limit, 415 not an image or not JPEG/PNG/BMP,
 422 invalid or missing fields, and images that are empty or truncated/corrupt (the request
-was well-formed and the format is supported, but the content cannot be processed), 500 a bug
-or a gallery file that could not be written.
+was well-formed and the format is supported, but the content cannot be processed), 429 over
+the rate limit (with ``Retry-After``), 500 a bug or a gallery file that could not be written.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ _HTTP_REASONS: Final[dict[int, str]] = {
     405: "method_not_allowed",
     413: "too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
 }
 
 

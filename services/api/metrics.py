@@ -2,7 +2,8 @@
 
 A registry per app (not the process-wide default) lets tests and embedding code build several
 apps in one process without "duplicated timeseries" errors. Labels are bounded: the route
-template (``/identities/{identity_id}``, never an id), the method and the status code.
+template (``/identities/{identity_id}``, never an id), the method and the status code; the
+rate limit's kind (``key``, ``session``, ``wrong_key``, ``login``), never a key or an address.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class ApiMetrics:
     latency: Histogram
     in_progress: Gauge
     faces: Histogram
+    rate_limited: Counter
 
 
 def create_metrics(gallery: Gallery) -> ApiMetrics:
@@ -62,6 +64,12 @@ def create_metrics(gallery: Gallery) -> ApiMetrics:
             "Faces detected per uploaded image, by endpoint.",
             ["endpoint"],
             buckets=FACE_BUCKETS,
+            registry=registry,
+        ),
+        rate_limited=Counter(
+            "facestream_api_rate_limited",
+            "Requests answered 429, by limit: key, session, wrong_key, login.",
+            ["limit"],
             registry=registry,
         ),
     )

@@ -1,6 +1,7 @@
-"""ASGI middleware of the face service: API key (or login cookie) check, body limit, metrics.
+"""ASGI middleware of the face service: API key (or login cookie) check with rate limits, body
+limit, metrics.
 
-Both are plain ASGI (not ``BaseHTTPMiddleware``), so they never buffer or re-stream bodies.
+All are plain ASGI (not ``BaseHTTPMiddleware``), so they never buffer or re-stream bodies.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facestream.services.api.errors import error_response
 from facestream.services.api.metrics import ApiMetrics
+from facestream.services.api.ratelimit import RateLimits, TokenBuckets, retry_after
 from facestream.services.api.session import COOKIE_NAME, SessionCodec
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,12 @@ class ApiKeyMiddleware:
     read-only) also accept a valid login cookie instead of the header; every other path still
     needs the header. A browser asking for one of ``pages`` without either is redirected to
     ``login_path``. Paths under ``public_prefixes`` (static assets) need neither.
+
+    With ``limits``, each accepted key (a login cookie: each client address) takes a token from
+    ``limits.requests``, and each wrong key or ``POST login_path`` one of the client address
+    from ``limits.attempts``, to slow key guessing; an empty bucket answers 429 with
+    ``Retry-After``. Public paths (health probes, docs) are never limited. Limiting here, after
+    the key check and before the body is read, means a limited client costs no upload.
     """
 
     def __init__(
@@ -50,6 +58,8 @@ class ApiKeyMiddleware:
         session_paths: Iterable[str] = (),
         pages: Iterable[str] = (),
         login_path: str = "/login",
+        limits: RateLimits | None = None,
+        metrics: ApiMetrics | None = None,
     ) -> None:
         self.app = app
         self.keys = tuple(keys)
@@ -59,14 +69,32 @@ class ApiKeyMiddleware:
         self.session_paths = tuple(session_paths)
         self.pages = frozenset(pages)
         self.login_path = login_path
+        self.limits = limits or RateLimits(requests=None, attempts=None)
+        self.metrics = metrics
         if not self.keys:
             raise ValueError("ApiKeyMiddleware needs at least one key")
 
-    def _accepts(self, given: bytes) -> bool:
+    def _matching(self, given: bytes) -> int | None:
+        """The index of the key ``given`` is, or None."""
         # Compare against every key, without stopping at the first match, so the time taken
         # does not tell which key (or how much of one) was right.
         results = [hmac.compare_digest(given, key) for key in self.keys]
-        return any(results)
+        return results.index(True) if any(results) else None
+
+    def _limited(self, buckets: TokenBuckets | None, key: str, kind: str) -> Response | None:
+        """The 429 answer when ``key`` has no token left in ``buckets``, else None."""
+        if buckets is None:
+            return None
+        wait = buckets.take(key)
+        if wait <= 0.0:
+            return None
+        if self.metrics is not None:
+            self.metrics.rate_limited.labels(kind).inc()
+        response = error_response(
+            429, "rate_limited", f"too many requests; retry in {retry_after(wait)} s"
+        )
+        response.headers["Retry-After"] = retry_after(wait)
+        return response
 
     def _has_session(self, headers: Headers, path: str) -> bool:
         if self.sessions is None or not _under(path, self.session_paths):
@@ -80,6 +108,13 @@ class ApiKeyMiddleware:
             return
         root = str(scope.get("root_path", ""))
         path = str(scope["path"]).removeprefix(root)
+        address = str((scope.get("client") or ("?", 0))[0])
+        limited: Response | None
+        if path == self.login_path and scope["method"] == "POST":
+            limited = self._limited(self.limits.attempts, address, "login")
+            if limited is not None:
+                await limited(scope, receive, send)
+                return
         if path in self.public_paths or _under(path, self.public_prefixes):
             await self.app(scope, receive, send)
             return
@@ -88,7 +123,8 @@ class ApiKeyMiddleware:
         response: Response
         if given is None:
             if self._has_session(headers, path):
-                await self.app(scope, receive, send)
+                limited = self._limited(self.limits.requests, f"session {address}", "session")
+                await (limited or self.app)(scope, receive, send)
                 return
             if path in self.pages:
                 query = scope.get("query_string", b"").decode("latin-1")
@@ -99,12 +135,16 @@ class ApiKeyMiddleware:
                 response = error_response(
                     401, "missing_api_key", f"send the API key in the {API_KEY_HEADER} header"
                 )
-        elif not self._accepts(given.strip().encode("latin-1")):
-            client = scope.get("client") or ("?", 0)
-            log.warning("rejected a wrong API key from %s on %s", client[0], path)
-            response = error_response(401, "invalid_api_key", "the API key is not valid")
+        elif (index := self._matching(given.strip().encode("latin-1"))) is None:
+            limited = self._limited(self.limits.attempts, address, "wrong_key")
+            if limited is None:
+                # Once limited, only the metric counts them: a guessing client cannot fill logs.
+                log.warning("rejected a wrong API key from %s on %s", address, path)
+            response = limited or error_response(401, "invalid_api_key", "the API key is not valid")
         else:
-            await self.app(scope, receive, send)
+            # Buckets by the key's position, so no key is kept in another place in memory.
+            limited = self._limited(self.limits.requests, f"key {index}", "key")
+            await (limited or self.app)(scope, receive, send)
             return
         await response(scope, receive, send)
 

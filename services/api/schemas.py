@@ -14,6 +14,9 @@ class _Out(BaseModel):
 
 
 class ErrorDetail(_Out):
+    # Some errors add fields (``/enroll`` adds ``photos``): the document must allow them.
+    model_config = ConfigDict(frozen=True, extra="allow")
+
     reason: str = Field(description="Stable machine-readable code, e.g. `too_large`.")
     message: str = Field(description="Human-readable explanation.")
 
@@ -21,8 +24,6 @@ class ErrorDetail(_Out):
 class ErrorOut(_Out):
     """Every error response: ``{"error": {"reason": ..., "message": ...}}``. Some errors add
     fields inside ``error`` (``/enroll`` adds ``photos``)."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
 
     error: ErrorDetail
 

@@ -107,6 +107,17 @@ class ApiSettings(BaseSettings):
     """A feed is closed after this long; the browser reconnects and resumes where it was."""
     feed_poll_seconds: float = Field(default=1.0, ge=0.05, le=30.0)
     """How often a feed looks for new arrivals."""
+    rate_per_minute: float = Field(default=120.0, ge=0.0)
+    """Requests per minute per API key (a dashboard login: per client address), on average;
+    over it the answer is 429 with ``Retry-After``. 0 turns the limit off. Per process."""
+    rate_burst: int = Field(default=60, ge=1)
+    """Requests a key may send at once before ``rate_per_minute`` applies."""
+    login_attempts_per_minute: float = Field(default=10.0, ge=0.0)
+    """Wrong API keys and dashboard logins per minute per client address (bursts of as many),
+    to slow key guessing. 0 turns the limit off."""
+    rate_limit_clients: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Keys and addresses whose buckets are kept in memory, per limit; beyond it the least
+    recently seen are forgotten."""
 
     @field_validator("api_keys", mode="before")
     @classmethod
