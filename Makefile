@@ -40,8 +40,12 @@ stack-down: install
 stack-status: install
 	$(BIN)/facestream stack status
 
+# Two processes (pytest-xdist), one test file each at a time: the Kafka tests mostly wait while
+# the photo tests encode, so the suite takes about 11.5 minutes instead of 17 on 2 cores.
+# Every test has topics, consumer groups and Redis keys of its own. PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 2
 pytest: install stack-up
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test: lint typecheck pytest
 
