@@ -62,7 +62,7 @@ def calibrate_command(
     """Fit the member and visitor thresholds with a cohort, report them on held-out people."""
     import time
 
-    from facestream.core.calibration import calibrate
+    from facestream.core.calibration import FAR_TARGET, calibrate
     from facestream.core.evaluation import encode_subjects
     from facestream.core.photos import image_files
     from facestream.core.policy import save_policies
@@ -81,16 +81,12 @@ def calibrate_command(
         fail("no photos found in the --images folders")
     encodings, encode_seconds = encode_subjects(paths, progress=show_progress(progress))
     try:
-        result = (
-            calibrate(list(folders), encodings, seed=seed, fit_visitors=fit_visitors)
-            if far_target is None
-            else calibrate(
-                list(folders),
-                encodings,
-                seed=seed,
-                fit_visitors=fit_visitors,
-                far_target=far_target,
-            )
+        result = calibrate(
+            list(folders),
+            encodings,
+            seed=seed,
+            fit_visitors=fit_visitors,
+            far_target=FAR_TARGET if far_target is None else far_target,
         )
     except ValueError as exc:
         fail(str(exc))

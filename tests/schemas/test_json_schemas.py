@@ -17,14 +17,13 @@ from typing import Any
 
 import jsonschema
 import pytest
-from kafka import KafkaConsumer
-from kafka.structs import TopicPartition
 
 from facestream.core.engine import FaceEngine
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import FrameMeta, IdentityRecord, Message, SchemaError, decode, messages
 from facestream.schemas import json_schemas as generator
 from facestream.schemas.messages import IdentityRecordV1
+from tests.kafka_fixtures import read_topic
 from tests.schemas.small_replay import SmallReplay, run_small_replay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,27 +206,11 @@ def replayed(
     return run_small_replay(lfw, engine, live_stack, tmp_path_factory.mktemp("contracts"), "json")
 
 
-def _records(settings: PipelineSettings, topic: str) -> list[Any]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        records: list[Any] = []
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
-
-
 def _values(settings: PipelineSettings, topic: str) -> list[Any]:
     return [
         json.loads(r.value)
-        for r in _records(settings, topic)
-        if r.value and r.value != b"" and not r.value.startswith(b"this is not")
+        for r in read_topic(settings, topic)
+        if r.value and not r.value.startswith(b"this is not")
     ]
 
 
@@ -249,7 +232,7 @@ def test_every_record_of_a_replay_fits_its_schema(replayed: SmallReplay) -> None
         for value in values:
             assert _errors(_file(model), value) == [], (topic, value)
         checked[topic] = len(values)
-    frames = [r for r in _records(replayed.settings, topics.frames) if r.headers]
+    frames = [r for r in read_topic(replayed.settings, topics.frames) if r.headers]
     for record in frames:
         headers = {k: v.decode() for k, v in record.headers}
         assert _errors(_file(FrameMeta), headers) == [], headers
