@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.structs import TopicPartition
 
 from benchmarks.pipeline.frames import camera_frame
 from benchmarks.pipeline.workers import PARTITIONS, MachineCpu, fresh_pipeline, workers
+from facestream.runtime import kafka_clients
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import FaceObservation, MatchEvent, SchemaError, decode
@@ -49,9 +49,7 @@ class Tail(threading.Thread):
     def __init__(self, settings: PipelineSettings) -> None:
         super().__init__(daemon=True)
         self.topics = settings.topics
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
-        )
+        self.consumer = kafka_clients.consumer(settings, enable_auto_commit=False)
         tps = [
             TopicPartition(t, p)
             for t in (self.topics.encodings, self.topics.matches)
@@ -136,7 +134,7 @@ def latency_run(
         ready_s = ws.wait_ready({"detector": 1, "matcher": 1, "sink": 1}, timeout=120)
         tail = Tail(settings)
         tail.start()
-        producer = make_producer(settings.kafka_bootstrap)
+        producer = make_producer(settings)
         sent: dict[str, float] = {}  # frame id -> captured_at (epoch s) of measured frames
         try:
 
@@ -254,9 +252,9 @@ def scaling_run(
         for _ in range(detectors):
             ws.start("detector")
         ready_s = ws.wait_ready({"detector": detectors}, timeout=120)
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-        probe = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-        producer = make_producer(settings.kafka_bootstrap)
+        admin = kafka_clients.admin(settings)
+        probe = kafka_clients.consumer(settings, enable_auto_commit=False)
+        producer = make_producer(settings)
         try:
             ws.mark_cpu()
             machine = MachineCpu()

@@ -38,7 +38,7 @@ def measure_rebuild(
     ``visitors // 3`` members with 3 samples each from ``members.v1`` (``MemberTier.start``)."""
     topics = pipeline.topics
     p = partition_for(STORE, partitions)
-    producer = make_producer(pipeline.kafka_bootstrap)
+    producer = make_producer(pipeline)
     now = datetime.now(UTC)
     try:
         for i, v in enumerate(model.photos(model.people(visitors, rng), rng)):
@@ -70,7 +70,7 @@ def measure_rebuild(
         pass
 
     shards = VisitorShards(
-        bootstrap=pipeline.kafka_bootstrap,
+        kafka=pipeline,
         topic=topics.identities,
         config=config,
         neighbours={},
@@ -85,7 +85,7 @@ def measure_rebuild(
     finally:
         shards.close()
     tier = MemberTier(
-        bootstrap=pipeline.kafka_bootstrap,
+        kafka=pipeline,
         topic=topics.members,
         config=config,
         on_erased=ignore,

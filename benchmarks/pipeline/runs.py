@@ -25,6 +25,7 @@ from benchmarks.pipeline.synthetic import EncodingModel, describe_real, lfw_enco
 from facestream.core.engine import FaceEngine
 from facestream.core.gallery import Gallery, GalleryConfig
 from facestream.devstack import stack
+from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.settings import PipelineSettings
 from facestream.services.detector.worker import DetectorSettings
 
@@ -141,7 +142,7 @@ class Runs:
         self.machine = machine(packages)
         self.machine["kafka_broker"] = stack.KAFKA_VERSION
         try:
-            client = redis.Redis.from_url(stack.redis_url(stack.StackConfig.from_env()))
+            client = redis_client(self.base)
             self.machine["redis_server"] = str(client.info("server").get("redis_version"))
             client.close()
         except redis.RedisError:

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import redis
 from kafka import KafkaAdminClient
 
 from facestream.devstack import stack
 from facestream.devstack.workers import spawn_worker, stop_workers
+from facestream.runtime import kafka_clients
+from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.settings import PipelineSettings
 from facestream.runtime.topics import DEFAULT_PARTITIONS
 from facestream.tools import replay
@@ -97,7 +98,7 @@ def sweep() -> None:
     when a later client of this process refreshes metadata that still names it."""
     if not _USED:
         return
-    admin = KafkaAdminClient(bootstrap_servers=_USED[0].kafka_bootstrap)
+    admin = kafka_clients.admin(_USED[0])
     try:
         prefixes = tuple(s.topic_prefix for s in _USED)
         left = [t for t in admin.list_topics() if t.startswith(prefixes)]
@@ -113,7 +114,7 @@ def sweep() -> None:
 def _clean(settings: PipelineSettings) -> None:
     """Delete this run's topics, consumer groups and Redis keys (best effort: leftovers only
     cost disk)."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = kafka_clients.admin(settings)
     try:
         mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
         if mine:
@@ -126,7 +127,7 @@ def _clean(settings: PipelineSettings) -> None:
         log.warning("could not clean up %s*: %s", settings.topic_prefix, exc)
     finally:
         admin.close()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     try:
         keys = list(client.scan_iter(match=f"{settings.redis_prefix}:*", count=1000))
         if keys:
@@ -176,7 +177,7 @@ class Workers:
         """Wait until each stage's group is stable with ``counts[stage]`` members that share
         every partition; returns the seconds waited."""
         started = time.monotonic()
-        admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        admin = kafka_clients.admin(self.settings)
         try:
             while True:
                 self._check_alive()

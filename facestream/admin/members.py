@@ -92,7 +92,7 @@ def publish_members(
         except ValidationError as exc:
             invalid[identity.id] = exc.errors()[0]["msg"]
     topic = settings.topics.members
-    producer = make_producer(settings.kafka_bootstrap)
+    producer = make_producer(settings)
     try:
         futures = [
             producer.send(topic, key=r.member_id.encode(), value=r.to_bytes()) for r in records

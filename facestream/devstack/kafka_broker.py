@@ -12,11 +12,14 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from facestream.devstack.config import HOST, StackConfig, StackError, write_atomic
 from facestream.devstack.install import KAFKA_VERSION, check_java, install_kafka, java
 from facestream.devstack.process import managed_pid, port_open, run_logged, spawn_detached
+from facestream.runtime import kafka_clients
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,27 @@ def marker(cfg: StackConfig) -> str:
 # --- configure, format, start -----------------------------------------------------------------
 
 
-def _server_properties(cfg: StackConfig) -> str:
+@dataclass(frozen=True)
+class BrokerOverrides:
+    """What a test changes in a broker of its own (the stack's never has any): server
+    properties that replace the generated ones with the same key or add to them (listeners,
+    TLS, SASL), and extra arguments to the storage format (``--add-scram``, SCRAM users that
+    must exist before the broker starts)."""
+
+    properties: Mapping[str, str] = field(default_factory=dict)
+    format_args: Sequence[str] = ()
+
+
+def _server_properties(cfg: StackConfig, overrides: Mapping[str, str] | None = None) -> str:
+    text = _base_properties(cfg)
+    if not overrides:
+        return text
+    kept = [ln for ln in text.splitlines() if ln.partition("=")[0].strip() not in overrides]
+    added = [f"{key}={value}" for key, value in overrides.items()]
+    return "\n".join([*kept, "# Overrides given to start():", *added, ""])
+
+
+def _base_properties(cfg: StackConfig) -> str:
     return "\n".join(
         [
             _GENERATED,
@@ -138,7 +161,7 @@ def _classpath(cfg: StackConfig) -> str:
     return str(cfg.lib_dir / "*")
 
 
-def _format_storage(cfg: StackConfig, java_bin: str) -> None:
+def _format_storage(cfg: StackConfig, java_bin: str, extra_args: Sequence[str] = ()) -> None:
     """Format the KRaft metadata log once; a formatted folder keeps its cluster id forever."""
     if (cfg.kafka_data_dir / "meta.properties").is_file():
         return
@@ -158,6 +181,7 @@ def _format_storage(cfg: StackConfig, java_bin: str) -> None:
             "-c",
             str(cfg.server_properties),
             "--ignore-formatted",
+            *extra_args,
         ],
         cfg.kafka_logs_dir / "format.log",
         120,
@@ -165,12 +189,15 @@ def _format_storage(cfg: StackConfig, java_bin: str) -> None:
     )
 
 
-def start(cfg: StackConfig) -> int | None:
+def start(cfg: StackConfig, overrides: BrokerOverrides | None = None) -> int | None:
     """Make sure a Kafka answers; return the pid if this stack started (or owns) it.
 
     A broker that someone else runs on the port is used as it is (None); anything else on the
-    broker or controller port is an error, never a second broker fighting for it.
+    broker or controller port is an error, never a second broker fighting for it. ``overrides``
+    (tests only) change its listeners and security; such a broker may not answer the plaintext
+    readiness check here, so its caller waits for it with clients of its own.
     """
+    extra = overrides or BrokerOverrides()
     pid = managed_pid(cfg.kafka_pid_file, marker(cfg))
     if pid is not None:
         log.info("kafka already running (pid %d)", pid)
@@ -192,9 +219,9 @@ def start(cfg: StackConfig) -> int | None:
     java_bin = java()
     check_java(java_bin)
     cfg.kafka_logs_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(cfg.server_properties, _server_properties(cfg))
+    write_atomic(cfg.server_properties, _server_properties(cfg, extra.properties))
     write_atomic(cfg.log4j_config, _log4j_properties(cfg))
-    _format_storage(cfg, java_bin)
+    _format_storage(cfg, java_bin, extra.format_args)
     cmd = [
         java_bin,
         *_jvm_flags(cfg, cfg.kafka_heap),
@@ -218,12 +245,12 @@ def start(cfg: StackConfig) -> int | None:
 
 
 def admin_client(cfg: StackConfig, timeout: float) -> Any:
-    """A KafkaAdminClient whose connect and requests give up after about ``timeout`` seconds."""
+    """A KafkaAdminClient whose connect and requests give up after about ``timeout`` seconds;
+    PLAINTEXT, the only listener the stack's broker has unless a test adds others."""
     from kafka.admin import KafkaAdminClient
 
     ms = max(int(timeout * 1000), 500)
     opts: dict[str, Any] = {
-        "bootstrap_servers": cfg.bootstrap_servers,
         "client_id": "facestream-stack",
         "request_timeout_ms": max(ms, 1000),
     }
@@ -233,7 +260,7 @@ def admin_client(cfg: StackConfig, timeout: float) -> Any:
     for key in ("bootstrap_timeout_ms", "api_version_auto_timeout_ms"):
         if key in defaults:
             opts[key] = ms
-    return KafkaAdminClient(**opts)
+    return kafka_clients.admin(kafka_clients.stack_kafka(cfg.bootstrap_servers), **opts)
 
 
 def describe(admin: Any) -> dict[str, int]:

@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 
 from facestream.runtime.environment import UnknownVariable, check_environment
 from facestream.runtime.health import Health, serve_health
+from facestream.runtime.kafka_clients import describe as describe_kafka
 from facestream.runtime.logs import configure_logging, redact_url
 from facestream.runtime.runner import Backoff, Fatal, Handler, Runner
 from facestream.runtime.settings import PipelineSettings
@@ -103,8 +104,16 @@ def reaching(pipeline: PipelineSettings) -> Iterator[None]:
     try:
         yield
     except KafkaError as exc:
+        # kafka-python reports a refused password or certificate as a dropped connection
+        # (then "Unable to bootstrap"); the broker's log says which it was.
+        hint = ""
+        if pipeline.kafka_security_protocol != "PLAINTEXT":
+            hint = (
+                "; if the brokers are up, check FACESTREAM_KAFKA_SSL_CAFILE and the credentials "
+                "(the broker logs a failed authentication)"
+            )
         raise click.ClickException(
-            f"cannot reach Kafka at {pipeline.kafka_bootstrap}: {exc}"
+            f"cannot reach Kafka at {describe_kafka(pipeline)}: {exc}{hint}"
         ) from exc
     except RedisError as exc:
         raise click.ClickException(
@@ -141,7 +150,7 @@ def run_worker(
                 sub = worker.subscribe(pipeline, settings, resources)
                 runner = Runner(
                     sub.handler,
-                    bootstrap=pipeline.kafka_bootstrap,
+                    kafka=pipeline,
                     topic=sub.topic,
                     group=group,
                     max_batch=sub.max_batch,

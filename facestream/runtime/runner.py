@@ -48,12 +48,13 @@ from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, Protocol
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaProducer
 from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from facestream.runtime import metrics
+from facestream.runtime import kafka_clients, metrics
 from facestream.runtime.health import Health
+from facestream.runtime.kafka_clients import KafkaSettings
 from facestream.runtime.logs import log_context
 from facestream.runtime.topics import Topics
 from facestream.schemas import DeadLetter, SchemaError, payload_field
@@ -212,7 +213,7 @@ class Runner:
         self,
         handler: Handler,
         *,
-        bootstrap: str,
+        kafka: KafkaSettings,
         topic: str,
         group: str,
         max_batch: int = 50,
@@ -239,9 +240,9 @@ class Runner:
         self._stop = False
         self._signals = 0
         self._batch_failures = 0
-        self.producer = producer or make_producer(bootstrap)
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self.producer = producer or make_producer(kafka)
+        self.consumer = kafka_clients.consumer(
+            kafka,
             group_id=group,
             client_id=f"{group}-{handler.stage}",
             enable_auto_commit=False,
@@ -459,10 +460,11 @@ class Runner:
             log.debug("could not compute lag", exc_info=True)
 
 
-def make_producer(bootstrap: str) -> KafkaProducer:
-    """A producer that waits for the broker's acknowledgement and keeps per-partition order."""
-    return KafkaProducer(
-        bootstrap_servers=bootstrap,
+def make_producer(kafka: KafkaSettings) -> KafkaProducer:
+    """A producer that waits for the broker's acknowledgement and keeps per-partition order
+    (every stage's, the camera's, enrollment's, erasure's, replays')."""
+    return kafka_clients.producer(
+        kafka,
         acks="all",
         linger_ms=5,
         retries=5,

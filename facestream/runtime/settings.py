@@ -6,19 +6,21 @@ built in the service's ``__main__``, never at import time.
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
+from facestream.runtime.kafka_clients import KafkaSettings
+from facestream.runtime.redis_clients import RedisSettings
 from facestream.runtime.topics import Topics
 
 
-class PipelineSettings(BaseSettings):
-    """Where Kafka and Redis are, which topics, and where metrics are served."""
+class PipelineSettings(KafkaSettings, RedisSettings):
+    """Where Kafka and Redis are and how to reach them (``FACESTREAM_KAFKA_*``,
+    ``FACESTREAM_REDIS_*``: :mod:`.kafka_clients`, :mod:`.redis_clients`), which topics, and
+    where metrics are served."""
 
     model_config = SettingsConfigDict(env_prefix="FACESTREAM_", extra="ignore", frozen=True)
 
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    redis_url: str = "redis://127.0.0.1:6379/0"
     topic_prefix: str = ""
     """Prepended to every topic name: lets several pipelines (or tests) share one broker."""
     group_prefix: str = "facestream"
@@ -52,7 +54,13 @@ class PipelineSettings(BaseSettings):
         return f"{self.group_prefix}-{stage}"
 
     def to_env(self) -> dict[str, str]:
-        """These settings as the environment variables a worker subprocess reads."""
-        return {
-            f"FACESTREAM_{name.upper()}": str(value) for name, value in self.model_dump().items()
-        }
+        """These settings as the environment variables a worker subprocess reads (unset ones
+        left out; a password given as a value is passed as its value)."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"FACESTREAM_{name.upper()}"] = str(value)
+        return env

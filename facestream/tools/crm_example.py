@@ -35,6 +35,7 @@ import click
 from kafka import ConsumerRebalanceListener, KafkaConsumer
 from pydantic import ValidationError
 
+from facestream.runtime import kafka_clients
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import MatchEvent, SchemaError, decode
 from facestream.services.sink.settings import SinkSettings
@@ -105,8 +106,8 @@ def run(
     emit: Callable[[str], None] = click.echo,
 ) -> int:
     """Consume matches until stopped (or idle that long); returns the number of greetings."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    consumer = kafka_clients.consumer(
+        settings,
         group_id=settings.group("crm-example"),
         # Commit ourselves, after acting: a crash then repeats a greeting at worst, never loses one.
         enable_auto_commit=False,

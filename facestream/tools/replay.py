@@ -28,6 +28,7 @@ from kafka.structs import TopicPartition
 
 from facestream.devstack import stack
 from facestream.devstack.workers import spawn_worker, stop_workers
+from facestream.runtime import kafka_clients
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import MatchEvent, SchemaError, decode
 
@@ -101,7 +102,7 @@ def workers(
 ) -> Iterator[list[str]]:
     """Start a worker process per stage whose consumer group has no live member; stop them
     (SIGTERM, then a bounded wait) on the way out."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = kafka_clients.admin(settings)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
         for stage, _ in STAGES:
@@ -131,9 +132,7 @@ class EventTail(threading.Thread):
         self.echo = echo
         self.tz = ZoneInfo(tz)
         self._stop_event = threading.Event()
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
-        )
+        self.consumer = kafka_clients.consumer(settings, enable_auto_commit=False)
         topic = settings.topics.matches
         parts = self.consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -194,7 +193,7 @@ class Session:
         from facestream.runtime.runner import make_producer
         from facestream.services.camera.publisher import frames_from_manifest, publish
 
-        producer = make_producer(self.settings.kafka_bootstrap)
+        producer = make_producer(self.settings)
         try:
             sent = publish(
                 producer, self.settings.topics.frames, store, frames_from_manifest(manifest)
@@ -285,7 +284,7 @@ def run(
 def read_values(settings: PipelineSettings, topic: str, timeout: float = 60.0) -> list[bytes]:
     """The values of every record now in ``topic`` (tombstones left out), in offset order
     within each partition."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = kafka_clients.consumer(settings, enable_auto_commit=False)
     try:
         parts = [
             TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
@@ -306,8 +305,8 @@ def read_values(settings: PipelineSettings, topic: str, timeout: float = 60.0) -
 
 
 def _wait_drained(settings: PipelineSettings, echo: Callable[[str], None], timeout: float) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    probe = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    admin = kafka_clients.admin(settings)
+    probe = kafka_clients.consumer(settings, enable_auto_commit=False)
     deadline = time.monotonic() + timeout
     last_line = ""
     stable = 0

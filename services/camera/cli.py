@@ -101,7 +101,7 @@ def camera_command(
     except CameraError as exc:
         raise click.ClickException(str(exc)) from exc
     with reaching(settings):
-        producer = make_producer(settings.kafka_bootstrap)
+        producer = make_producer(settings)
     try:
         report = publish(producer, settings.topics.frames, store_id, items, max_frames=max_frames)
     except CameraError as exc:

@@ -12,9 +12,10 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from facestream.runtime import kafka_clients
+from facestream.runtime.kafka_clients import KafkaSettings
 from facestream.runtime.logs import log_context
 from facestream.runtime.runner import KafkaRecord, where
 
@@ -41,11 +42,11 @@ def is_recent(record: KafkaRecord, window: float = ACK_WINDOW_SECONDS) -> bool:
 class ChangelogReader:
     """One consumer over some partitions of one compacted topic, applying every record."""
 
-    def __init__(self, bootstrap: str, topic: str, apply: Apply, *, client_id: str) -> None:
+    def __init__(self, kafka: KafkaSettings, topic: str, apply: Apply, *, client_id: str) -> None:
         self.topic = topic
         self._apply = apply
-        self.consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
+        self.consumer = kafka_clients.consumer(
+            kafka,
             group_id=None,
             client_id=client_id,
             enable_auto_commit=False,

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 from facestream.core.gallery import Gallery, GalleryConfig
 from facestream.core.policy import Judge, Judgement, Policy
+from facestream.runtime.kafka_clients import KafkaSettings
 from facestream.runtime.runner import KafkaRecord
 from facestream.schemas import IdentityRecord, SchemaError
 from facestream.schemas.keys import identity_key, split_identity_key
@@ -58,7 +59,7 @@ class VisitorShards:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        kafka: KafkaSettings,
         topic: str,
         config: GalleryConfig,
         neighbours: Mapping[str, Sequence[str]],
@@ -79,7 +80,7 @@ class VisitorShards:
         self._cohorts: list[Gallery] = []
         self._judges: dict[tuple[str, str], Judge] = {}
         """(store decided for, shard searched) -> its judge: the cohort differs per store."""
-        self.reader = ChangelogReader(bootstrap, topic, self._apply, client_id=client_id)
+        self.reader = ChangelogReader(kafka, topic, self._apply, client_id=client_id)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

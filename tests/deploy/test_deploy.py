@@ -59,6 +59,8 @@ SCALED = {
 }
 SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL", re.IGNORECASE)
 URL_WITH_PASSWORD = re.compile(r"://[^/@\s:]*:[^/@\s]+@")
+SECRETS_MOUNT = "/etc/facestream/"
+"""Where containers mount their Secrets (a *_FILE variable may point there)."""
 
 
 def _yaml_docs(path: Path) -> list[Any]:
@@ -464,6 +466,10 @@ def _one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return found[0]
 
 
+def _named(doc: dict[str, Any], name: str) -> bool:
+    return bool(doc["metadata"]["name"] == name)
+
+
 def _container_env(
     docs: list[dict[str, Any]], workload: dict[str, Any], container: str
 ) -> dict[str, str]:
@@ -472,8 +478,11 @@ def _container_env(
     (found,) = [c for c in _containers(workload) if c["name"] == container]
     env: dict[str, str] = {}
     for source in found.get("envFrom", []):
-        name = source["configMapRef"]["name"]
-        (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name]
+        ref = source["configMapRef"]
+        maps = [d for d in docs if d["kind"] == "ConfigMap" and _named(d, ref["name"])]
+        if not maps and ref.get("optional"):
+            continue  # left out by an overlay (dev has no facestream-kafka)
+        (cm,) = maps
         env.update({k: str(v) for k, v in cm["data"].items()})
     for var in found.get("env", []):
         if "value" in var:
@@ -566,8 +575,87 @@ def test_api_key_comes_from_a_secret(rendered: list[dict[str, Any]]) -> None:
     assert key["valueFrom"]["secretKeyRef"] == {"name": "facestream-api", "key": "api-key"}
     for cm in (d for d in rendered if d["kind"] == "ConfigMap"):
         for name, value in cm["data"].items():
-            assert not SECRET_NAME.search(name), f"{cm['metadata']['name']}: {name}"
-            assert not URL_WITH_PASSWORD.search(value), f"{cm['metadata']['name']}: {name}"
+            where = f"{cm['metadata']['name']}: {name}"
+            # A *_FILE variable names where a Secret is mounted (checked below), no secret.
+            if not (name.endswith("_FILE") and value.startswith(SECRETS_MOUNT)):
+                assert not SECRET_NAME.search(name), where
+            assert not URL_WITH_PASSWORD.search(value), where
+            assert name != "FACESTREAM_REDIS_URL", f"{where}: its password belongs in a Secret"
+
+
+def _secret_mounts(workload: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """mountPath -> Secret name, for the Secret volumes ``container`` mounts."""
+    volumes = workload["spec"]["template"]["spec"].get("volumes", [])
+    secrets = {v["name"]: v["secret"]["secretName"] for v in volumes if "secret" in v}
+    return {
+        m["mountPath"]: secrets[m["name"]]
+        for m in container.get("volumeMounts", [])
+        if m["name"] in secrets
+    }
+
+
+def _secret_ref(container: dict[str, Any], variable: str) -> dict[str, Any] | None:
+    found = [e for e in container.get("env", []) if e["name"] == variable]
+    if not found:
+        return None
+    (entry,) = found
+    assert set(entry) == {"name", "valueFrom"}, f"{variable} is a literal"
+    ref: dict[str, Any] = entry["valueFrom"]["secretKeyRef"]
+    return ref
+
+
+def test_kafka_and_redis_credentials_come_from_secrets(rendered: list[dict[str, Any]]) -> None:
+    kafka_maps = [
+        d
+        for d in rendered
+        if d["kind"] == "ConfigMap"
+        and re.fullmatch(r"facestream-kafka(-[a-z0-9]{10})?", d["metadata"]["name"])
+    ]
+    for doc in rendered:
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        for container in _containers(doc):
+            role = container.get("args", ["topics"])[0]
+            where = f"{doc['kind']}/{doc['metadata']['name']}"
+            redis_url = _secret_ref(container, "FACESTREAM_REDIS_URL")
+            if role in ("matcher", "sink", "serve"):
+                assert redis_url == {"name": "facestream-redis", "key": "url"}, where
+            if role == "serve":
+                continue  # the API never uses Kafka
+            env = _container_env(rendered, doc, container["name"])
+            if not kafka_maps:  # dev: PLAINTEXT, as its Kafka is
+                assert "FACESTREAM_KAFKA_SECURITY_PROTOCOL" not in env, where
+                continue
+            (kafka,) = kafka_maps
+            assert kafka["data"]["FACESTREAM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+            assert kafka["data"].items() <= env.items(), f"{where} reads facestream-kafka"
+            user = _secret_ref(container, "FACESTREAM_KAFKA_SASL_USERNAME")
+            assert user is not None and user["name"] == "facestream-kafka", where
+            mounts = _secret_mounts(doc, container)
+            for name in ("FACESTREAM_KAFKA_SSL_CAFILE", "FACESTREAM_KAFKA_SASL_PASSWORD_FILE"):
+                folder, _, key = env[name].rpartition("/")
+                assert mounts.get(folder) == "facestream-kafka", f"{where}: {name}"
+                assert key in ("ca.crt", "password"), f"{where}: {name}"
+            assert not any(
+                SECRET_NAME.search(e["name"]) and "value" in e for e in container.get("env", [])
+            ), where
+
+
+def test_every_scaled_object_authenticates_as_the_workers_do(
+    rendered: list[dict[str, Any]],
+) -> None:
+    scaled = [d for d in rendered if d["kind"] == "ScaledObject"]
+    auths = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "TriggerAuthentication"}
+    if not scaled:
+        assert not auths, "a TriggerAuthentication nothing uses"
+    for obj in scaled:
+        (trigger,) = obj["spec"]["triggers"]
+        auth = auths[trigger["authenticationRef"]["name"]]
+        refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
+        assert {"sasl", "tls", "username", "password", "ca"} <= refs.keys()
+        assert {r["name"] for r in refs.values()} == {"facestream-kafka"}, "the workers' Secret"
+        assert refs["ca"]["key"] == "ca.crt" and refs["password"]["key"] == "password"
+        assert not {"sasl", "tls", "username", "password"} & trigger["metadata"].keys()
 
 
 def test_topics_job_runs_the_script_in_the_repository(rendered: list[dict[str, Any]]) -> None:
@@ -595,6 +683,7 @@ while (($#)); do
     --partitions) parts=$2; shift ;;
     --config) configs+=("$2"); shift ;;
     --bootstrap-server|--replication-factor) shift ;;
+    --command-config) cat "$2" >> "$STUB_STATE.client"; shift ;;
   esac
   shift
 done
@@ -728,6 +817,40 @@ def test_topics_script_refuses_existing_topics_with_other_partition_counts(
     result = _run_topics_script(tmp_path)
     assert result.returncode == 1
     assert "members.v1 must be compacted" in result.stderr
+
+
+def test_topics_script_connects_with_the_workers_tls_and_sasl(tmp_path: Path) -> None:
+    password = 'pa"ss\\word'  # JAAS and properties quoting both needed
+    (tmp_path / "password").write_text(password + "\n")
+    result = _run_topics_script(
+        tmp_path,
+        FACESTREAM_KAFKA_SECURITY_PROTOCOL="SASL_SSL",
+        FACESTREAM_KAFKA_SSL_CAFILE="/etc/facestream/kafka/ca.crt",
+        FACESTREAM_KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+        FACESTREAM_KAFKA_SASL_USERNAME="facestream",
+        FACESTREAM_KAFKA_SASL_PASSWORD_FILE=str(tmp_path / "password"),
+        TMPDIR=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    calls = len(topic_specs()) + 1  # a create per topic, one describe
+    lines = (tmp_path / "topics.txt.client").read_text().splitlines()
+    assert len(lines) == 5 * calls
+    assert lines[:5] == [
+        "security.protocol=SASL_SSL",
+        "ssl.truststore.type=PEM",
+        "ssl.truststore.location=/etc/facestream/kafka/ca.crt",
+        "sasl.mechanism=SCRAM-SHA-512",
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="facestream" password="pa\\\\"ss\\\\\\\\word";',
+    ]
+    assert password not in result.stdout + result.stderr
+    assert not list(tmp_path.glob("create-topics-client.*")), "removed on exit"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert _run_topics_script(plain).returncode == 0
+    assert not (plain / "topics.txt.client").exists(), "PLAINTEXT: no client config"
+    refused = _run_topics_script(plain, FACESTREAM_KAFKA_SECURITY_PROTOCOL="SASL_SSL")
+    assert refused.returncode != 0 and "FACESTREAM_KAFKA_SASL_USERNAME" in refused.stderr
 
 
 def test_topics_script_rejects_a_bad_partition_count(tmp_path: Path) -> None:

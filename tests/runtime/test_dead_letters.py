@@ -43,7 +43,7 @@ def dead_letter_of_a_poison_frame(
         frame_id="poison-1", store_id=STORE, camera_id="door", captured_at=datetime.now(UTC)
     )
     headers = [(k, b"9" if k == "v" else v) for k, v in meta.to_headers()]
-    producer = make_producer(pipeline.kafka_bootstrap)
+    producer = make_producer(pipeline)
     try:
         producer.send(pipeline.topics.frames, value, key=STORE.encode(), headers=headers).get(20)
     finally:
@@ -51,7 +51,7 @@ def dead_letter_of_a_poison_frame(
     handler = DetectorHandler(engine, encodings_topic=pipeline.topics.encodings)
     runner = Runner(
         handler,
-        bootstrap=pipeline.kafka_bootstrap,
+        kafka=pipeline,
         topic=pipeline.topics.frames,
         group=pipeline.group("detector"),
         keep_dead_letter_payload=keep,
@@ -103,7 +103,7 @@ def test_a_worker_reads_its_dead_letter_and_clock_settings_from_the_environment(
     value = image()
     ahead = datetime.now(UTC) + timedelta(minutes=5)
     meta = FrameMeta(frame_id="ahead-1", store_id=STORE, camera_id="door", captured_at=ahead)
-    producer = make_producer(pipeline.kafka_bootstrap)
+    producer = make_producer(pipeline)
     try:
         producer.send(
             pipeline.topics.frames, value, key=STORE.encode(), headers=meta.to_headers()

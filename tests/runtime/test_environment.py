@@ -30,7 +30,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "facestream"
 
 def every_settings_model() -> list[type[BaseSettings]]:
     """Every class in the package (services and schemas through their links) written as a
-    subclass of ``BaseSettings``: found in the source, so a new model cannot be missed."""
+    subclass of ``BaseSettings`` or of another settings model (``...Settings``, as
+    ``PipelineSettings`` is of ``KafkaSettings``): found in the source, so a new model cannot be
+    missed."""
     models = []
     paths = [
         Path(folder, name)
@@ -42,7 +44,7 @@ def every_settings_model() -> list[type[BaseSettings]]:
         tree = ast.parse(path.read_text(), str(path))
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef) and any(
-                (isinstance(b, ast.Name) and b.id == "BaseSettings") for b in node.bases
+                (isinstance(b, ast.Name) and b.id.endswith("Settings")) for b in node.bases
             ):
                 parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
                 module = importlib.import_module(".".join(parts))

@@ -165,7 +165,7 @@ def test_a_stuck_loop_fails_liveness_then_recovers(
     port = served(health)
     handler = BlockingHandler()
     runner = Runner(
-        handler, bootstrap=pipeline.kafka_bootstrap, topic=topic, group=pipeline.group("stuck"),
+        handler, kafka=pipeline, topic=topic, group=pipeline.group("stuck"),
         health=health,
     )  # fmt: skip
     thread = run_in_thread(runner)
@@ -213,7 +213,7 @@ def test_a_matcher_building_its_shards_is_not_ready_then_is(
     health = Health(liveness_seconds=WAIT)
     port = served(health)
     runner = Runner(
-        handler, bootstrap=pipeline.kafka_bootstrap, topic=pipeline.topics.encodings,
+        handler, kafka=pipeline, topic=pipeline.topics.encodings,
         group=pipeline.group("matcher"), health=health,
     )  # fmt: skip
     thread = run_in_thread(runner)

@@ -40,7 +40,7 @@ def run_small_replay(
     with replay.session(settings, lines.append, {store: timezone}, show_events=False) as s:
         s.publish_members(members)
         s.publish_manifest(manifest, store)
-        producer = make_producer(settings.kafka_bootstrap)
+        producer = make_producer(settings)
         try:
             meta = FrameMeta(
                 frame_id="junk-frame",

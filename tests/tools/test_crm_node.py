@@ -98,7 +98,7 @@ def test_a_node_crm_reads_the_matches_as_the_contract_says(
             events.append(decode(MatchEvent, record.value))
     assert len(events) == len(records) - 1 >= replayed.sightings
     # The matcher's at-least-once delivery, acted out: one event arrives a second time.
-    producer = make_producer(settings.kafka_bootstrap)
+    producer = make_producer(settings)
     producer.send(settings.topics.matches, events[0].to_bytes(), replayed.store.encode())
     producer.flush(30)
     producer.close()

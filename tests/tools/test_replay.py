@@ -161,7 +161,7 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(
     procs = {stage: _start(stage, pipeline, day.timezone) for stage in stages}
     try:
         publish_members(day.members, pipeline)
-        producer = make_producer(pipeline.kafka_bootstrap)
+        producer = make_producer(pipeline)
         report = publish(
             producer, pipeline.topics.frames, day.store, frames_from_manifest(day.manifest)
         )
@@ -234,7 +234,7 @@ def test_erasure_reaches_every_copy(day: Store, pipeline: PipelineSettings) -> N
         photo = next((day.members / member).iterdir())
         seen = max(s.at for s in day.scenario.sightings)
         frame = Frame(photo.read_bytes(), "entrance", seen + timedelta(hours=3), "after-erasure")
-        producer = make_producer(pipeline.kafka_bootstrap)
+        producer = make_producer(pipeline)
         publish(producer, pipeline.topics.frames, day.store, [frame])
         producer.close()
         _wait(pipeline, 120)

@@ -62,7 +62,7 @@ def test_manifest_is_published_in_order_with_its_times(
         "shots/gone.jpg,2024-05-17T07:31:00Z,door-2\n"
         f"shots/{photos[1].name},2024-05-17T03:32:00-04:00,door-2\n"
     )
-    producer = make_producer(pipeline.kafka_bootstrap)
+    producer = make_producer(pipeline)
     try:
         items = frames_from_manifest(manifest, default_camera="door-1")
         report = publish(producer, pipeline.topics.frames, STORE, items)
