@@ -36,8 +36,16 @@ class SinkSettings(BaseSettings):
     store_timezones: dict[str, str] = Field(default_factory=dict)
     """Store id → IANA zone, e.g. ``{"7": "America/New_York"}``."""
     dedup_ttl_days: int = Field(default=7, ge=1, le=365)
-    """How long an applied event id is remembered. Must cover the longest replay of matches.v1
-    (its retention): an event replayed after its id expired would be counted again."""
+    """How long a store's deduplication state (applied offsets, recent event ids) outlives its
+    last event. Must cover the longest redelivery of matches.v1 (its retention)."""
+    dedup_window_events: int = Field(default=10_000, ge=100, le=10_000_000)
+    """Event ids remembered per store: a copy of an event re-published at a new offset (a
+    matcher handling a batch again, at most FACESTREAM_MATCHER_MAX_BATCH of a store's events)
+    is dropped when it comes within this many of the store's events after the original. Redis
+    memory is bounded by stores x this, not by traffic."""
+    legacy_seen_keys: bool = True
+    """Also drop an event whose per-event ``seen:`` key, written by sinks before the offsets,
+    exists. Those keys expire within dedup_ttl_days of the upgrade; then this can be off."""
     history_ttl_days: int = Field(default=90, ge=1, le=3650)
     """Retention of everything that names a person (visit history, day sets, arrivals): data
     derived from biometrics is kept only as long as the statistics need it."""

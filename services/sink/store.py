@@ -8,7 +8,11 @@ and the apply script can touch them all atomically.
 ==========================  ======  ==========================================  ================
 key                         type    content                                     expires after
 ==========================  ======  ==========================================  ================
-``P:{S}:seen:<event id>``   string  an event id already applied                 dedup_ttl_days
+``P:{S}:offsets``           hash    ``topic:partition`` -> highest offset       dedup_ttl_days
+                                    applied; ``events``: events applied (the
+                                    score of ``recent``)
+``P:{S}:recent``            zset    ids of the store's last                     dedup_ttl_days
+                                    ``dedup_window_events`` events
 ``P:{S}:visits:<person>``   zset    one member ``start|end|D|events`` per       history_ttl_days
                                     visit, scored by its start (ms, event time)
 ``P:{S}:keys:<person>``     set     the day sets the person is in (for purge)   history_ttl_days
@@ -24,6 +28,12 @@ key                         type    content                                     
 
 Expiry counts from the key's last write (Redis' clock: it bounds how long data is kept); a
 person's visit list is also trimmed to ``history_ttl_days`` in event time.
+
+Exactly once (the script's docstring, :mod:`.script`, has the details): a record at or below
+its partition's offset in ``offsets`` is a redelivery; an event id in ``recent`` a copy
+re-published at a new offset. Both are written in the script call that applies the event.
+Sinks before these two keys wrote ``P:{S}:seen:<event id>`` per event (7 days); the script still
+honours those while ``legacy_seen_keys`` is on, and they expire by themselves.
 
 Definitions (all in event time, ``captured_at``; the camera does not matter):
 
@@ -47,8 +57,9 @@ Aggregate counters hold no identity and survive erasure and the expiry of the da
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Final, cast
@@ -56,6 +67,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 
+from facestream.runtime import redis_clients
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import MatchEvent
 from facestream.services.sink.script import APPLY_LUA
@@ -89,7 +101,16 @@ class StoreKeys:
         return f"{self.prefix}:{{{self.store}}}"
 
     def seen(self, event_id: str) -> str:
+        """The per-event key of earlier sinks (read, never written: see :mod:`.script`)."""
         return f"{self.base}:seen:{event_id}"
+
+    @property
+    def offsets(self) -> str:
+        return f"{self.base}:offsets"
+
+    @property
+    def recent(self) -> str:
+        return f"{self.base}:recent"
 
     def visits(self, person: str) -> str:
         return f"{self.base}:visits:{person}"
@@ -145,21 +166,41 @@ def local_day(moment: datetime, zone: ZoneInfo) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
+class Position:
+    """Where a record was read: the partition whose applied offset the script keeps."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def field(self) -> str:
+        """The record's field in the store's ``offsets`` hash (topic names have no ``:``)."""
+        return f"{self.topic}:{self.partition}"
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything the apply script needs for one event; built without touching Redis."""
 
     store: str
     event_id: str
     keys: tuple[str, ...]
+    """The event's own keys (``KEYS_PER_EVENT``)."""
     args: tuple[str | int, ...]
+    """The event's own arguments (``ARGS_PER_EVENT``)."""
+    common: tuple[str | int, ...]
+    """The arguments shared by a store's events (settings): the head of ``ARGV``."""
 
 
-def plan(event: MatchEvent, sink: SinkSettings, prefix: str) -> Plan:
-    """The script call that applies ``event``. ValueError for an event without a person."""
+def plan(
+    event: MatchEvent, sink: SinkSettings, prefix: str, position: Position | None = None
+) -> Plan:
+    """The script arguments that apply ``event``, read at ``position`` (None: not from Kafka,
+    deduplicated by event id only). ValueError for an event without a person."""
     person = person_of(event)
     keys = StoreKeys(check_prefix(prefix), event.store_id)
     day, day_start = local_day(event.captured_at, sink.zone_for(event.store_id))
-    history_ttl = sink.history_ttl_days * _DAY_SECONDS
     return Plan(
         store=event.store_id,
         event_id=event.event_id,
@@ -170,23 +211,28 @@ def plan(event: MatchEvent, sink: SinkSettings, prefix: str) -> Plan:
             keys.day(day),
             keys.day_uv(day),
             keys.day_members(day),
-            keys.arrivals,
             keys.erased(person),
         ),
         args=(
             epoch_ms(event.captured_at),
-            sink.visit_gap_seconds * 1000,
             day,
             day_start,
             person,
             event.member_id if event.kind == "member" and event.member_id else "",
             event.camera_id,
             event.event_id,
+            position.field if position else "",
+            position.offset if position else -1,
+        ),
+        common=(
+            sink.visit_gap_seconds * 1000,
             sink.dedup_ttl_days * _DAY_SECONDS,
-            history_ttl,
+            sink.history_ttl_days * _DAY_SECONDS,
             sink.stats_ttl_days * _DAY_SECONDS,
             sink.arrivals_maxlen,
             keys.day(""),
+            sink.dedup_window_events,
+            1 if sink.legacy_seen_keys else 0,
         ),
     )
 
@@ -196,7 +242,8 @@ class Outcome:
     """What applying one event did."""
 
     status: int
-    """1 applied, 0 duplicate (event id seen before), -1 suppressed (person erased since)."""
+    """1 applied, 0 duplicate (event id applied before), -1 suppressed (person erased since),
+    -2 redelivered (at or below its partition's applied offset)."""
     visit_started: bool
 
     @property
@@ -205,35 +252,68 @@ class Outcome:
 
 
 class Applier:
-    """Applies planned events to Redis: one pipelined round trip per batch."""
+    """Applies planned events to Redis: one script call per store, one pipelined round trip
+    per batch (on a Redis Cluster, one per node)."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.client = client
         self.prefix = check_prefix(prefix)
-        self.script = client.register_script(APPLY_LUA)
+        # Loaded on first use: a server that does not know the script answers NOSCRIPT.
+        self.sha = hashlib.sha1(APPLY_LUA.encode()).hexdigest()
         self._registered: set[str] = set()
 
     def apply(self, plans: Sequence[Plan]) -> list[Outcome]:
         """Apply ``plans`` in order. Raises on any Redis error; replaying is always safe."""
         if not plans:
             return []
+        # A store's events go in one call, in their order: all of its part of the batch or
+        # none, and never a later offset of a partition before an earlier one.
+        groups: dict[tuple[str, tuple[str | int, ...]], list[int]] = {}
+        for i, p in enumerate(plans):
+            groups.setdefault((p.store, p.common), []).append(i)
+        try:
+            replies = self._send(plans, groups)
+        except redis.exceptions.NoScriptError:
+            # The first batch, or a node that restarted or failed over: load the script (on
+            # every primary of a cluster) and send the batch again, which the offsets and
+            # event ids make harmless for any part that did get applied.
+            self.sha = self.client.script_load(APPLY_LUA)
+            replies = self._send(plans, groups)
+        outcomes: list[Outcome | None] = [None] * len(plans)
+        for indexes, reply in zip(groups.values(), replies, strict=True):
+            flat = [int(x) for x in reply]
+            for j, i in enumerate(indexes):
+                outcomes[i] = Outcome(flat[2 * j], bool(flat[2 * j + 1]))
+        return [o for o in outcomes if o is not None]
+
+    def _send(
+        self, plans: Sequence[Plan], groups: dict[tuple[str, tuple[str | int, ...]], list[int]]
+    ) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
         # The registry lets purge find every store; registering before applying means a store
         # with data is always listed.
         new_stores = sorted({p.store for p in plans} - self._registered)
         if new_stores:
             pipe.sadd(stores_key(self.prefix), *new_stores)
-        for p in plans:
-            self.script(keys=list(p.keys), args=list(p.args), client=pipe)
+        for (store, common), indexes in groups.items():
+            keys = StoreKeys(self.prefix, store)
+            call_keys = [keys.offsets, keys.recent, keys.arrivals]
+            call_args: list[str | int] = list(common)
+            for i in indexes:
+                call_keys += plans[i].keys
+                call_args += plans[i].args
+            # Queued as a plain command: redis-py's cluster pipeline refuses its evalsha
+            # method (a script of several slots would fail), and these keys share one slot.
+            queue: Callable[..., object] = pipe.execute_command
+            queue("EVALSHA", self.sha, len(call_keys), *call_keys, *call_args)
         results = pipe.execute()
         self._registered.update(new_stores)
-        replies = results[1:] if new_stores else results
-        return [Outcome(int(r[0]), bool(int(r[1]))) for r in replies]
+        return list(results[1:] if new_stores else results)
 
 
 def redis_client(settings: PipelineSettings) -> redis.Redis:
     """A client of the pipeline's Redis that returns text."""
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    return redis_clients.redis_client(settings, decode_responses=True)
 
 
 def purge(

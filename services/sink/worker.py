@@ -4,7 +4,8 @@
 nothing else can fail there); the whole batch is applied in ``before_commit`` in one pipelined
 round trip. If Redis is down, ``before_commit`` raises, the runner commits nothing and handles
 the batch again: events are retried, never dead-lettered for an outage. Applying is idempotent
-per event id, so the part of a batch that did reach Redis is a no-op the second time.
+(each store's applied offset per partition, and its recent event ids, are kept with its visits),
+so the part of a batch that did reach Redis is a no-op the second time.
 """
 
 from __future__ import annotations
@@ -22,18 +23,18 @@ from facestream.runtime.logs import add_log_context
 from facestream.runtime.runner import Handler, KafkaRecord, Output, Poison, where
 from facestream.schemas import MatchEvent, decode
 from facestream.services.sink.settings import SinkSettings
-from facestream.services.sink.store import Applier, Plan, plan
+from facestream.services.sink.store import Applier, Plan, Position, plan
 
 log = logging.getLogger(__name__)
 
 EVENTS = Counter(
     "facestream_sink_events_total",
-    "Match events by what applying them did (applied, duplicate, suppressed).",
+    "Match events by what applying them did (applied, duplicate, suppressed, redelivered).",
     ["outcome"],
 )
 VISITS_STARTED = Counter("facestream_sink_visits_started_total", "Visits started (PV).")
 
-_OUTCOMES = {1: "applied", 0: "duplicate", -1: "suppressed"}
+_OUTCOMES = {1: "applied", 0: "duplicate", -1: "suppressed", -2: "redelivered"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class SinkHandler(Handler):
         event = decode(MatchEvent, record.value)
         add_log_context(store=event.store_id, camera=event.camera_id)
         try:
-            planned = plan(event, self.sink, self.applier.prefix)
+            at = Position(record.topic, record.partition, record.offset)
+            planned = plan(event, self.sink, self.applier.prefix, at)
         except ValueError as exc:
             raise Poison("invalid", str(exc)) from exc
         self._pending.append(_Pending(planned, event.captured_at, where(record), event.camera_id))

@@ -88,7 +88,8 @@ class Outcome:
         return {m.frame_id for m in self.matches}
 
     def applied(self, event_id: str) -> bool:
-        return bool(self.redis.exists(f"{self.prefix}:{{{STORE}}}:seen:{event_id}"))
+        # The store's recent event ids (the sink's bounded dedup window; ours stays under it).
+        return self.redis.zscore(f"{self.prefix}:{{{STORE}}}:recent", event_id) is not None
 
 
 @dataclass
