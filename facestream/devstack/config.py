@@ -58,6 +58,10 @@ class StackConfig:
     redis_port: int = 6379
     partitions: int = DEFAULT_PARTITIONS
     kafka_heap: str = "512m"
+    redis_appendonly: bool = False
+    """Redis keeps its data in an append-only file across restarts, as a deployment's must
+    (docs/deploy.md, "Redis"); the dev stack is a throwaway cache and keeps none by default.
+    Tests that restart Redis set it."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StackConfig:

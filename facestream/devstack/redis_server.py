@@ -1,4 +1,5 @@
-"""The stack's Redis on 127.0.0.1: daemonized with its own pid file and no persistence.
+"""The stack's Redis on 127.0.0.1: daemonized with its own pid file and no persistence (an
+append-only file with ``StackConfig.redis_appendonly``).
 
 A Redis that already answers PING on the port is used as it is and never stopped by ``down``.
 """
@@ -12,6 +13,7 @@ import time
 from facestream.devstack.config import HOST, StackConfig, StackError, write_atomic
 from facestream.devstack.install import ensure_redis_server
 from facestream.devstack.process import managed_pid, port_open, run_logged, tail
+from facestream.runtime.redis_clients import redis_client, stack_redis
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,8 @@ def ping(cfg: StackConfig, timeout: float = 1.0) -> bool:
     # which add seconds of backoff to every refused connection.
     if not port_open(cfg.redis_port, timeout=min(timeout, 0.5)):
         return False
-    client = redis.Redis(
-        host=HOST,
-        port=cfg.redis_port,
+    client = redis_client(
+        stack_redis(cfg.redis_url),
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
@@ -62,9 +63,10 @@ def _write_conf(cfg: StackConfig) -> None:
                 f"pidfile {_quote(str(cfg.redis_pid_file))}",
                 f"logfile {_quote(str(cfg.redis_log))}",
                 f"dir {_quote(str(cfg.redis_dir))}",
-                # A dev/test cache: nothing to keep across restarts, and no fork for RDB saves.
+                # A dev/test cache: nothing to keep across restarts, and no fork for RDB saves
+                # (unless asked: then an append-only file, as deployments have).
                 'save ""',
-                "appendonly no",
+                f"appendonly {'yes' if cfg.redis_appendonly else 'no'}",
                 "",
             ]
         ),

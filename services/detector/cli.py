@@ -45,6 +45,12 @@ def subscribe(
         DetectorHandler(engine, encodings_topic=pipeline.topics.encodings),
         topic=pipeline.topics.frames,
         max_batch=detector.max_batch,
+        # Static membership (KIP-345) when configured, as the sink's.
+        consumer_options=(
+            {"group_instance_id": detector.group_instance_id}
+            if detector.group_instance_id
+            else None
+        ),
         note=f"-> {pipeline.topics.encodings}, fallbacks {','.join(detector.fallbacks) or 'none'}",
     )
 

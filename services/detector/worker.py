@@ -65,6 +65,10 @@ class DetectorSettings(BaseSettings):
     max_batch: int = Field(default=10, ge=1, le=500)
     """Records per poll. A frame costs 0.1-0.4 s on one core, so 10 keeps a batch (and what a
     crash replays) to a few seconds."""
+    group_instance_id: str | None = Field(default=None, min_length=1, max_length=200)
+    """Static group membership (KIP-345), as the sink's: a detector restarted with the same id
+    gets its partitions back at once instead of waiting out its dead predecessor's session
+    (45 s). One stable id per replica (the StatefulSet pod name); never two live ones alike."""
 
     @field_validator("fallbacks", mode="before")
     @classmethod

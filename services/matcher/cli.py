@@ -30,6 +30,12 @@ def subscribe(
         handler,
         topic=topics.encodings,
         max_batch=settings.max_batch,
+        # Static membership (KIP-345) when configured, as the sink's.
+        consumer_options=(
+            {"group_instance_id": settings.group_instance_id}
+            if settings.group_instance_id
+            else None
+        ),
         note=f"-> {topics.matches} (+ {topics.identities}), index {settings.index}",
     )
 

@@ -81,7 +81,7 @@ def test_a_handler_failing_for_a_while_loses_nothing_and_dead_letters_nothing(
     handler.health = health
     runner = Runner(
         handler,
-        bootstrap=pipeline.kafka_bootstrap,
+        kafka=pipeline,
         topic=topics.frames,
         group=pipeline.group("flaky"),
         backoff=FAST,
@@ -112,9 +112,7 @@ def test_a_stop_while_backing_off_commits_nothing_and_the_next_run_handles_it(
     send(pipeline, topics.frames, [b"only"], b"s1")
     group = pipeline.group("flaky")
     stuck = Flaky(topics.encodings, failures=10_000, error=ConnectionError)
-    runner = Runner(
-        stuck, bootstrap=pipeline.kafka_bootstrap, topic=topics.frames, group=group, backoff=FAST
-    )
+    runner = Runner(stuck, kafka=pipeline, topic=topics.frames, group=group, backoff=FAST)
     worker = threading.Thread(target=runner.run)
     worker.start()
     deadline = time.monotonic() + 30
@@ -126,9 +124,7 @@ def test_a_stop_while_backing_off_commits_nothing_and_the_next_run_handles_it(
     assert not worker.is_alive()
 
     recovered = Flaky(topics.encodings, failures=0, error=ConnectionError)
-    run_until_idle(
-        Runner(recovered, bootstrap=pipeline.kafka_bootstrap, topic=topics.frames, group=group)
-    )
+    run_until_idle(Runner(recovered, kafka=pipeline, topic=topics.frames, group=group))
     assert [r.value for r in read_topic(pipeline, topics.encodings)] == [b"only"]
     assert read_topic(pipeline, topics.dlq(topics.frames)) == []
 
@@ -211,7 +207,7 @@ def test_the_sink_waits_for_its_redis_and_dead_letters_nothing(
     handler = SinkHandler(Applier(client, pipeline.redis_prefix), SinkSettings())
     runner = Runner(
         handler,
-        bootstrap=pipeline.kafka_bootstrap,
+        kafka=pipeline,
         topic=topics.matches,
         group=pipeline.group("sink"),
         backoff=Backoff(first=0.2, cap=1.0),
@@ -220,9 +216,9 @@ def test_the_sink_waits_for_its_redis_and_dead_letters_nothing(
     worker.start()
     try:
         send(pipeline, topics.matches, [event(i).to_bytes() for i in range(3)], b"s1")
-        seen = f"{pipeline.redis_prefix}:{{s1}}:seen:*"
+        applied = f"{pipeline.redis_prefix}:{{s1}}:recent"  # the event ids the sink applied
         deadline = time.monotonic() + 30
-        while len(client.keys(seen)) < 3:
+        while client.zcard(applied) < 3:
             assert time.monotonic() < deadline, "the first events were not applied"
             time.sleep(0.2)
         own_redis.stop()  # Redis away while events keep coming
@@ -231,7 +227,7 @@ def test_the_sink_waits_for_its_redis_and_dead_letters_nothing(
         assert worker.is_alive()
         own_redis.start()  # AOF: what was applied before is still there
         deadline = time.monotonic() + 30
-        while len(client.keys(seen)) < 10:
+        while client.zcard(applied) < 10:
             assert time.monotonic() < deadline, "the events sent during the outage were lost"
             time.sleep(0.2)
     finally:
