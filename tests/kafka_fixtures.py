@@ -6,6 +6,7 @@ locally and fail under CI, where a missing broker is a broken set-up, not a reas
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -14,9 +15,11 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from facestream.devstack import stack
+from facestream.devstack.kafka_broker import admin_client
 from facestream.runtime.settings import PipelineSettings
 from facestream.runtime.topics import Topics
 
@@ -45,6 +48,22 @@ def pipeline(live_stack: PipelineSettings) -> Iterator[PipelineSettings]:
     yield live_stack.model_copy(
         update={"topic_prefix": f"{tag}.", "group_prefix": tag, "redis_prefix": tag}
     )
+    delete_topics(f"{tag}.")
+
+
+def delete_topics(prefix: str) -> None:
+    """Delete the topics named ``prefix*`` (best effort). A suite run creates a few thousand
+    partitions; left behind, they pile up run after run on a developer's broker until it spends
+    its time loading them (15,000 partitions made the local broker stop answering)."""
+    admin = admin_client(stack.StackConfig.from_env(), 10.0)
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            admin.delete_topics(mine, timeout_ms=10_000)
+    except KafkaError as exc:
+        logging.getLogger(__name__).warning("topics %s* not deleted: %s", prefix, exc)
+    finally:
+        admin.close()
 
 
 @pytest.fixture
