@@ -251,7 +251,7 @@ def committed_lag(settings: PipelineSettings, group: str, topic: str) -> int:
 
 def send_all(settings: PipelineSettings, records: list[Record]) -> list[int]:
     """Publish records to the frames topic in order; their offsets."""
-    producer = make_producer(settings.kafka_bootstrap)
+    producer = make_producer(settings)
     try:
         futures = [
             producer.send(settings.topics.frames, value=r.value, key=r.key, headers=r.headers)
@@ -281,9 +281,7 @@ def test_runner_dead_letters_poison_and_goes_on(
 
     group = pipeline.group("detector")
     handler = DetectorHandler(detector_engine, encodings_topic=pipeline.topics.encodings)
-    runner = Runner(
-        handler, bootstrap=pipeline.kafka_bootstrap, topic=pipeline.topics.frames, group=group
-    )
+    runner = Runner(handler, kafka=pipeline, topic=pipeline.topics.frames, group=group)
     worker = threading.Thread(target=runner.run, kwargs={"max_idle_seconds": 2.0})
     worker.start()
     worker.join(timeout=45)
