@@ -8,6 +8,7 @@ from facestream.schemas.messages import (
     IdentityRecord,
     MatchEvent,
     MemberRecord,
+    MemberSamples,
     derived_id,
     payload_field,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "IdentityRecord",
     "MatchEvent",
     "MemberRecord",
+    "MemberSamples",
     "Message",
     "SchemaError",
     "decode",

@@ -30,6 +30,7 @@ from facestream.schemas.messages import (
     IdentityRecordV1,
     MatchEvent,
     MemberRecord,
+    MemberSamples,
 )
 from facestream.schemas.wire import DIM, Vector, _to_wire
 
@@ -75,6 +76,7 @@ CONTRACTS: Final = (
     Contract(FaceObservation, 1, "the value of an encodings.v1 record"),
     Contract(MatchEvent, 1, "the value of a matches.v1 record"),
     Contract(MemberRecord, 1, "the value of a members.v1 record (null: a tombstone)"),
+    Contract(MemberSamples, 1, "the value of a member-samples.v1 record (null: a tombstone)"),
     Contract(
         IdentityRecord,
         2,

@@ -7,6 +7,7 @@
 | ``matches.v1`` | store id | :class:`MatchEvent`, one decision per face |
 | ``members.v1`` (compacted) | member id | :class:`MemberRecord`; a tombstone (null) erases |
 | ``identities.v1`` (compacted) | ``store/face_id`` | :class:`IdentityRecord`; a tombstone erases |
+| ``member-samples.v1`` (compacted) | member id | :class:`MemberSamples`; a tombstone erases |
 | ``<topic>.dlq`` | the source key | :class:`DeadLetter` |
 
 Times are event times (``captured_at``, stamped by the camera) and must carry a UTC offset;
@@ -178,6 +179,42 @@ class MemberRecord(Message):
 
     @property
     def vectors(self) -> NDArray[np.float32]:
+        return np.stack([vector_from_wire(e) for e in self.encodings])
+
+
+MAX_MEMBER_LEARNED: Final = 16
+"""Most learned encodings one :class:`MemberSamples` may carry (a matcher keeps fewer)."""
+
+
+class MemberSamples(Message):
+    """The samples the matchers learned for an enrolled member from confident sightings
+    (``member-samples.v1``, compacted, key = member id). A record is the whole learned set: a
+    newer one replaces it. The enrolled encodings stay in :class:`MemberRecord`, written only
+    by enrollment, and are never displaced by these; an erasure tombstones both keys.
+
+    ``learned_from[i]`` is the observation ``encodings[i]`` came from; ``model_version`` the
+    encoder that made them (a matcher ignores samples of another model)."""
+
+    v: Literal[1] = 1
+    member_id: Id
+    model_version: Label
+    encodings: list[Vector] = Field(min_length=1, max_length=MAX_MEMBER_LEARNED)
+    learned_from: list[ObservationId] = Field(min_length=1, max_length=MAX_MEMBER_LEARNED)
+    learned_at: Timestamp
+    """``captured_at`` of the sighting that gave the latest sample (never the clock: a replay
+    writes the same bytes)."""
+
+    @model_validator(mode="after")
+    def _samples_line_up(self) -> MemberSamples:
+        if len(self.learned_from) != len(self.encodings):
+            raise ValueError("learned_from must name one observation per encoding")
+        if len(set(self.learned_from)) != len(self.learned_from):
+            raise ValueError("an observation gives a member at most one sample")
+        return self
+
+    @property
+    def vectors(self) -> NDArray[np.float32]:
+        """The learned encodings as an ``(n, 128)`` array, in learning order."""
         return np.stack([vector_from_wire(e) for e in self.encodings])
 
 

@@ -1,6 +1,7 @@
 """Counting accuracy on simulated stores of people the policy was not fitted on.
 
     .venv/bin/python -m benchmarks.accuracy.store_days [--seeds 1 2 3] [--policy FOLDER] [--json F]
+        [--set FACESTREAM_MATCHER_NAME=VALUE ...]
 
 For each seed, two simulations of the evaluation half of the shared photos
 (:mod:`facestream.core.splits`), each replayed through the real pipeline on the local stack with
@@ -14,7 +15,8 @@ For each seed, two simulations of the evaluation half of the shared photos
 
 Prints PV and UV against the truth, member recall, false members, splits and merges, per run and
 as mean and spread. ``--policy`` is a calibration folder (``facestream calibrate``, fitted on the
-*fit* half) handed to the matcher; without it the matcher runs its defaults.
+*fit* half) handed to the matcher; without it the matcher runs its defaults. ``--set`` hands the
+workers any other setting, to compare one change against the defaults on the same stores.
 """
 
 from __future__ import annotations
@@ -131,8 +133,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--policy", type=Path, default=None, help="A calibration folder.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows here.")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="A FACESTREAM_* variable for the workers (repeatable).",
+    )
     args = parser.parse_args()
     env = {"FACESTREAM_MATCHER_POLICY_DIR": str(args.policy.resolve())} if args.policy else {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("FACESTREAM_"):
+            parser.error(f"--set wants FACESTREAM_NAME=VALUE, got {item!r}")
+        env[name] = value
     engine = FaceEngine()
     rows = []
     for seed in args.seeds:

@@ -1,9 +1,10 @@
 """Erasing a person everywhere: a member (by member id) or an anonymous visitor
 (``store/face_id``).
 
-:func:`erase` writes a tombstone on the compacted topic that holds them, waits (bounded) until
-every live matcher has acknowledged it in Redis, then asks the sink to purge their visits, when
-the sink provides that.
+:func:`erase` writes a tombstone on the compacted topic that holds them (for a member also on
+``member-samples.v1``, which holds the samples the matchers learned for them), waits (bounded)
+until every live matcher has acknowledged it in Redis, then asks the sink to purge their visits,
+when the sink provides that.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import redis
-
+from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas.keys import partition_for, split_identity_key
@@ -76,12 +76,12 @@ def erase(subject: str, settings: PipelineSettings, timeout: float = 30.0) -> Er
     through the sink. ``confirmed`` is true when every such matcher acknowledged."""
     topics = settings.topics
     ident = split_identity_key(subject)
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     # Who must confirm: the matchers alive now. One that starts later reads the tombstone
     # (or, once compacted, nothing of the subject) when it builds its state.
     required = live_matchers(client, settings.redis_prefix)
     kind: Literal["member", "visitor"]
-    producer = make_producer(settings.kafka_bootstrap)
+    producer = make_producer(settings)
     try:
         if ident is None:
             kind, topic, partition = "member", topics.members, None
@@ -93,6 +93,10 @@ def erase(subject: str, settings: PipelineSettings, timeout: float = 30.0) -> Er
         meta = producer.send(topic, key=subject.encode(), value=None, partition=partition).get(
             timeout=30
         )
+        if kind == "member":
+            # The samples the matchers learned for the member live under the same key in a
+            # topic of their own: they go too (a matcher also drops them with the member).
+            producer.send(topics.member_samples, key=subject.encode(), value=None).get(timeout=30)
     finally:
         producer.close(timeout=10)
     log.info("tombstone for %s %s at %s[%d]@%d", kind, subject, topic, meta.partition, meta.offset)

@@ -58,6 +58,14 @@ VISITOR_LEARN_THRESHOLD: Final = 0.40
 VISITOR_LEARN_MIN_DISTANCE: Final = 0.12
 VISITOR_MAX_SAMPLES: Final = 5
 
+# When a member's sighting becomes a learned sample of theirs (member-samples.v1): the same
+# rule, stricter, because a wrong sample would greet a stranger as the member from then on.
+# Learned samples are capped apart from the enrolled ones, which they never displace. Off unless
+# FACESTREAM_MATCHER_MEMBER_MAX_LEARNED is set (MEMBER_MAX_LEARNED is the cap measured with).
+MEMBER_LEARN_THRESHOLD: Final = 0.36
+MEMBER_LEARN_MIN_DISTANCE: Final = 0.12
+MEMBER_MAX_LEARNED: Final = 3
+
 
 @dataclass(frozen=True)
 class Policy:

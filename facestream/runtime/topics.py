@@ -97,6 +97,10 @@ class Topics:
     def identities(self) -> str:
         return f"{self.prefix}identities.v1"
 
+    @property
+    def member_samples(self) -> str:
+        return f"{self.prefix}member-samples.v1"
+
     @staticmethod
     def dlq(topic: str) -> str:
         return topic + DLQ_SUFFIX
@@ -132,6 +136,8 @@ def topic_specs(partitions: int = DEFAULT_PARTITIONS, prefix: str = "") -> tuple
         # Members are replicated whole to every matcher, so one partition keeps reads simple.
         TopicSpec(t.members, 1, _COMPACT),
         TopicSpec(t.identities, partitions, _COMPACT),
+        # Samples the matchers learned for members: replicated like the members themselves.
+        TopicSpec(t.member_samples, 1, _COMPACT),
         # Dead letters are rare and read by people: one partition keeps them in one ordered list.
         TopicSpec(t.dlq(t.frames), 1, _dead_letters(FRAMES_DLQ_RETENTION_MS, _HOUR)),
         TopicSpec(t.dlq(t.encodings), 1, _dead_letters(ENCODINGS_DLQ_RETENTION_MS, _HOUR)),

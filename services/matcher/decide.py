@@ -1,20 +1,22 @@
 """Who one face is, and what the matcher writes about it.
 
 Members first (:mod:`.member_tier`), then the store's visitors with its neighbours' replicas
-(:mod:`.shards`), where a confident match may teach the visitor a sample (:mod:`.learning`);
-else a FaceId derived from the observation id. A visitor's record, all its samples, goes to
-``identities.v1`` whenever it is minted or learns. One face at a time: a sample learned from a
-face is already there when the next face of the batch is decided.
+(:mod:`.shards`); a confident match may teach the member or the visitor a sample
+(:mod:`.learning`); else a FaceId derived from the observation id. A visitor's record, all its
+samples, goes to ``identities.v1`` whenever it is minted or learns, a member's learned samples
+to ``member-samples.v1``. One face at a time: a sample learned from a face is already there when
+the next face of the batch is decided.
 """
 
 from __future__ import annotations
 
 import logging
 
+from facestream.core.gallery import Decision
 from facestream.runtime.runner import Output
-from facestream.schemas import FaceObservation, IdentityRecord, derived_id
+from facestream.schemas import FaceObservation, IdentityRecord, MemberSamples, derived_id
 from facestream.services.matcher import metrics
-from facestream.services.matcher.learning import LearnPolicy
+from facestream.services.matcher.learning import LearnPolicy, MemberLearnPolicy
 from facestream.services.matcher.member_tier import MemberTier
 from facestream.services.matcher.outputs import Outputs
 from facestream.services.matcher.shards import VisitorMatch, VisitorShards
@@ -28,11 +30,17 @@ class Decider:
     mints into and teaches: following the changelogs is the handler's)."""
 
     def __init__(
-        self, members: MemberTier, shards: VisitorShards, learning: LearnPolicy, out: Outputs
+        self,
+        members: MemberTier,
+        shards: VisitorShards,
+        learning: LearnPolicy,
+        out: Outputs,
+        member_learning: MemberLearnPolicy | None = None,
     ) -> None:
         self.members = members
         self.shards = shards
         self.learning = learning
+        self.member_learning = member_learning
         self.out = out
 
     def decide(self, obs: FaceObservation, partition: int) -> list[Output]:
@@ -48,7 +56,9 @@ class Decider:
         if member.identity is not None:
             metrics.DECISIONS.labels("member").inc()
             fields = {"member_id": member.identity.id, "margin": member.margin}
-            return [self.out.match(obs, "member", distance=member.distance, **fields)]
+            event = self.out.match(obs, "member", distance=member.distance, **fields)
+            taught = self._learn_member(obs, member)
+            return [self.out.member_samples(taught), event] if taught else [event]
 
         visitor = self.shards.identify(obs.store_id, vector)
         if visitor is not None:
@@ -105,6 +115,25 @@ class Decider:
         metrics.SAMPLES_LEARNED.inc()
         metrics.RETURNING_SAMPLES.observe(samples + 1)
         log.debug("%s learned sample %d from %s", visitor.face_id, samples, obs.observation_id)
+        return record
+
+    def _learn_member(self, obs: FaceObservation, member: Decision) -> MemberSamples | None:
+        """Add the sighting to the member's learned samples when :mod:`.learning` allows; the
+        member's new learned-samples record, else None."""
+        if self.member_learning is None or not self.members.learns or member.identity is None:
+            return None
+        member_id = member.identity.id
+        if self.members.taught(obs.observation_id) is not None:
+            # Learned from before (a replay after the record was written): nothing new.
+            metrics.MEMBER_LEARN_SKIPPED.labels("known").inc()
+            return None
+        refusal = self.member_learning.refusal(obs, member, self.members.learned_count(member_id))
+        if refusal is not None:
+            metrics.MEMBER_LEARN_SKIPPED.labels(refusal).inc()
+            return None
+        record = self.members.learn(member_id, obs.observation_id, obs.vector, obs.captured_at)
+        metrics.MEMBER_SAMPLES_LEARNED.inc()
+        log.debug("member %s learned a sample from %s", member_id, obs.observation_id)
         return record
 
     def _replayed(self, obs: FaceObservation, source: SampleSource, partition: int) -> list[Output]:

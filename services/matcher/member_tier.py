@@ -2,7 +2,13 @@
 
 Replicated, not sharded: every matcher holds all members, so a member is recognised in any store
 (see docs on Scale for when this should become hash-sharded). A :class:`MemberRecord` replaces
-the member's samples; a tombstone erases the member from the gallery and its index.
+the member's enrolled samples; a tombstone erases the member from the gallery and its index.
+
+Members also learn: ``member-samples.v1`` (compacted, key = member id) holds the samples the
+matchers learned from confident sightings (:class:`MemberSamples`). A member's identity in the
+gallery is their enrolled encodings plus their learned ones; the two come from separate topics
+with separate writers (enrollment, matchers), so neither can overwrite the other. A tombstone on
+either key drops what that key held; ``facestream erase`` writes both.
 """
 
 from __future__ import annotations
@@ -10,38 +16,72 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import numpy as np
 from numpy.typing import NDArray
 
 from facestream.core.gallery import Decision, Gallery, GalleryConfig, Identity
 from facestream.core.policy import Judge, Policy
+from facestream.runtime.kafka_clients import KafkaSettings
 from facestream.runtime.runner import KafkaRecord
-from facestream.schemas import MemberRecord, SchemaError, decode
+from facestream.schemas import MemberRecord, MemberSamples, SchemaError, decode, vector_to_wire
 from facestream.services.matcher import metrics
 from facestream.services.matcher.changelog import ChangelogReader, is_recent
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class _Enrolled:
+    identity: Identity
+    vectors: NDArray[np.float32]
+
+
+@dataclass
+class _Learned:
+    vectors: list[NDArray[np.float32]]
+    learned_from: list[str]
+    learned_at: datetime
+
+
 class MemberTier:
-    """A gallery of members kept equal to ``members.v1``."""
+    """A gallery of members kept equal to ``members.v1`` plus ``member-samples.v1``."""
 
     def __init__(
         self,
         *,
-        bootstrap: str,
+        kafka: KafkaSettings,
         topic: str,
         config: GalleryConfig,
         on_erased: Callable[[str], None],
         client_id: str,
+        samples_topic: str | None = None,
+        model_version: str = "",
     ) -> None:
         self.topic = topic
+        self.samples_topic = samples_topic
+        self.model_version = model_version
+        """The encoder of this matcher: learned samples of another are ignored."""
         self.gallery = Gallery(config)
         self.judge: Judge | None = None
         self._on_erased = on_erased
         self._partitions: list[int] = []
-        self.reader = ChangelogReader(bootstrap, topic, self._apply, client_id=client_id)
+        self._sample_partitions: list[int] = []
+        self._enrolled: dict[str, _Enrolled] = {}
+        self._learned: dict[str, _Learned] = {}
+        self._source: dict[str, str] = {}
+        """Observation id -> the member it taught a sample."""
+        self.reader = ChangelogReader(kafka, topic, self._apply, client_id=client_id)
+        self.samples_reader = (
+            ChangelogReader(
+                kafka, samples_topic, self._apply_samples, client_id=f"{client_id}-samples"
+            )
+            if samples_topic
+            else None
+        )
 
     def start(self, timeout: float) -> int:
         """Read every member (to the end offsets of now); returns how many records were read.
@@ -53,15 +93,21 @@ class MemberTier:
         self.reader.assign(partitions)
         self.reader.rewind(partitions)
         count = self.reader.catch_up(partitions, timeout)
+        if self.samples_reader is not None:
+            learned = self._sample_partitions = self.samples_reader.partitions(timeout)
+            self.samples_reader.assign(learned)
+            self.samples_reader.rewind(learned)
+            count += self.samples_reader.catch_up(learned, timeout)
         elapsed = time.perf_counter() - started
         metrics.REBUILD.labels("member").observe(elapsed)
         metrics.IDENTITIES.labels("member").set(len(self.gallery))
         log.info(
-            "members read from %s: %d records, %d members, %d samples in %.2f s",
+            "members read from %s: %d records, %d members, %d samples (%d learned) in %.2f s",
             self.topic,
             count,
             len(self.gallery),
             self.gallery.sample_count,
+            sum(len(x.learned_from) for m, x in self._learned.items() if m in self._enrolled),
             elapsed,
         )
         return count
@@ -69,6 +115,8 @@ class MemberTier:
     def poll(self) -> int:
         """Apply the updates that have arrived since the last call (never waits)."""
         applied = self.reader.poll(timeout_ms=0)
+        if self.samples_reader is not None:
+            applied += self.samples_reader.poll(timeout_ms=0)
         if applied:
             metrics.IDENTITIES.labels("member").set(len(self.gallery))
         return applied
@@ -77,6 +125,8 @@ class MemberTier:
         """Apply every update up to the end offsets of now (raises
         :class:`~.changelog.ChangelogError` past ``timeout``); returns the records applied."""
         applied = self.reader.catch_up(self._partitions, timeout)
+        if self.samples_reader is not None:
+            applied += self.samples_reader.catch_up(self._sample_partitions, timeout)
         if applied:
             metrics.IDENTITIES.labels("member").set(len(self.gallery))
         return applied
@@ -93,6 +143,104 @@ class MemberTier:
 
     def close(self) -> None:
         self.reader.close()
+        if self.samples_reader is not None:
+            self.samples_reader.close()
+
+    # -- learned samples -----------------------------------------------------------------------
+
+    @property
+    def learns(self) -> bool:
+        """Whether learned samples have a topic to go to."""
+        return self.samples_reader is not None
+
+    def learned_count(self, member_id: str) -> int:
+        """How many learned samples the member holds (0 when none or unknown)."""
+        learned = self._learned.get(member_id)
+        return len(learned.learned_from) if learned else 0
+
+    def taught(self, observation_id: str) -> str | None:
+        """The member ``observation_id`` gave a learned sample to, if any."""
+        return self._source.get(observation_id)
+
+    def learn(
+        self, member_id: str, observation_id: str, vector: NDArray[Any], seen_at: datetime
+    ) -> MemberSamples:
+        """Add a learned sample to an enrolled member; returns the record of all the member's
+        learned samples, for ``member-samples.v1``."""
+        if member_id not in self._enrolled:
+            raise KeyError(member_id)
+        held = self._learned.get(member_id)
+        vectors = [*(held.vectors if held else []), np.asarray(vector, dtype=np.float32)]
+        sources = [*(held.learned_from if held else []), observation_id]
+        self._set_learned(member_id, _Learned(vectors, sources, seen_at))
+        return MemberSamples(
+            member_id=member_id,
+            model_version=self.model_version,
+            encodings=[vector_to_wire(v) for v in vectors],
+            learned_from=sources,
+            learned_at=seen_at,
+        )
+
+    def _set_learned(self, member_id: str, learned: _Learned | None) -> None:
+        old = self._learned.pop(member_id, None)
+        for observation_id in old.learned_from if old else ():
+            self._source.pop(observation_id, None)
+        if learned is not None:
+            self._learned[member_id] = learned
+            for observation_id in learned.learned_from:
+                self._source[observation_id] = member_id
+        self._place(member_id)
+
+    def _place(self, member_id: str) -> None:
+        """Put the member in the gallery as enrolled + learned (or take them out)."""
+        if member_id in self.gallery:
+            self.gallery.remove(member_id)
+        enrolled = self._enrolled.get(member_id)
+        if enrolled is None:
+            return
+        learned = self._learned.get(member_id)
+        vectors = np.vstack([enrolled.vectors, *learned.vectors]) if learned else enrolled.vectors
+        self.gallery.add(enrolled.identity, vectors)
+
+    def _apply_samples(self, record: KafkaRecord) -> None:
+        try:
+            member_id = record.key.decode() if record.key else ""
+        except UnicodeDecodeError:
+            member_id = ""
+        if not member_id:
+            metrics.SKIPPED.labels("member_samples", "bad_key").inc()
+            log.warning("member samples record without a usable key; skipped")
+            return
+        if record.value is None:
+            if member_id in self._learned:
+                self._set_learned(member_id, None)
+                log.info("learned samples of member %s erased", member_id)
+            return
+        try:
+            found = decode(MemberSamples, record.value)
+        except SchemaError as exc:
+            metrics.SKIPPED.labels("member_samples", exc.reason).inc()
+            log.error("member samples record %s does not decode: %s; skipped", member_id, exc)
+            return
+        if found.member_id != member_id:
+            metrics.SKIPPED.labels("member_samples", "key_mismatch").inc()
+            log.error("member samples: key %s, body %s; skipped", member_id, found.member_id)
+            return
+        if found.model_version != self.model_version:
+            # Distances between two models' encodings mean nothing: never mix them.
+            metrics.SKIPPED.labels("member_samples", "model_mismatch").inc()
+            log.warning(
+                "learned samples of member %s are of %s, not %s; skipped",
+                member_id,
+                found.model_version,
+                self.model_version,
+            )
+            return
+        held = self._learned.get(member_id)
+        if held is not None and found.learned_from == held.learned_from:
+            return  # this matcher's own record read back
+        vectors = list(found.vectors)
+        self._set_learned(member_id, _Learned(vectors, list(found.learned_from), found.learned_at))
 
     def _apply(self, record: KafkaRecord) -> None:
         # Log lines name no place: the reader applies each record inside its log context.
@@ -105,8 +253,9 @@ class MemberTier:
             log.warning("member record without a usable key; skipped")
             return
         if record.value is None:
-            if member_id in self.gallery:
-                self.gallery.remove(member_id)
+            if self._enrolled.pop(member_id, None) is not None:
+                # Learned samples go with the member (erase also tombstones their own key).
+                self._set_learned(member_id, None)
                 metrics.ERASURES.labels("member").inc()
                 log.info("member %s erased", member_id)
             if is_recent(record):
@@ -123,8 +272,10 @@ class MemberTier:
             metrics.SKIPPED.labels("member", "key_mismatch").inc()
             log.error("member record: key %s, body %s; skipped", member_id, member.member_id)
             return
-        # A new record is the member's whole sample set: replace, never merge.
-        if member_id in self.gallery:
-            self.gallery.remove(member_id)
-        self.gallery.add(Identity(member_id, member.name, "member"), member.vectors)
+        # A new record is the member's whole enrolled set: replace, never merge. The learned
+        # samples stay: they are of the same person, and have a key of their own.
+        self._enrolled[member_id] = _Enrolled(
+            Identity(member_id, member.name, "member"), member.vectors
+        )
+        self._place(member_id)
         log.debug("member %s: %d samples", member_id, len(member.encodings))

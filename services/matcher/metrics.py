@@ -81,3 +81,15 @@ CATCH_UP_TIMEOUTS = Counter(
     "Batches decided before a changelog could be read to its end (catch_up_timeout), by tier.",
     ["tier"],
 )
+
+# -- members that learn (see .learning.MemberLearnPolicy) ------------------------------------
+MEMBER_SAMPLES_LEARNED = Counter(
+    "facestream_matcher_member_samples_learned_total",
+    "Encodings added to a member's learned samples (member-samples.v1) by this matcher.",
+)
+MEMBER_LEARN_SKIPPED = Counter(
+    "facestream_matcher_member_learn_skipped_total",
+    "Member decisions not learned from, by reason (off, not_confident, quality, full, "
+    "duplicate, known).",
+    ["reason"],
+)

@@ -1,6 +1,7 @@
-"""The records the matcher writes: match events, and visitor records and tombstones on
-``identities.v1``. Every field is derived from the observation or the visitor's state, never
-from the clock or a random source, so a replay writes the same bytes."""
+"""The records the matcher writes: match events, visitor records and tombstones on
+``identities.v1``, and members' learned samples on ``member-samples.v1``. Every field is derived
+from the observation or the identity's state, never from the clock or a random source, so a
+replay writes the same bytes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from typing import Any, Literal
 
 from facestream.runtime.runner import Output
 from facestream.runtime.topics import Topics
-from facestream.schemas import FaceObservation, IdentityRecord, MatchEvent, derived_id
+from facestream.schemas import (
+    FaceObservation,
+    IdentityRecord,
+    MatchEvent,
+    MemberSamples,
+    derived_id,
+)
 from facestream.schemas.keys import identity_key
 
 Kind = Literal["member", "returning", "new"]
@@ -45,6 +52,15 @@ class Outputs:
             identity_key(record.store_id, record.face_id).encode(),
             partition=partition,
             kind="identity",
+        )
+
+    def member_samples(self, record: MemberSamples) -> Output:
+        """A member's learned samples (all of them), keyed by member id."""
+        return Output(
+            self.topics.member_samples,
+            record.to_bytes(),
+            record.member_id.encode(),
+            kind="member_samples",
         )
 
     def tombstone(self, key: str, partition: int) -> Output:

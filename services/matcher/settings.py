@@ -18,11 +18,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from facestream.core.gallery import DEFAULT_MARGIN, DEFAULT_THRESHOLD, IndexType
 from facestream.core.policy import (
+    MEMBER_LEARN_MIN_DISTANCE,
+    MEMBER_LEARN_THRESHOLD,
     VISITOR_LEARN_MIN_DISTANCE,
     VISITOR_LEARN_THRESHOLD,
     VISITOR_MAX_SAMPLES,
 )
-from facestream.schemas.messages import MAX_VISITOR_SAMPLES
+from facestream.schemas.messages import MAX_MEMBER_LEARNED, MAX_VISITOR_SAMPLES
 
 ENV_PREFIX: Final = "FACESTREAM_MATCHER_"
 
@@ -68,6 +70,21 @@ class MatcherSettings(BaseSettings):
     """Smallest face (``size_px``) learned from; the detector lets faces from 40 px through."""
     visitor_learn_min_sharpness: float = Field(default=10.0, ge=0)
     """Least ``sharpness`` learned from (the detector's gate lets heavy blur down to 4 pass)."""
+    # Members learn too, under stricter rules: a confident sighting of a member adds a sample
+    # to member-samples.v1, beside (never instead of) the enrolled encodings.
+    member_max_learned: int = Field(default=0, ge=0, le=MAX_MEMBER_LEARNED)
+    """Learned samples a member keeps besides the enrolled ones; 0 (the default) = members do
+    not learn. Off by default: on the simulated store days it gained nothing and added a
+    visitor split in 2 of 4 runs (docs/accuracy.md); ``core.policy.MEMBER_MAX_LEARNED`` (3)
+    is the cap it was measured with."""
+    member_learn_threshold: float = Field(default=MEMBER_LEARN_THRESHOLD, gt=0, le=2)
+    """Largest raw distance to the member's nearest sample at which a sighting is learned."""
+    member_learn_min_distance: float = Field(default=MEMBER_LEARN_MIN_DISTANCE, ge=0, le=2)
+    """A sighting nearer than this to one of the member's samples adds nothing new."""
+    member_learn_min_face_px: int = Field(default=80, ge=0)
+    """Smallest face (``size_px``) a member learns from."""
+    member_learn_min_sharpness: float = Field(default=15.0, ge=0)
+    """Least ``sharpness`` a member learns from."""
     catch_up_timeout: float = Field(default=5.0, gt=0)
     """Longest wait, before each batch, to read members.v1 and the kept partitions of
     identities.v1 up to their end offsets (so decisions do not depend on read timing); past
@@ -77,6 +94,10 @@ class MatcherSettings(BaseSettings):
     max_batch: int = Field(default=100, ge=1, le=10_000)
     matcher_id: str = Field(default_factory=default_matcher_id, min_length=1, max_length=200)
     """Names this process in the heartbeat set and in erasure acknowledgements."""
+    group_instance_id: str | None = Field(default=None, min_length=1, max_length=200)
+    """Static group membership (KIP-345), as the sink's: a matcher restarted with the same id
+    gets its partitions back at once instead of waiting out its dead predecessor's session
+    (45 s). One stable id per replica (the StatefulSet pod name); never two live ones alike."""
     startup_timeout: float = Field(default=120.0, gt=0)
     """Longest wait for reading members.v1 at start, or a partition's changelog on assignment;
     past it the matcher stops rather than decide with half its state."""
@@ -93,6 +114,10 @@ class MatcherSettings(BaseSettings):
             self.visitor_learn_min_distance >= self.visitor_learn_threshold
         ):
             raise ValueError("visitor_learn_min_distance must be below visitor_learn_threshold")
+        if self.member_max_learned > 0 and (
+            self.member_learn_min_distance >= self.member_learn_threshold
+        ):
+            raise ValueError("member_learn_min_distance must be below member_learn_threshold")
         return self
 
     @field_validator("neighbours")

@@ -2,9 +2,10 @@
 
 Per face (see docs/architecture.md, "Deciding who a face is"): members first (replicated tier,
 :mod:`.member_tier`), then the store's visitor shard with its neighbours' replicas
-(:mod:`.shards`); a confident match teaches the visitor a sample (:mod:`.learning`). Else a new
-FaceId derived from the observation id, added to the shard. A visitor's record (all samples) is
-written to ``identities.v1`` in the partition the observation came from when minted or taught.
+(:mod:`.shards`); a confident match teaches the member or visitor a sample (:mod:`.learning`).
+Else a new FaceId derived from the observation id, added to the shard. A visitor's record (all
+samples) is written to ``identities.v1`` in the partition the observation came from when minted
+or taught; a member's learned samples to ``member-samples.v1``.
 
 Decisions depend on the input, not on timing: before each batch the member tier and the kept
 shards are read up to the end offsets of that moment. Replays are idempotent: ids are derived
@@ -29,6 +30,7 @@ from facestream.core.gallery import GalleryConfig
 from facestream.core.policy import PolicySet, load_policies
 from facestream.runtime import metrics as runtime_metrics
 from facestream.runtime.logs import add_log_context
+from facestream.runtime.redis_clients import redis_client as new_redis_client
 from facestream.runtime.runner import Fatal, Handler, KafkaRecord, Output, Poison, where
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import FaceObservation, decode
@@ -36,7 +38,7 @@ from facestream.schemas.keys import partition_for
 from facestream.services.matcher import metrics
 from facestream.services.matcher.changelog import ChangelogError
 from facestream.services.matcher.decide import Decider
-from facestream.services.matcher.learning import LearnPolicy
+from facestream.services.matcher.learning import LearnPolicy, MemberLearnPolicy
 from facestream.services.matcher.member_tier import MemberTier
 from facestream.services.matcher.outputs import Outputs
 from facestream.services.matcher.presence import Presence
@@ -75,23 +77,25 @@ class MatcherHandler(Handler):
         """The encodings this matcher compares (its members are enrolled with the engine's)."""
         self.topics = pipeline.topics
         self.presence = Presence(
-            redis_client or redis.Redis.from_url(pipeline.redis_url),
+            redis_client or new_redis_client(pipeline),
             pipeline.redis_prefix,
             settings.matcher_id,
             settings.heartbeat_seconds,
         )
         client = f"{pipeline.group('matcher')}-{settings.matcher_id}"
         self.members = MemberTier(
-            bootstrap=pipeline.kafka_bootstrap,
+            kafka=pipeline,
             topic=self.topics.members,
             config=GalleryConfig(
                 index=settings.index, threshold=settings.threshold, margin=settings.margin
             ),
             on_erased=self._erased,
             client_id=f"{client}-members",
+            samples_topic=self.topics.member_samples if settings.member_max_learned else None,
+            model_version=model_version,
         )
         self.shards = VisitorShards(
-            bootstrap=pipeline.kafka_bootstrap,
+            kafka=pipeline,
             topic=self.topics.identities,
             config=GalleryConfig(
                 index=settings.index,
@@ -104,7 +108,11 @@ class MatcherHandler(Handler):
         )
         self._use_policies(settings)
         self.decider = Decider(
-            self.members, self.shards, LearnPolicy.from_settings(settings), Outputs(self.topics)
+            self.members,
+            self.shards,
+            LearnPolicy.from_settings(settings),
+            Outputs(self.topics),
+            MemberLearnPolicy.from_settings(settings),
         )
         self._checked_stores: set[str] = set()
         self._pending: set[int] = set()

@@ -232,6 +232,9 @@ def test_every_record_of_a_replay_fits_its_schema(replayed: SmallReplay) -> None
         for value in values:
             assert _errors(_file(model), value) == [], (topic, value)
         checked[topic] = len(values)
+    # Members learn only from confident sightings: the small day may or may not teach one.
+    for value in _values(replayed.settings, topics.member_samples):
+        assert _errors(_file(messages.MemberSamples), value) == [], value
     frames = [r for r in read_topic(replayed.settings, topics.frames) if r.headers]
     for record in frames:
         headers = {k: v.decode() for k, v in record.headers}

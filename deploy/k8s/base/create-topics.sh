@@ -25,6 +25,11 @@
 #   FACESTREAM_TOPIC_MIN_INSYNC_REPLICAS replicas that must have a write before producers
 #                                        (acks=all) get their ack (default 2 when the
 #                                        replication factor is 3 or more, else the broker's)
+#   FACESTREAM_KAFKA_SECURITY_PROTOCOL, FACESTREAM_KAFKA_SSL_CAFILE, ..._SSL_CERTFILE, ..._SSL_KEYFILE,
+#   ..._SSL_CHECK_HOSTNAME, ..._SASL_MECHANISM, ..._SASL_USERNAME, ..._SASL_PASSWORD(_FILE)
+#                                        TLS and SASL as the workers read them (docs/deploy.md,
+#                                        "Transport security"), given to the tool as a client
+#                                        config file (an unencrypted PEM key only)
 #   KAFKA_TOPICS                         the kafka-topics tool (default: the apache/kafka image's)
 set -euo pipefail
 
@@ -48,6 +53,70 @@ for var in partitions replication frames_retention frames_dlq_retention encoding
     exit 2
   fi
 done
+# TLS and SASL: the Java tool reads them from a --command-config file, written here from the
+# workers' variables. It holds the password, so it is this user's only (umask), in TMPDIR (an
+# emptyDir in the Job), and removed on exit.
+client=()
+protocol="${FACESTREAM_KAFKA_SECURITY_PROTOCOL:-PLAINTEXT}"
+case "$protocol" in
+  PLAINTEXT) ;;
+  SSL | SASL_SSL | SASL_PLAINTEXT)
+    umask 077
+    client_config="$(mktemp "${TMPDIR:-/tmp}/create-topics-client.XXXXXX")"
+    trap 'rm -f "$client_config" "$client_config.pem"' EXIT
+    {
+      echo "security.protocol=$protocol"
+      if [[ $protocol != SASL_PLAINTEXT ]]; then
+        if [[ -n "${FACESTREAM_KAFKA_SSL_CAFILE:-}" ]]; then
+          echo "ssl.truststore.type=PEM"
+          echo "ssl.truststore.location=$FACESTREAM_KAFKA_SSL_CAFILE"
+        fi
+        if [[ "${FACESTREAM_KAFKA_SSL_CHECK_HOSTNAME:-true}" =~ ^(false|False|FALSE|0|no)$ ]]; then
+          echo "ssl.endpoint.identification.algorithm="
+        fi
+        if [[ -n "${FACESTREAM_KAFKA_SSL_CERTFILE:-}" ]]; then
+          # Java takes the key and its certificate chain from one PEM file.
+          if [[ -n "${FACESTREAM_KAFKA_SSL_KEYFILE:-}" ]]; then
+            cat "$FACESTREAM_KAFKA_SSL_KEYFILE" "$FACESTREAM_KAFKA_SSL_CERTFILE" >"$client_config.pem"
+          else
+            cat "$FACESTREAM_KAFKA_SSL_CERTFILE" >"$client_config.pem"
+          fi
+          echo "ssl.keystore.type=PEM"
+          echo "ssl.keystore.location=$client_config.pem"
+        fi
+      fi
+      if [[ $protocol == SASL_* ]]; then
+        user="${FACESTREAM_KAFKA_SASL_USERNAME:?set FACESTREAM_KAFKA_SASL_USERNAME for $protocol}"
+        if [[ -n "${FACESTREAM_KAFKA_SASL_PASSWORD_FILE:-}" ]]; then
+          password="$(<"$FACESTREAM_KAFKA_SASL_PASSWORD_FILE")"
+        else
+          password="${FACESTREAM_KAFKA_SASL_PASSWORD:?set FACESTREAM_KAFKA_SASL_PASSWORD_FILE}"
+        fi
+        mechanism="${FACESTREAM_KAFKA_SASL_MECHANISM:-SCRAM-SHA-512}"
+        case "$mechanism" in
+          PLAIN) module=org.apache.kafka.common.security.plain.PlainLoginModule ;;
+          SCRAM-SHA-256 | SCRAM-SHA-512)
+            module=org.apache.kafka.common.security.scram.ScramLoginModule ;;
+          *)
+            echo "create-topics: unknown FACESTREAM_KAFKA_SASL_MECHANISM '$mechanism'" >&2
+            exit 2
+            ;;
+        esac
+        # JAAS quoting (\ and "), then the properties file's own (\).
+        jaas() { local v="${1//\\/\\\\}"; v="${v//\"/\\\"}"; printf '%s' "${v//\\/\\\\}"; }
+        echo "sasl.mechanism=$mechanism"
+        echo "sasl.jaas.config=$module required username=\"$(jaas "$user")\"" \
+          "password=\"$(jaas "$password")\";"
+      fi
+    } >"$client_config"
+    client=(--command-config "$client_config")
+    ;;
+  *)
+    echo "create-topics: unknown FACESTREAM_KAFKA_SECURITY_PROTOCOL '$protocol'" >&2
+    exit 2
+    ;;
+esac
+
 # With acks=all (every facestream producer) and 3 replicas, a write acknowledged by 2 survives
 # the loss of any one broker; 1 replica (a dev broker) cannot require more than itself.
 if [[ -z "$min_isr" ]] && ((replication >= 3)); then min_isr=2; fi
@@ -84,6 +153,7 @@ topics=(
   "matches.v1|$partitions|$matches"
   "members.v1|1|$compact"
   "identities.v1|$partitions|$compact"
+  "member-samples.v1|1|$compact"
   "frames.v1.dlq|1|$frames_dlq"
   "encodings.v1.dlq|1|$encodings_dlq"
   "matches.v1.dlq|1|$matches_dlq"
@@ -97,13 +167,14 @@ for spec in "${topics[@]}"; do
   for pair in ${pairs[@]+"${pairs[@]}"}; do
     args+=(--config "$pair")
   done
-  "$kafka_topics" "${args[@]}"
+  "$kafka_topics" ${client[@]+"${client[@]}"} "${args[@]}"
 done
 
 # One describe for all topics (each call of the tool starts a JVM). The summary line of a topic
 # reads "Topic: NAME<TAB>TopicId: ...<TAB>PartitionCount: N<TAB>...<TAB>Configs: k=v,...";
 # the per-partition lines below it have no PartitionCount.
-described="$("$kafka_topics" --bootstrap-server "$bootstrap" --describe --exclude-internal)"
+described="$("$kafka_topics" ${client[@]+"${client[@]}"} --bootstrap-server "$bootstrap" \
+  --describe --exclude-internal)"
 
 status=0
 for spec in "${topics[@]}"; do

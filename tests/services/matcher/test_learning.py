@@ -1,4 +1,4 @@
-"""Visitors that learn: real LFW photos of one person, the real broker and Redis.
+"""Visitors and members that learn: real LFW photos of one person, the real broker and Redis.
 
 Tom Ridge, photographed four ways: B is a confident match of A (learned), C matches B but not A,
 and D matches A (not confidently) but B much better. The distances are asserted first, so that
@@ -19,16 +19,25 @@ import redis
 from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
+from facestream.admin.erasure import erase
 from facestream.core.engine import Encoding, FaceEngine
+from facestream.core.policy import MEMBER_MAX_LEARNED
 from facestream.runtime.runner import Output
 from facestream.runtime.settings import PipelineSettings
-from facestream.schemas import IdentityRecord, MemberRecord, derived_id, vector_to_wire
+from facestream.schemas import (
+    IdentityRecord,
+    MemberRecord,
+    MemberSamples,
+    decode,
+    derived_id,
+    vector_to_wire,
+)
 from facestream.schemas.keys import identity_key, partition_for
 from facestream.schemas.messages import IdentityRecordV1
 from facestream.services.matcher.presence import acknowledgements
 from facestream.services.matcher.settings import MatcherSettings
 from facestream.services.matcher.worker import MatcherHandler
-from tests.kafka_fixtures import PARTITIONS
+from tests.kafka_fixtures import PARTITIONS, read_topic
 from tests.services.matcher.test_matcher import (
     T0,
     clean_redis,
@@ -314,3 +323,109 @@ def test_a_member_published_just_before_the_batch_is_recognised(
     produce(pipeline, pipeline.topics.members, [(b"m-tr", member.to_bytes())])
     event = match_of(see(pipeline, handler, "b:0", looks.b))
     assert (event.kind, event.member_id) == ("member", "m-tr")
+
+
+# -- members that learn -------------------------------------------------------------------------
+
+
+def member_samples(outputs: Sequence[Output]) -> list[Output]:
+    return [o for o in outputs if o.kind == "member_samples"]
+
+
+def enroll(pipeline: PipelineSettings, member_id: str, *vectors: Encoding) -> None:
+    record = MemberRecord(
+        member_id=member_id, encodings=[vector_to_wire(v) for v in vectors], enrolled_at=T0
+    )
+    produce(pipeline, pipeline.topics.members, [(member_id.encode(), record.to_bytes())])
+
+
+def test_a_member_learns_a_confident_sighting_and_is_then_recognised_in_a_later_look(
+    pipeline: PipelineSettings, looks: Looks, matcher: Make
+) -> None:
+    s = MatcherSettings()
+    # The photos: B is confidently A (learned by a member too), C is B but not A.
+    assert s.member_learn_min_distance < distance(looks.a, looks.b) < s.member_learn_threshold
+    assert distance(looks.a, looks.c) > s.threshold + 0.04 > distance(looks.b, looks.c) + 0.08
+
+    enroll(pipeline, "m-tr", looks.a)
+    without = matcher(member_max_learned=0)
+    assert member_samples(see(pipeline, without, "b:0", looks.b)) == []
+    assert match_of(see(pipeline, without, "c:0", looks.c)).kind == "new"
+
+    assert s.member_max_learned == 0  # off unless asked for (docs/accuracy.md)
+    live = matcher(member_max_learned=MEMBER_MAX_LEARNED)
+    small = see(pipeline, live, "b-small:0", looks.b, size_px=60)  # quality: not learned
+    assert match_of(small).member_id == "m-tr" and member_samples(small) == []
+    outputs = see(pipeline, live, "b:0", looks.b)
+    assert match_of(outputs).member_id == "m-tr"
+    [learned] = member_samples(outputs)
+    assert (learned.topic, learned.key) == (pipeline.topics.member_samples, b"m-tr")
+    record = decode(MemberSamples, learned.value)
+    assert record.learned_from == ["b:0"] and record.learned_at == T0
+    assert record.model_version == live.model_version
+    assert np.allclose(record.vectors[0], looks.b, atol=1e-6)
+    # The enrolled sample stays, the learned one is beside it: C, which A alone does not
+    # reach, is now the member.
+    assert live.members.gallery.samples("m-tr").shape == (2, 128)
+    event = match_of(see(pipeline, live, "c:0", looks.c))
+    assert (event.kind, event.member_id) == ("member", "m-tr")
+
+    # Every matcher learns it from the topic, and a restart reads it back.
+    produce(pipeline, pipeline.topics.member_samples, [(learned.key, learned.value)])
+    other = matcher(member_max_learned=MEMBER_MAX_LEARNED)
+    assert other.members.learned_count("m-tr") == 1
+    assert match_of(see(pipeline, other, "c:1", looks.c)).member_id == "m-tr"
+    # The sighting that taught it, replayed, teaches nothing again and is the member again.
+    again = see(pipeline, other, "b:0", looks.b)
+    assert member_samples(again) == [] and match_of(again).member_id == "m-tr"
+
+    # Re-enrolment replaces the enrolled samples and keeps the learned ones.
+    enroll(pipeline, "m-tr", looks.a)
+    other.idle()
+    assert other.members.gallery.samples("m-tr").shape == (2, 128)
+
+
+def test_learned_member_samples_are_capped_and_never_displace_the_enrolled_ones(
+    pipeline: PipelineSettings, looks: Looks, matcher: Make
+) -> None:
+    enroll(pipeline, "m-tr", looks.a)
+    handler = matcher(member_max_learned=1, member_learn_threshold=0.5)
+    assert member_samples(see(pipeline, handler, "b:0", looks.b))
+    full = see(pipeline, handler, "d:0", looks.d)
+    assert match_of(full).member_id == "m-tr" and member_samples(full) == []
+    samples = handler.members.gallery.samples("m-tr")
+    assert samples.shape == (2, 128)
+    assert min(np.linalg.norm(samples - looks.a, axis=1)) < 1e-5  # the enrolled one is kept
+    with pytest.raises(ValueError, match="below member_learn_threshold"):
+        MatcherSettings(member_max_learned=MEMBER_MAX_LEARNED, member_learn_min_distance=0.4)
+    assert MatcherSettings(member_max_learned=0, member_learn_min_distance=0.4)
+
+
+def test_erasing_a_member_erases_the_learned_samples_everywhere(
+    pipeline: PipelineSettings, looks: Looks, matcher: Make
+) -> None:
+    enroll(pipeline, "m-tr", looks.a)
+    live = matcher(member_max_learned=MEMBER_MAX_LEARNED)
+    [learned] = member_samples(see(pipeline, live, "b:0", looks.b))
+    produce(pipeline, pipeline.topics.member_samples, [(learned.key, learned.value)])
+    live.close()  # erase waits for the live matchers; this one has left
+
+    done = erase("m-tr", pipeline, timeout=5)
+    assert done.kind == "member" and done.confirmed
+    tail = [r for r in read_topic(pipeline, pipeline.topics.member_samples) if r.key == b"m-tr"]
+    assert tail[-1].value is None  # the learned samples' key is tombstoned too
+
+    rebuilt = matcher(member_max_learned=MEMBER_MAX_LEARNED)
+    assert "m-tr" not in rebuilt.members.gallery
+    assert rebuilt.members.learned_count("m-tr") == 0
+    for obs_id, vector in (("c:0", looks.c), ("b:1", looks.b)):
+        assert match_of(see(pipeline, rebuilt, obs_id, vector)).kind != "member"
+
+    # A matcher that held them drops them with the member's own tombstone as well.
+    enroll(pipeline, "m-x", looks.a)
+    holder = matcher(member_max_learned=MEMBER_MAX_LEARNED)
+    assert member_samples(see(pipeline, holder, "b:2", looks.b))
+    produce(pipeline, pipeline.topics.members, [(b"m-x", None)])
+    holder.idle()
+    holder.members.catch_up(10)
+    assert "m-x" not in holder.members.gallery and holder.members.learned_count("m-x") == 0
