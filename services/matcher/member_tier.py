@@ -34,6 +34,19 @@ from facestream.services.matcher.changelog import ChangelogReader, is_recent
 log = logging.getLogger(__name__)
 
 
+def _member_key(record: KafkaRecord, tier: str) -> str | None:
+    """The member id a changelog record is keyed by; None (counted, logged) when unusable."""
+    try:
+        member_id = record.key.decode() if record.key else ""
+    except UnicodeDecodeError:
+        member_id = ""
+    if not member_id:
+        metrics.SKIPPED.labels(tier, "bad_key").inc()
+        log.warning("%s record without a usable key; skipped", tier)
+        return None
+    return member_id
+
+
 @dataclass
 class _Enrolled:
     identity: Identity
@@ -203,13 +216,8 @@ class MemberTier:
         self.gallery.add(enrolled.identity, vectors)
 
     def _apply_samples(self, record: KafkaRecord) -> None:
-        try:
-            member_id = record.key.decode() if record.key else ""
-        except UnicodeDecodeError:
-            member_id = ""
-        if not member_id:
-            metrics.SKIPPED.labels("member_samples", "bad_key").inc()
-            log.warning("member samples record without a usable key; skipped")
+        member_id = _member_key(record, "member_samples")
+        if member_id is None:
             return
         if record.value is None:
             if member_id in self._learned:
@@ -244,13 +252,8 @@ class MemberTier:
 
     def _apply(self, record: KafkaRecord) -> None:
         # Log lines name no place: the reader applies each record inside its log context.
-        try:
-            member_id = record.key.decode() if record.key else ""
-        except UnicodeDecodeError:
-            member_id = ""
-        if not member_id:
-            metrics.SKIPPED.labels("member", "bad_key").inc()
-            log.warning("member record without a usable key; skipped")
+        member_id = _member_key(record, "member")
+        if member_id is None:
             return
         if record.value is None:
             if self._enrolled.pop(member_id, None) is not None:
