@@ -2,12 +2,14 @@
 
 * ``facestream enroll --members DIR`` prints its report with :func:`print_members_report`;
 * ``facestream erase ID`` erases a member (member id) or a visitor (``store/face_id``) and
-  waits for every live matcher to confirm.
+  waits for every live matcher to confirm;
+* ``facestream audit ID`` says what every place still holds of one.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -70,4 +72,46 @@ def erase_command(subject: str, timeout: float, progress: bool | None, as_json: 
         if result.visits_purged is None:
             click.echo("visits in Redis: not purged (the sink's purge is not available)")
     if not result.confirmed:
+        sys.exit(1)
+
+
+@click.command("audit")
+@click.argument("subject")
+@click.option(
+    "--gallery",
+    "galleries",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    help="An API gallery file to check too (repeatable).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds to read each topic to its end.",
+)
+@json_option
+def audit_command(subject: str, galleries: tuple[Path, ...], timeout: float, as_json: bool) -> None:
+    """Say what every place still holds of SUBJECT: a member id, or a visitor as
+    STORE/FACE_ID (the compacted topics, Redis, API gallery files).
+
+    Exits with status 1 while any place holds the subject as current state; older values that
+    only await the topic's compaction are reported but do not fail it."""
+    from facestream.admin.audit import audit
+
+    settings = PipelineSettings()
+    configure_logging(settings.log_level)
+    result = audit(subject, settings, galleries, timeout)
+    if as_json:
+        emit(result.as_dict())
+    else:
+        for place in result.places:
+            state = "LIVE" if place.live else "clear" if not place.readable else "erased"
+            click.echo(f"{state:6} {place.place}: {place.detail}")
+        acked = ", ".join(result.acknowledged_by) or "none"
+        click.echo(f"erasure acknowledged by matchers: {acked}")
+        verdict = "gone" if result.gone else "erased" if result.erased else "NOT erased"
+        click.echo(f"{result.kind} {subject}: {verdict}")
+    if not result.erased:
         sys.exit(1)

@@ -344,6 +344,45 @@ def purge(
     return touched
 
 
+def traces(
+    subject: str,
+    settings: PipelineSettings,
+    *,
+    stores: Iterable[str] | None = None,
+    client: redis.Redis | None = None,
+) -> dict[str, int]:
+    """What Redis still holds that names a member id or a face id, in every store (or in
+    ``stores``): counts of ``visits`` keys, ``day_sets`` that list them and ``arrivals``
+    entries (all 0 once :func:`purge` ran), and ``erasure_markers`` (set by it). Reads only."""
+    prefix = check_prefix(settings.redis_prefix)
+    r = client or redis_client(settings)
+    if stores is None:
+        stores = cast(set[str], r.smembers(stores_key(prefix)))
+    found = {"visits": 0, "day_sets": 0, "arrivals": 0, "erasure_markers": 0}
+    for store in sorted(stores):
+        keys = StoreKeys(prefix, store)
+        for person in (f"m:{subject}", f"f:{subject}"):
+            found["visits"] += int(r.exists(keys.visits(person)))
+            found["erasure_markers"] += int(r.exists(keys.erased(person)))
+            for day_set in cast(set[str], r.smembers(keys.index(person))):
+                found["day_sets"] += int(bool(r.sismember(day_set, person)))
+                found["day_sets"] += int(bool(r.sismember(day_set, subject)))
+        found["arrivals"] += len(_arrivals_of(r, keys, subject))
+    return found
+
+
+def _arrivals_of(r: redis.Redis, keys: StoreKeys, member_id: str) -> list[str]:
+    """Ids of the member's entries in the store's capped arrivals stream."""
+    found: list[str] = []
+    start = "-"
+    while True:
+        chunk = cast(list[Any], r.xrange(keys.arrivals, min=start, max="+", count=1000))
+        found += [eid for eid, fields in chunk if fields.get("member_id") == member_id]
+        if len(chunk) < 1000:
+            return found
+        start = "(" + chunk[-1][0]
+
+
 def _purge_person(r: redis.Redis, keys: StoreKeys, person: str, subject: str, at: int) -> int:
     index = keys.index(person)
     day_sets = sorted(cast(set[str], r.smembers(index)))
@@ -360,14 +399,7 @@ def _purge_person(r: redis.Redis, keys: StoreKeys, person: str, subject: str, at
 
 def _purge_arrivals(r: redis.Redis, keys: StoreKeys, member_id: str) -> int:
     """Delete the member's entries from the store's capped arrivals stream (1 if any)."""
-    doomed: list[str] = []
-    start = "-"
-    while True:
-        chunk = cast(list[Any], r.xrange(keys.arrivals, min=start, max="+", count=1000))
-        doomed += [eid for eid, fields in chunk if fields.get("member_id") == member_id]
-        if len(chunk) < 1000:
-            break
-        start = "(" + chunk[-1][0]
+    doomed = _arrivals_of(r, keys, member_id)
     if doomed:
         r.xdel(keys.arrivals, *doomed)
     return 1 if doomed else 0

@@ -1,9 +1,12 @@
-"""Members on the real topics: enroll a folder, recognise a member, erase members and visitors."""
+"""Members on the real topics: enroll a folder, recognise a member, erase members and visitors,
+and audit what every place still holds of them."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,15 +14,17 @@ from pathlib import Path
 import pytest
 import redis
 
+from facestream.admin.audit import audit
 from facestream.admin.erasure import erase
 from facestream.admin.members import publish_members
 from facestream.core.engine import Encoding
+from facestream.core.gallery import Gallery, Identity
 from facestream.core.photos import encode_many, image_files
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import MatchEvent, MemberRecord, decode, derived_id
 from facestream.schemas.keys import partition_for
 from facestream.services.matcher.presence import live_matchers
-from tests.kafka_fixtures import PARTITIONS
+from tests.kafka_fixtures import PARTITIONS, pipeline_env
 from tests.services.matcher.test_matcher import (
     clean_redis,
     events,
@@ -66,7 +71,7 @@ def wait_for_events(settings: PipelineSettings, count: int) -> list[MatchEvent]:
 
 
 def test_enroll_recognise_and_erase(
-    pipeline: PipelineSettings, folder: Path, probe: Encoding
+    pipeline: PipelineSettings, folder: Path, probe: Encoding, tmp_path: Path
 ) -> None:
     report = publish_members(folder, pipeline, workers=1)
     assert report.published == ("Gray_Davis", "Hugo_Chavez")
@@ -87,11 +92,44 @@ def test_enroll_recognise_and_erase(
         first = see("f1:0", 1)
         assert (first.kind, first.member_id) == ("member", "Hugo_Chavez")
 
+        # Before: the member is live in members.v1 and in an API gallery file.
+        gallery_file = tmp_path / "api-gallery.fsg"
+        api = Gallery()
+        api.add(Identity("Hugo_Chavez", "Hugo Chavez"), probe)
+        api.save(gallery_file)
+        before = audit("Hugo_Chavez", pipeline, [gallery_file])
+        places = {p.place: p for p in before.places}
+        assert not before.erased
+        assert places[pipeline.topics.members].live
+        assert places[str(gallery_file)].live
+        assert not places[pipeline.topics.member_samples].live
+
         erased = erase("Hugo_Chavez", pipeline, timeout=20)
         assert erased.confirmed, erased
         assert (erased.kind, erased.acknowledged) == ("member", ("m1",))
         assert erased.tombstone.topic == pipeline.topics.members
         assert isinstance(erased.visits_purged, int)
+
+        # After: no topic holds the member as current state; the enrolled record stays
+        # readable until the topic is compacted, and the audit says so. The API gallery file
+        # is not reached by erase (its own DELETE does that): the audit keeps failing on it.
+        after = audit("Hugo_Chavez", pipeline)
+        places = {p.place: p for p in after.places}
+        assert after.erased and not after.gone
+        assert places[pipeline.topics.members].readable == 1
+        assert "tombstoned" in places[pipeline.topics.members].detail
+        assert "tombstoned" in places[pipeline.topics.member_samples].detail
+        assert not places["redis"].live
+        assert after.acknowledged_by == ("m1",)
+        command = [str(Path(sys.executable).parent / "facestream"), "audit", "Hugo_Chavez"]
+        env = pipeline_env(pipeline)
+        ok = subprocess.run([*command, "--json"], env=env, capture_output=True, timeout=120)
+        assert ok.returncode == 0, ok.stderr[-2000:]
+        assert json.loads(ok.stdout)["erased"] is True
+        held = subprocess.run(
+            [*command, "--gallery", str(gallery_file)], env=env, capture_output=True, timeout=120
+        )
+        assert held.returncode == 1 and b"LIVE" in held.stdout, held.stdout
 
         second = see("f2:0", 2)
         assert (second.kind, second.member_id) == ("new", None)
@@ -102,6 +140,10 @@ def test_enroll_recognise_and_erase(
         gone = erase(subject, pipeline, timeout=20)
         assert gone.confirmed and gone.acknowledged == ("m1",), gone
         assert gone.tombstone.partition == partition_for("s1", PARTITIONS)
+        visitor = audit(subject, pipeline)
+        assert visitor.kind == "visitor" and visitor.erased
+        [identities] = [p for p in visitor.places if p.place == pipeline.topics.identities]
+        assert identities.readable == 1 and "tombstoned" in identities.detail
         third = see("f3:0", 3)
         assert (third.kind, third.face_id) == ("new", derived_id("face", "f3:0"))
     finally:

@@ -1,0 +1,204 @@
+"""Where a person's data still is: the check behind ``facestream audit SUBJECT``.
+
+An erasure (:mod:`.erasure`) writes tombstones, waits for the matchers and purges Redis. This
+module reads every place that can hold a member (member id) or an anonymous visitor
+(``store/face_id``) and says what each still holds, so that an erasure can be *shown* done:
+
+* the compacted topics: ``members.v1`` and ``member-samples.v1`` for a member,
+  ``identities.v1`` (the store's partition) for a visitor. ``live`` when the latest record of
+  the key carries a value; older values stay *readable* in the log until the cleaner compacts
+  them (bounded, about 7 h after the tombstone: docs/privacy.md);
+* Redis: the sink's visit history, day sets and member arrivals naming the subject, and the
+  matchers that acknowledged its erasure;
+* API gallery files named by the caller (``facestream serve --gallery FILE``).
+
+Match events (``matches.v1``) name people too, but hold no encoding and are deleted by
+retention within 7 days; dead letters hold no payload unless ``FACESTREAM_DLQ_KEEP_PAYLOAD``.
+Neither is read here: both would mean reading a week of traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka.structs import TopicPartition
+
+from facestream.core.gallery import Gallery
+from facestream.runtime import kafka_clients
+from facestream.runtime.redis_clients import redis_client
+from facestream.runtime.settings import PipelineSettings
+from facestream.schemas.keys import partition_for, split_identity_key
+from facestream.services.matcher.presence import acknowledgements
+from facestream.services.sink.store import traces
+
+
+class AuditError(RuntimeError):
+    """A place could not be read in time (the audit says nothing rather than something false)."""
+
+
+@dataclass(frozen=True)
+class Place:
+    """What one place holds of the subject."""
+
+    place: str
+    live: bool
+    """The place holds the subject's data as current state."""
+    readable: int
+    """Records or entries of the subject still readable there (live or awaiting compaction)."""
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "place": self.place,
+            "live": self.live,
+            "readable": self.readable,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Audit:
+    """The outcome of :func:`audit`."""
+
+    subject: str
+    kind: str
+    places: tuple[Place, ...]
+    acknowledged_by: tuple[str, ...]
+    """Matchers that acknowledged the subject's erasure (Redis)."""
+
+    @property
+    def erased(self) -> bool:
+        """No place holds the subject as current state."""
+        return not any(p.live for p in self.places)
+
+    @property
+    def gone(self) -> bool:
+        """Nothing of the subject is readable anywhere any more (compaction done too)."""
+        return self.erased and not any(p.readable for p in self.places)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form that ``facestream audit --json`` prints."""
+        return {
+            "subject": self.subject,
+            "kind": self.kind,
+            "erased": self.erased,
+            "gone": self.gone,
+            "places": [p.as_dict() for p in self.places],
+            "acknowledged_by": list(self.acknowledged_by),
+        }
+
+
+def audit(
+    subject: str,
+    settings: PipelineSettings,
+    galleries: Sequence[Path] = (),
+    timeout: float = 60.0,
+) -> Audit:
+    """Read every place that can hold ``subject`` (a member id, or ``store/face_id``) and say
+    what each holds. Raises :class:`AuditError` when a topic cannot be read in ``timeout``."""
+    topics = settings.topics
+    ident = split_identity_key(subject)
+    client = redis_client(settings)
+    wanted: dict[str, str | None]
+    try:
+        if ident is None:
+            kind, person, stores = "member", subject, None
+            wanted = {topics.members: None, topics.member_samples: None}
+        else:
+            kind, (store, person) = "visitor", ident
+            stores = [store]
+            wanted = {topics.identities: store}
+        places = [
+            _topic_place(settings, topic, subject, store_of, timeout)
+            for topic, store_of in wanted.items()
+        ]
+        found = traces(person, settings, stores=stores)
+        held = found["visits"] + found["day_sets"] + found["arrivals"]
+        places.append(
+            Place(
+                "redis",
+                held > 0,
+                held,
+                f"{found['visits']} visit histories, {found['day_sets']} day sets, "
+                f"{found['arrivals']} member arrivals; {found['erasure_markers']} erasure "
+                "markers",
+            )
+        )
+        acked = tuple(sorted(acknowledgements(client, settings.redis_prefix, subject)))
+    finally:
+        client.close()
+    places += [_gallery_place(path, person) for path in galleries]
+    return Audit(subject, kind, tuple(places), acked)
+
+
+def _topic_place(
+    settings: PipelineSettings, topic: str, key: str, store: str | None, timeout: float
+) -> Place:
+    """The records of ``key`` in ``topic`` (the store's partition for a visitor)."""
+    values, tombstoned = 0, False
+    for record in _records(settings, topic, key.encode(), store, timeout):
+        if record.value is None:
+            tombstoned = True
+        else:
+            values += 1
+            tombstoned = False
+    live = values > 0 and not tombstoned
+    if not values and not tombstoned:
+        detail = "no record"
+    elif live:
+        detail = f"latest record holds the data ({values} values readable)"
+    else:
+        detail = (
+            f"tombstoned; {values} older values readable until compaction"
+            if values
+            else "tombstoned; no older value readable"
+        )
+    return Place(topic, live, values, detail)
+
+
+def _records(
+    settings: PipelineSettings, topic: str, key: bytes, store: str | None, timeout: float
+) -> Iterable[Any]:
+    """Every record of ``key`` in ``topic`` (from the first offset to the end offset of now)."""
+    consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None)
+    try:
+        found = consumer.partitions_for_topic(topic)
+        if not found:
+            return []
+        partitions = sorted(found)
+        if store is not None:
+            partitions = [partition_for(store, len(partitions))]
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        deadline = time.monotonic() + timeout
+        out: list[Any] = []
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise AuditError(f"{topic} not read to its end in {timeout:.0f} s")
+            for batch in consumer.poll(timeout_ms=500, max_records=1000).values():
+                out += [r for r in batch if r.key == key]
+        return out
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _gallery_place(path: Path, identity_id: str) -> Place:
+    """Whether the API's gallery file at ``path`` holds the identity."""
+    if not path.exists():
+        return Place(str(path), False, 0, "no gallery file")
+    gallery = Gallery.load(path)
+    if identity_id not in gallery:
+        return Place(str(path), False, 0, "not in the gallery")
+    samples = len(gallery.samples(identity_id))
+    return Place(
+        str(path),
+        True,
+        samples,
+        f"{samples} samples (remove with DELETE /identities/{{id}} on the API)",
+    )
