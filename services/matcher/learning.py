@@ -19,14 +19,36 @@ from facestream.services.matcher.shards import VisitorMatch
 
 
 @dataclass(frozen=True)
-class LearnPolicy:
-    """The rules of :func:`refusal`, from ``FACESTREAM_MATCHER_VISITOR_LEARN_*`` settings."""
+class _SampleRule:
+    """What visitors and members share: a sighting is learned when it is confident, of good
+    quality, the identity has room, and it is not a near-duplicate of a sample held."""
 
     threshold: float
     min_distance: float
-    max_samples: int
     min_face_px: int
     min_sharpness: float
+
+    def _refusal(
+        self, obs: FaceObservation, distance: float | None, held: int, cap: int
+    ) -> str | None:
+        """The shared checks, in order; ``distance`` is to the identity's nearest sample."""
+        if distance is None or distance > self.threshold:
+            return "not_confident"
+        if obs.size_px < self.min_face_px or obs.sharpness < self.min_sharpness:
+            return "quality"
+        if held >= cap:
+            return "full"
+        # Within the minimum, the sighting is a near-duplicate of a sample already held.
+        if distance <= self.min_distance:
+            return "duplicate"
+        return None
+
+
+@dataclass(frozen=True)
+class LearnPolicy(_SampleRule):
+    """The rules of :func:`refusal`, from ``FACESTREAM_MATCHER_VISITOR_LEARN_*`` settings."""
+
+    max_samples: int
 
     @classmethod
     def from_settings(cls, settings: MatcherSettings) -> LearnPolicy:
@@ -51,21 +73,11 @@ class LearnPolicy:
             # A neighbour's visitors belong to the matcher that owns the neighbour's partition:
             # it alone writes their records.
             return "neighbour"
-        if match.distance > self.threshold:
-            return "not_confident"
-        if obs.size_px < self.min_face_px or obs.sharpness < self.min_sharpness:
-            return "quality"
-        if samples >= self.max_samples:
-            return "full"
-        # The match distance is the one to the visitor's nearest sample: within the minimum,
-        # the sighting is a near-duplicate of a sample already held.
-        if match.distance <= self.min_distance:
-            return "duplicate"
-        return None
+        return self._refusal(obs, match.distance, samples, self.max_samples)
 
 
 @dataclass(frozen=True)
-class MemberLearnPolicy:
+class MemberLearnPolicy(_SampleRule):
     """When a sighting decided as a member becomes one of the member's learned samples, from
     ``FACESTREAM_MATCHER_MEMBER_*`` settings.
 
@@ -73,11 +85,7 @@ class MemberLearnPolicy:
     learned sample would greet the same stranger again. Learned samples are capped on their
     own (``max_learned``) and never displace the enrolled ones."""
 
-    threshold: float
-    min_distance: float
     max_learned: int
-    min_face_px: int
-    min_sharpness: float
 
     @classmethod
     def from_settings(cls, settings: MatcherSettings) -> MemberLearnPolicy:
@@ -96,12 +104,4 @@ class MemberLearnPolicy:
         distance is the raw one to the member's nearest sample, enrolled or learned."""
         if self.max_learned <= 0:
             return "off"
-        if decision.distance is None or decision.distance > self.threshold:
-            return "not_confident"
-        if obs.size_px < self.min_face_px or obs.sharpness < self.min_sharpness:
-            return "quality"
-        if learned >= self.max_learned:
-            return "full"
-        if decision.distance <= self.min_distance:
-            return "duplicate"
-        return None
+        return self._refusal(obs, decision.distance, learned, self.max_learned)

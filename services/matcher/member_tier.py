@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,6 +33,8 @@ from facestream.services.matcher.changelog import ChangelogReader, is_recent
 
 log = logging.getLogger(__name__)
 
+Keyed = TypeVar("Keyed", MemberRecord, MemberSamples)
+
 
 def _member_key(record: KafkaRecord, tier: str) -> str | None:
     """The member id a changelog record is keyed by; None (counted, logged) when unusable."""
@@ -45,6 +47,22 @@ def _member_key(record: KafkaRecord, tier: str) -> str | None:
         log.warning("%s record without a usable key; skipped", tier)
         return None
     return member_id
+
+
+def _decoded(model: type[Keyed], value: bytes, member_id: str, tier: str) -> Keyed | None:
+    """``value`` as ``model`` when it decodes and names the member it is keyed by; else None
+    (counted, logged)."""
+    try:
+        found = decode(model, value)
+    except SchemaError as exc:
+        metrics.SKIPPED.labels(tier, exc.reason).inc()
+        log.error("%s record %s does not decode: %s; skipped", tier, member_id, exc)
+        return None
+    if found.member_id != member_id:
+        metrics.SKIPPED.labels(tier, "key_mismatch").inc()
+        log.error("%s record: key %s, body %s; skipped", tier, member_id, found.member_id)
+        return None
+    return found
 
 
 @dataclass
@@ -224,15 +242,8 @@ class MemberTier:
                 self._set_learned(member_id, None)
                 log.info("learned samples of member %s erased", member_id)
             return
-        try:
-            found = decode(MemberSamples, record.value)
-        except SchemaError as exc:
-            metrics.SKIPPED.labels("member_samples", exc.reason).inc()
-            log.error("member samples record %s does not decode: %s; skipped", member_id, exc)
-            return
-        if found.member_id != member_id:
-            metrics.SKIPPED.labels("member_samples", "key_mismatch").inc()
-            log.error("member samples: key %s, body %s; skipped", member_id, found.member_id)
+        found = _decoded(MemberSamples, record.value, member_id, "member_samples")
+        if found is None:
             return
         if found.model_version != self.model_version:
             # Distances between two models' encodings mean nothing: never mix them.
@@ -264,16 +275,10 @@ class MemberTier:
             if is_recent(record):
                 self._on_erased(member_id)
             return
-        try:
-            member = decode(MemberRecord, record.value)
-        except SchemaError as exc:
-            # The previous version of the member (if any) stays: better than losing them.
-            metrics.SKIPPED.labels("member", exc.reason).inc()
-            log.error("member record %s does not decode: %s; skipped", member_id, exc)
-            return
-        if member.member_id != member_id:
-            metrics.SKIPPED.labels("member", "key_mismatch").inc()
-            log.error("member record: key %s, body %s; skipped", member_id, member.member_id)
+        # A record that does not decode leaves the previous version of the member (if any):
+        # better than losing them.
+        member = _decoded(MemberRecord, record.value, member_id, "member")
+        if member is None:
             return
         # A new record is the member's whole enrolled set: replace, never merge. The learned
         # samples stay: they are of the same person, and have a key of their own.
