@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -121,7 +122,9 @@ def test_the_dashboard_shows_the_replay(
     shown = days[-1]
     figures: dict[str, Any] = shown.measured
     assert figures["pv"] > 0
-    wait = WebDriverWait(browser, 30)
+    # Pages navigate (login, then the dashboard) while a wait polls them: an element found just
+    # before the page changes goes stale, which only means "not yet".
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
     with serving(app) as base:
         browser.get(f"{base}/dashboard?store={shown.store}&date={shown.date}")
         # Not logged in: the login page, which then leads back to the same view.
