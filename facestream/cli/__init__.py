@@ -4,7 +4,7 @@ Each command lives with what it runs, and its module is imported only when that 
 (or ``--help`` lists it), so that ``facestream verify`` does not load Kafka and Redis clients:
 
 * :mod:`.core` -- enroll, identify, verify, serve, demo-core; :mod:`.evaluation` -- eval;
-* :mod:`.pipeline` -- replay, demo; :mod:`.simulation` -- simulate, eval store;
+* :mod:`.pipeline` -- replay, demo; :mod:`.simulation` -- simulate, walkby, eval store;
 * :mod:`.stack` -- stack up|down|status; :mod:`.contracts` -- schemas (the JSON Schemas);
 * :mod:`.admin` -- erase (and the report of ``enroll --members``);
 * the services' own commands (detector, matcher, sink, camera, stats) and the example CRM.
@@ -29,6 +29,7 @@ LAZY_COMMANDS = {
     "demo-core": "facestream.cli.core:demo_core",
     "replay": "facestream.cli.pipeline:replay",
     "simulate": "facestream.cli.simulation:simulate",
+    "walkby": "facestream.cli.simulation:walkby_command",
     "demo": "facestream.cli.pipeline:demo",
     "stack": "facestream.cli.stack:stack_group",
     "schemas": "facestream.cli.contracts:schemas_command",

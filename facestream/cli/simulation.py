@@ -1,9 +1,11 @@
-"""``facestream simulate`` and ``facestream eval store``: a simulated chain and its counting report.
+"""``facestream simulate``, ``facestream walkby`` and ``facestream eval store``: a simulated chain
+and its counting report, and walk-by video clips.
 
 ``simulate`` plans stores, days and people from a photo folder (:mod:`facestream.tools.simulate`)
 and writes ``members/``, ``manifest.csv`` and ``truth.json``; ``eval store`` replays them through
 the pipeline and prints the figures beside the truth, with the identity errors behind them
-(:mod:`facestream.tools.counting`).
+(:mod:`facestream.tools.counting`). ``walkby`` renders a camera's view of people crossing it
+from the same photos, with where each face is in each frame (:mod:`facestream.tools.walkby`).
 """
 
 from __future__ import annotations
@@ -208,3 +210,93 @@ def eval_store(
         return
     for line in report.lines():
         click.echo(line)
+
+
+@click.command("walkby")
+@click.option(
+    "--images",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Photos in the LFW layout (one folder per person).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for clip.mp4 and truth.json.",
+)
+@click.option(
+    "--people",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="People who cross the view (each passes once, or twice with --returning).",
+)
+@click.option(
+    "--returning",
+    type=click.IntRange(0),
+    default=2,
+    show_default=True,
+    help="Of --people, how many cross the view again later (with another photo).",
+)
+@click.option(
+    "--fps",
+    type=click.FloatRange(1, 60),
+    default=10.0,
+    show_default=True,
+    help="Frames per second of the clip.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["eval", "fit", "all"]),
+    default="eval",
+    show_default=True,
+    help="Only people of this half (facestream.core.splits).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of who passes when, where, with which photo.",
+)
+@json_option
+def walkby_command(
+    images: Path,
+    out: Path,
+    people: int,
+    returning: int,
+    fps: float,
+    split: str,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Render a walk-by clip (people crossing a camera's view) from photos, with its truth."""
+    from facestream.tools import walkby
+
+    try:
+        plan = walkby.ClipPlan(
+            people=people,
+            returning=returning,
+            fps=fps,
+            split=None if split == "all" else split,  # type: ignore[arg-type]
+            seed=seed,
+        )
+        clip = walkby.render(images, out, plan)
+    except (walkby.NotEnoughPhotos, ValueError) as exc:
+        fail(str(exc))
+    summary = {
+        "clip": str(out / walkby.CLIP),
+        "truth": str(out / walkby.TRUTH),
+        "frames": clip.frames,
+        "fps": fps,
+        "people": len(clip.people),
+        "passes": len(clip.passes),
+    }
+    if as_json:
+        emit(summary)
+        return
+    click.echo(
+        f"{clip.frames} frames at {fps:g} fps, {len(clip.people)} people in {len(clip.passes)} "
+        f"passes -> {summary['clip']}\ntruth -> {summary['truth']}"
+    )
