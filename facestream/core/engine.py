@@ -182,6 +182,18 @@ class Detection:
     """Which pass found it: ``hog``, or a fallback (``hog-upsample``, ``hog-pad``, ``cnn``)."""
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A detected face with its quality verdict, not encoded yet (see
+    :meth:`FaceEngine.candidates`)."""
+
+    box: Box
+    detector: str
+    quality: Quality
+    rect: Any
+    """The detector's rectangle, which :meth:`FaceEngine.encode` aligns the face from."""
+
+
 class FaceEngine:
     """Detect, gate and encode faces. Thread-safe; one instance per process is enough."""
 
@@ -280,16 +292,26 @@ class FaceEngine:
 
     def faces(self, image: RGBImage) -> list[Face]:
         """Detect every face in an RGB array, gate each on quality and encode those that pass."""
-        h, w = image.shape[:2]
-        dets = self.detect(image)
-        boxes = [_clip(d.rect, w, h) for d in dets]
-        qualities = [self._quality(image, box, d.score) for box, d in zip(boxes, dets, strict=True)]
-        passing = [d.rect for d, q in zip(dets, qualities, strict=True) if q.passed]
-        encodings = iter(self._encode(image, passing))
+        found = self.candidates(image)
+        encodings = iter(self.encode(image, [c for c in found if c.quality.passed]))
         return [
-            Face(box, d.detector, q, next(encodings) if q.passed else None)
-            for box, d, q in zip(boxes, dets, qualities, strict=True)
+            Face(c.box, c.detector, c.quality, next(encodings) if c.quality.passed else None)
+            for c in found
         ]
+
+    def candidates(self, image: RGBImage) -> list[Candidate]:
+        """Detect and gate every face in an RGB array without encoding any: encoding costs
+        most of a face's time, and a video tracker encodes only a few frames of each face."""
+        h, w = image.shape[:2]
+        out = []
+        for d in self.detect(image):
+            box = _clip(d.rect, w, h)
+            out.append(Candidate(box, d.detector, self._quality(image, box, d.score), d.rect))
+        return out
+
+    def encode(self, image: RGBImage, candidates: Sequence[Candidate]) -> list[Encoding]:
+        """The encodings of faces :meth:`candidates` found in the same ``image``."""
+        return self._encode(image, [c.rect for c in candidates])
 
     def faces_in(self, source: str | Path | bytes) -> list[Face]:
         """Load an image (path or bytes, see :func:`load_image`) and return its faces."""

@@ -383,12 +383,13 @@ def _mark_occlusions(drawn: Sequence[tuple[Pass, Box]], frame: int) -> None:
         if face is None:
             continue
         for _, cover in drawn[i + 1 :]:
-            if _overlap(face, cover):
+            if overlap(face, cover):
                 p.occluded.add(frame)
                 break
 
 
-def _overlap(a: Box, b: Box) -> bool:
+def overlap(a: Box, b: Box) -> bool:
+    """Whether two boxes share any pixel."""
     return a.left < b.right and b.left < a.right and a.top < b.bottom and b.top < a.bottom
 
 
