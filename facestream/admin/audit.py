@@ -10,34 +10,30 @@ module reads every place that can hold a member (member id) or an anonymous visi
   them (bounded, about 7 h after the tombstone: docs/privacy.md);
 * Redis: the sink's visit history, day sets and member arrivals naming the subject, and the
   matchers that acknowledged its erasure;
-* API gallery files named by the caller (``facestream serve --gallery FILE``).
+* API gallery files named by the caller (``facestream serve --gallery FILE``);
+* the dead-letter topics (:mod:`.dead_letters`): never current state, but a dead letter that
+  names the subject (only possible with ``FACESTREAM_DLQ_KEEP_PAYLOAD``) stays readable until
+  retention deletes it.
 
 Match events (``matches.v1``) name people too, but hold no encoding and are deleted by
-retention within 7 days; dead letters hold no payload unless ``FACESTREAM_DLQ_KEEP_PAYLOAD``.
-Neither is read here: both would mean reading a week of traffic.
+retention within 7 days; they are not read here: that would mean reading a week of traffic.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka.structs import TopicPartition
-
+from facestream.admin.dead_letters import dead_letters
+from facestream.admin.topic_reads import read_to_end
 from facestream.core.gallery import Gallery
-from facestream.runtime import kafka_clients
 from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.settings import PipelineSettings
-from facestream.schemas.keys import partition_for, split_identity_key
+from facestream.schemas.keys import split_identity_key
 from facestream.services.matcher.presence import acknowledgements
 from facestream.services.sink.store import traces
-
-
-class AuditError(RuntimeError):
-    """A place could not be read in time (the audit says nothing rather than something false)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,8 @@ def audit(
     timeout: float = 60.0,
 ) -> Audit:
     """Read every place that can hold ``subject`` (a member id, or ``store/face_id``) and say
-    what each holds. Raises :class:`AuditError` when a topic cannot be read in ``timeout``."""
+    what each holds. Raises :class:`~.topic_reads.ReadTimeout` when a topic cannot be read in
+    ``timeout``."""
     topics = settings.topics
     ident = split_identity_key(subject)
     client = redis_client(settings)
@@ -132,6 +129,9 @@ def audit(
     finally:
         client.close()
     places += [_gallery_place(path, person) for path in galleries]
+    places += [
+        Place(d.topic, False, d.naming, d.detail) for d in dead_letters(subject, settings, timeout)
+    ]
     return Audit(subject, kind, tuple(places), acked)
 
 
@@ -140,7 +140,8 @@ def _topic_place(
 ) -> Place:
     """The records of ``key`` in ``topic`` (the store's partition for a visitor)."""
     values, tombstoned = 0, False
-    for record in _records(settings, topic, key.encode(), store, timeout):
+    raw = key.encode()
+    for record in read_to_end(settings, topic, lambda r: r.key == raw, timeout, store):
         if record.value is None:
             tombstoned = True
         else:
@@ -160,34 +161,6 @@ def _topic_place(
     return Place(topic, live, values, detail)
 
 
-def _records(
-    settings: PipelineSettings, topic: str, key: bytes, store: str | None, timeout: float
-) -> Iterable[Any]:
-    """Every record of ``key`` in ``topic`` (from the first offset to the end offset of now)."""
-    consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None)
-    try:
-        found = consumer.partitions_for_topic(topic)
-        if not found:
-            return []
-        partitions = sorted(found)
-        if store is not None:
-            partitions = [partition_for(store, len(partitions))]
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        deadline = time.monotonic() + timeout
-        out: list[Any] = []
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise AuditError(f"{topic} not read to its end in {timeout:.0f} s")
-            for batch in consumer.poll(timeout_ms=500, max_records=1000).values():
-                out += [r for r in batch if r.key == key]
-        return out
-    finally:
-        consumer.close(autocommit=False)
-
-
 def _gallery_place(path: Path, identity_id: str) -> Place:
     """Whether the API's gallery file at ``path`` holds the identity."""
     if not path.exists():
@@ -200,5 +173,6 @@ def _gallery_place(path: Path, identity_id: str) -> Place:
         str(path),
         True,
         samples,
-        f"{samples} samples (remove with DELETE /identities/{{id}} on the API)",
+        f"{samples} samples (remove with facestream erase --gallery, or DELETE "
+        "/identities/{id} on the API)",
     )

@@ -1,23 +1,29 @@
 """Erasing a person everywhere: a member (by member id) or an anonymous visitor
 (``store/face_id``).
 
-:func:`erase` writes a tombstone on the compacted topic that holds them (for a member also on
-``member-samples.v1``, which holds the samples the matchers learned for them), waits (bounded)
-until every live matcher has acknowledged it in Redis, then asks the sink to purge their visits,
-when the sink provides that.
+:func:`erase` removes them from the API gallery files it is given, writes a tombstone on the
+compacted topic that holds them (for a member also on ``member-samples.v1``, which holds the
+samples the matchers learned for them), waits (bounded) until every live matcher has
+acknowledged it in Redis, then asks the sink to purge their visits, when the sink provides
+that. Last it says what the dead-letter topics may still hold (:mod:`.dead_letters`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
+from facestream.admin.dead_letters import DeadLetterPlace, dead_letters
+from facestream.admin.topic_reads import ReadTimeout
 from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas.keys import partition_for, split_identity_key
+from facestream.services.api.galleryfile import erase_identity
 from facestream.services.matcher.presence import acknowledgements, live_matchers
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,18 @@ class Tombstone:
     topic: str
     partition: int
     offset: int
+
+
+@dataclass(frozen=True)
+class GalleryErasure:
+    """What the erasure did to one API gallery file."""
+
+    path: Path
+    samples_removed: int | None
+    """Samples of the subject removed from the file; None: the file did not hold them."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "samples_removed": self.samples_removed}
 
 
 @dataclass(frozen=True)
@@ -49,6 +67,11 @@ class Erasure:
     """Every matcher still alive confirmed."""
     visits_purged: int | None
     """Redis keys the sink's purge changed; None when no sink purge is available."""
+    galleries: tuple[GalleryErasure, ...] = ()
+    """The API gallery files named, each with what was removed from it."""
+    dead_letters: tuple[DeadLetterPlace, ...] | None = None
+    """What the dead-letter topics still hold of the subject, until their retention deletes
+    it (nothing erases a dead letter); None when they could not be read in time."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form that ``facestream erase --json`` prints."""
@@ -65,17 +88,34 @@ class Erasure:
             "pending": list(self.pending),
             "confirmed": self.confirmed,
             "visits_purged": self.visits_purged,
+            "galleries": [g.as_dict() for g in self.galleries],
+            "dead_letters": (
+                None if self.dead_letters is None else [d.as_dict() for d in self.dead_letters]
+            ),
         }
 
 
-def erase(subject: str, settings: PipelineSettings, timeout: float = 30.0) -> Erasure:
+def erase(
+    subject: str,
+    settings: PipelineSettings,
+    timeout: float = 30.0,
+    galleries: Sequence[Path] = (),
+    read_timeout: float = 60.0,
+) -> Erasure:
     """Erase a member (``subject`` = member id) or a visitor (``store/face_id``) everywhere.
 
-    Produces the tombstone, waits at most ``timeout`` seconds for every matcher that is alive
-    (heartbeat in the last 30 s) to acknowledge it, then purges the subject's visits in Redis
-    through the sink. ``confirmed`` is true when every such matcher acknowledged."""
+    Removes the subject from each API gallery file in ``galleries`` (first: a wrong file fails
+    the erasure before anything else is done), produces the tombstone, waits at most
+    ``timeout`` seconds for every matcher that is alive (heartbeat in the last 30 s) to
+    acknowledge it, purges the subject's visits in Redis through the sink, then reads the
+    dead-letter topics (``read_timeout`` each). ``confirmed`` is true when every such matcher
+    acknowledged. Raises :class:`~facestream.core.gallery.GalleryError` or :class:`OSError`
+    for a gallery file that cannot be read or written."""
     topics = settings.topics
     ident = split_identity_key(subject)
+    person = subject if ident is None else ident[1]
+    # The API's galleries hold people under the id they were enrolled with.
+    removed = tuple(GalleryErasure(path, erase_identity(path, person)) for path in galleries)
     client = redis_client(settings)
     # Who must confirm: the matchers alive now. One that starts later reads the tombstone
     # (or, once compacted, nothing of the subject) when it builds its state.
@@ -119,7 +159,21 @@ def erase(subject: str, settings: PipelineSettings, timeout: float = 30.0) -> Er
         pending=tuple(sorted(waiting)),
         confirmed=not waiting,
         visits_purged=_purge_visits(subject, settings),
+        galleries=removed,
+        dead_letters=_dead_letters(subject, settings, read_timeout),
     )
+
+
+def _dead_letters(
+    subject: str, settings: PipelineSettings, timeout: float
+) -> tuple[DeadLetterPlace, ...] | None:
+    """What the dead-letter topics hold of the subject; None when they were not read in time
+    (the erasure is done all the same: ``facestream audit`` reads them again)."""
+    try:
+        return dead_letters(subject, settings, timeout)
+    except ReadTimeout as exc:
+        log.warning("dead-letter topics not read: %s", exc)
+        return None
 
 
 def _purge_visits(subject: str, settings: PipelineSettings) -> int | None:

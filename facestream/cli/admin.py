@@ -1,8 +1,9 @@
 """Administration commands: members published to the pipeline, and erasure everywhere.
 
 * ``facestream enroll --members DIR`` prints its report with :func:`print_members_report`;
-* ``facestream erase ID`` erases a member (member id) or a visitor (``store/face_id``) and
-  waits for every live matcher to confirm;
+* ``facestream erase ID [--gallery FILE ...]`` erases a member (member id) or a visitor
+  (``store/face_id``), from the API gallery files named too, waits for every live matcher to
+  confirm and says what the dead-letter topics still hold until their retention;
 * ``facestream audit ID`` says what every place still holds of one.
 """
 
@@ -14,13 +15,29 @@ from typing import TYPE_CHECKING
 
 import click
 
-from facestream.cli.common import emit, json_option, progress_option, say, show_progress
+from facestream.cli.common import (
+    emit,
+    fail,
+    json_option,
+    progress_option,
+    say,
+    show_progress,
+)
 from facestream.core.enrollment import report_lines
 from facestream.runtime.logs import configure_logging
 from facestream.runtime.settings import PipelineSettings
 
 if TYPE_CHECKING:
+    from facestream.admin.erasure import Erasure
     from facestream.admin.members import MembersReport
+
+gallery_files_option = click.option(
+    "--gallery",
+    "galleries",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    help="An API gallery file (facestream serve --gallery FILE) to include (repeatable).",
+)
 
 
 def print_members_report(report: MembersReport, as_json: bool) -> None:
@@ -38,6 +55,7 @@ def print_members_report(report: MembersReport, as_json: bool) -> None:
 
 @click.command("erase")
 @click.argument("subject")
+@gallery_files_option
 @click.option(
     "--timeout",
     type=float,
@@ -47,43 +65,62 @@ def print_members_report(report: MembersReport, as_json: bool) -> None:
 )
 @progress_option
 @json_option
-def erase_command(subject: str, timeout: float, progress: bool | None, as_json: bool) -> None:
-    """Erase SUBJECT everywhere: a member id, or a visitor as STORE/FACE_ID.
+def erase_command(
+    subject: str,
+    galleries: tuple[Path, ...],
+    timeout: float,
+    progress: bool | None,
+    as_json: bool,
+) -> None:
+    """Erase SUBJECT everywhere: a member id, or a visitor as STORE/FACE_ID; from each API
+    gallery file named too. Then say what the dead-letter topics still hold of it, and until
+    when (nothing deletes a dead letter before its topic's retention).
 
     Exits with status 1 when not every live matcher confirmed in time."""
     from facestream.admin.erasure import erase
+    from facestream.core.gallery import GalleryError
 
     settings = PipelineSettings()
     configure_logging(settings.log_level)
     if show_progress(progress):
         say(f"erasing {subject}; waiting up to {timeout:g}s for every live matcher to confirm")
-    result = erase(subject, settings, timeout)
+    try:
+        result = erase(subject, settings, timeout, galleries)
+    except (GalleryError, OSError) as exc:
+        fail(f"{subject} not erased: {exc}")
     if as_json:
         emit(result.as_dict())
     else:
-        where = result.tombstone
-        click.echo(
-            f"{result.kind} {subject}: tombstone at {where.topic}[{where.partition}]@{where.offset}"
-        )
-        click.echo(
-            f"matchers confirmed {len(result.acknowledged)}/{len(result.matchers)}"
-            + (f", pending: {', '.join(result.pending)}" if result.pending else "")
-        )
-        if result.visits_purged is None:
-            click.echo("visits in Redis: not purged (the sink's purge is not available)")
+        _print_erasure(result)
     if not result.confirmed:
         sys.exit(1)
 
 
+def _print_erasure(result: Erasure) -> None:
+    where = result.tombstone
+    click.echo(
+        f"{result.kind} {result.subject}: tombstone at "
+        f"{where.topic}[{where.partition}]@{where.offset}"
+    )
+    click.echo(
+        f"matchers confirmed {len(result.acknowledged)}/{len(result.matchers)}"
+        + (f", pending: {', '.join(result.pending)}" if result.pending else "")
+    )
+    if result.visits_purged is None:
+        click.echo("visits in Redis: not purged (the sink's purge is not available)")
+    for gallery in result.galleries:
+        removed = gallery.samples_removed
+        done = "not in it" if removed is None else f"removed ({removed} samples)"
+        click.echo(f"gallery {gallery.path}: {done}")
+    if result.dead_letters is None:
+        click.echo("dead-letter topics: not read in time (facestream audit reads them)")
+    for place in result.dead_letters or ():
+        click.echo(f"{place.topic}: {place.detail}")
+
+
 @click.command("audit")
 @click.argument("subject")
-@click.option(
-    "--gallery",
-    "galleries",
-    type=click.Path(path_type=Path, dir_okay=False),
-    multiple=True,
-    help="An API gallery file to check too (repeatable).",
-)
+@gallery_files_option
 @click.option(
     "--timeout",
     type=float,
@@ -94,7 +131,7 @@ def erase_command(subject: str, timeout: float, progress: bool | None, as_json: 
 @json_option
 def audit_command(subject: str, galleries: tuple[Path, ...], timeout: float, as_json: bool) -> None:
     """Say what every place still holds of SUBJECT: a member id, or a visitor as
-    STORE/FACE_ID (the compacted topics, Redis, API gallery files).
+    STORE/FACE_ID (the compacted topics, Redis, API gallery files, dead-letter topics).
 
     Exits with status 1 while any place holds the subject as current state; older values that
     only await the topic's compaction are reported but do not fail it."""

@@ -32,6 +32,7 @@ from facestream.services.api.dashboard import (
     install_dashboard,
 )
 from facestream.services.api.errors import install_error_handlers
+from facestream.services.api.galleryfile import WatchedFile
 from facestream.services.api.metrics import create_metrics
 from facestream.services.api.middleware import (
     API_KEY_HEADER,
@@ -132,6 +133,7 @@ def create_app(
         engine=_engine_for(settings, engine),
         metrics=create_metrics(gallery),
         write_lock=threading.Lock(),
+        file=WatchedFile(settings.gallery_path) if settings.gallery_path is not None else None,
     )
     # FastAPIOffline is FastAPI with /docs and /redoc loading their scripts from this server.
     app = FastAPIOffline(

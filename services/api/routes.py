@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Final, cast
@@ -27,6 +29,7 @@ from facestream.core.photos import Encoded
 from facestream.core.policy import Judge
 from facestream.core.verification import verify_images
 from facestream.services.api.errors import ApiError, image_error
+from facestream.services.api.galleryfile import WatchedFile, locked
 from facestream.services.api.metrics import ApiMetrics
 from facestream.services.api.schemas import (
     BoxOut,
@@ -62,6 +65,9 @@ class ApiContext:
     write_lock: threading.Lock
     """Serialises change-and-save: without it, two saves could finish in the wrong order and
     leave an older gallery on disk."""
+    file: WatchedFile | None
+    """The gallery file (``gallery_path``), followed for erasures made in it by another
+    process (``facestream erase --gallery``); None: nothing is persisted."""
 
 
 def _context(request: Request) -> ApiContext:
@@ -127,11 +133,39 @@ def _face_out(face: Face, decision: Decision | None) -> FaceOut:
     )
 
 
+def _follow(ctx: ApiContext) -> None:
+    """Forget the identities erased from the gallery file by another process, before the
+    gallery answers: a person erased there is not recognised by this server any more."""
+    if ctx.file is None or not ctx.file.changed():
+        return
+    with ctx.write_lock:
+        _follow_locked(ctx)
+
+
+def _follow_locked(ctx: ApiContext) -> None:
+    if ctx.file is not None and (gone := ctx.file.follow(ctx.gallery)):
+        log.info("%d identities erased from the gallery file by another process", len(gone))
+
+
+@contextmanager
+def _changing(ctx: ApiContext) -> Iterator[None]:
+    """Hold what a change of the gallery needs: the server's write lock, then the file's lock
+    (shared with ``facestream erase --gallery``), with the file's erasures followed first, so
+    that the save that ends the change cannot bring back an identity erased in the file."""
+    with ctx.write_lock:
+        if ctx.file is None:
+            yield
+            return
+        with locked(ctx.file.path):
+            _follow_locked(ctx)
+            yield
+
+
 def _persist(ctx: ApiContext) -> bool:
-    path = ctx.settings.gallery_path
-    if path is None:
+    """Save the gallery to its file, if it has one (inside :func:`_changing`)."""
+    if ctx.file is None:
         return False
-    ctx.gallery.save(path)
+    ctx.file.save(ctx.gallery)
     return True
 
 
@@ -150,6 +184,7 @@ def recognize(
         rgb = _decode(ctx, image)
     except ImageError as exc:
         raise image_error(exc, "image") from exc
+    _follow(ctx)
     faces = ctx.engine.faces(rgb)
     ctx.metrics.faces.labels("/recognize").observe(len(faces))
     encodable = [i for i, f in enumerate(faces) if f.encoding is not None]
@@ -244,7 +279,7 @@ def enroll(
             f"none of the {len(photos)} photos shows one clear, sharp face",
             photos=[r.model_dump() for r in results],
         )
-    with ctx.write_lock:
+    with _changing(ctx):
         old = ctx.gallery.identity(identity_id) if identity_id in ctx.gallery else None
         old_samples = ctx.gallery.samples(identity_id) if old else None
         identity = Identity(
@@ -276,7 +311,7 @@ def enroll(
 
 def erase(ctx: Context, identity_id: str) -> ErasureOut:
     """Erase an identity and every face sample of it, from memory and from the gallery file."""
-    with ctx.write_lock:
+    with _changing(ctx):
         try:
             identity = ctx.gallery.identity(identity_id)
             samples = ctx.gallery.samples(identity_id)
@@ -300,6 +335,7 @@ def list_identities(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> IdentityListOut:
     """One page of the enrolled identities, sorted by id."""
+    _follow(ctx)
     everyone = ctx.gallery.identities()
     page = [_identity_out(i) for i in everyone[offset : offset + limit]]
     return IdentityListOut(total=len(everyone), offset=offset, limit=limit, items=page)

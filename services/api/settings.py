@@ -77,7 +77,9 @@ class ApiSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     gallery_path: Path | None = None
     """Gallery file. When set, it is loaded at start, and every enrollment and erasure is
-    written back to it atomically before the request returns."""
+    written back to it atomically before the request returns; identities erased from it by
+    another process (``facestream erase --gallery``) are dropped from memory too
+    (:mod:`.galleryfile`)."""
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     """Largest accepted image file, in bytes."""
     max_pixels: int = Field(default=25_000_000, ge=10_000)
