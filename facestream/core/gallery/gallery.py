@@ -1,9 +1,15 @@
 """The :class:`Gallery`: identities and their samples, the Faiss index over them, and the lock
-that lets searches run in parallel while changes wait."""
+that lets searches run in parallel while changes wait.
+
+With ``index="auto"`` the raw samples live in a mapped file (:mod:`.vector_file`) and the index
+is flat (exact) below ``exact_below`` samples, then a compressed index re-ranked exactly, built
+and rebuilt in the background (:mod:`.builds`)."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from facestream.core.gallery import faiss_index, persistence
+from facestream.core.gallery import builds, faiss_index, persistence
 from facestream.core.gallery.decide import decide, neighbours_needed
 from facestream.core.gallery.locking import RWLock
 from facestream.core.gallery.samples import SampleStore, as_vectors
@@ -19,11 +25,13 @@ from facestream.core.gallery.types import (
     DIM,
     Decision,
     GalleryConfig,
+    GalleryError,
     Identity,
     Neighbours,
     UnknownIdentity,
     Vectors,
 )
+from facestream.core.gallery.vector_file import VectorFile
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +50,16 @@ class Gallery:
         self._by_number: dict[int, Identity] = {}
         self._next_number = 0
         self._next_sample = 0
-        self._store = SampleStore()
+        self._store = (
+            VectorFile(self.config.vector_dir) if self.config.index == "auto" else SampleStore()
+        )
         self._counts: dict[int, int] = {}  # identity number -> its sample count
         self._max_samples = 0  # the largest count: how far a search must look past one person
         self._index: Any = None
         self._trained_at = 0
+        self._compressed = False  # auto: the index is the compressed one (else flat)
+        self._build: builds.Build | None = None  # auto: a compressed index being built
+        self._build_error: BaseException | None = None
         self._generation = 0  # bumped by every change: caches of derived figures compare it
 
     # -- introspection -----------------------------------------------------------------------
@@ -85,8 +98,7 @@ class Gallery:
             number = self._number.get(identity_id)
             if number is None:
                 raise UnknownIdentity(identity_id)
-            found: Vectors = self._store.vectors[self._store.owners == number].copy()
-            return found
+            return self._store.of_owner(number)
 
     def index_bytes(self) -> int:
         """Bytes of the Faiss index as serialised (what it costs in memory, roughly)."""
@@ -94,6 +106,17 @@ class Gallery:
             if self._index is None or self._index.ntotal == 0:
                 return 0
             return int(faiss_index.serialize(self._index).size)
+
+    def resident_bytes(self) -> int:
+        """Bytes the gallery's vectors cost in RAM: the index as serialised, plus the sample
+        store's arrays (the raw vectors when they are kept in RAM; with ``auto``, only ids,
+        owners and file rows, the vectors being in a mapped file)."""
+        return self.index_bytes() + self._store.nbytes()
+
+    @property
+    def compressed(self) -> bool:
+        """Whether searches run on a compressed index (``auto`` past ``exact_below``)."""
+        return self._compressed
 
     # -- changes -----------------------------------------------------------------------------
 
@@ -109,24 +132,9 @@ class Gallery:
         if not prepared:
             return
         with self._lock.write():
-            numbers = []
-            for identity, vecs in prepared:
-                number = self._number.get(identity.id)
-                if number is None:
-                    number = self._next_number
-                    self._next_number += 1
-                    self._number[identity.id] = number
-                self._by_number[number] = identity
-                self._identities[identity.id] = identity
-                ids = np.arange(self._next_sample, self._next_sample + len(vecs), dtype=np.int64)
-                self._next_sample += len(vecs)
-                self._store.append(ids, np.full(len(vecs), number, dtype=np.int64), vecs)
-                self._counts[number] = self._counts.get(number, 0) + len(vecs)
-                self._max_samples = max(self._max_samples, self._counts[number])
-                numbers.append(number)
-            self._generation += 1
-            added = sum(len(v) for _, v in prepared)
-            self._index_add(numbers, self._store.ids[-added:], self._store.vectors[-added:])
+            build = self._add_locked(prepared)
+        if build is not None:
+            self._start_build(build)
 
     def remove(self, identity_id: str) -> int:
         """Erase an identity and all its samples from the gallery and its index. Returns the
@@ -138,10 +146,9 @@ class Gallery:
             del self._by_number[number]
             del self._identities[identity_id]
             self._generation += 1
-            store = self._store
-            keep = store.owners != number
-            removed_ids = store.ids[~keep]
-            store.replace(store.ids[keep], store.owners[keep], store.vectors[keep])
+            removed_ids = self._store.remove_owner(number)
+            if self._build is not None:
+                self._build.removed.append(removed_ids)
             if self._counts.pop(number) == self._max_samples:
                 self._max_samples = max(self._counts.values(), default=0)
             if self._index is not None:
@@ -156,9 +163,34 @@ class Gallery:
             return int(removed_ids.size)
 
     def rebuild(self) -> None:
-        """Rebuild (and for IVF retrain) the index from the stored samples."""
+        """Rebuild (and for IVF retrain) the index from the stored samples. With ``auto`` past
+        ``exact_below``, a compressed build in the calling thread (or the one running)."""
+        if self.config.index != "auto":
+            with self._lock.write():
+                self._rebuild()
+            return
         with self._lock.write():
-            self._rebuild()
+            self._build_error = None
+            build = self._build
+            if build is None:
+                if self.sample_count < self.config.exact_below:
+                    self._rebuild()
+                    return
+                build = self._build = builds.Build(self._next_sample - 1)
+            else:
+                build = None  # one is running: it reads what it began with, then replays the rest
+        if build is not None:
+            self._run_build(build)
+        self.wait_for_build()
+
+    def wait_for_build(self) -> None:
+        """Block until the compressed index being built (``auto``) is swapped in; raises
+        :class:`GalleryError` when the last build failed (searches stayed on the old index)."""
+        build = self._build
+        if build is not None:
+            build.done.wait()
+        if self._build_error is not None:
+            raise GalleryError(f"building the compressed index failed: {self._build_error}")
 
     # -- search ------------------------------------------------------------------------------
 
@@ -198,8 +230,9 @@ class Gallery:
                 sample_ids=self._store.ids,
                 owners=self._store.owners,
                 vectors=self._store.vectors,
-                # Trained indexes are saved whole so that loading does not retrain.
-                index=self._index if self.config.index != "flat" else None,
+                # Trained indexes are saved whole so that loading does not retrain; a flat
+                # one costs less to rebuild than to read.
+                index=self._index if self.config.index != "flat" and not self._flat else None,
             )
             persistence.write(Path(path), contents)
 
@@ -222,8 +255,13 @@ class Gallery:
         if contents.index is not None:
             g._index = contents.index
             g._trained_at = g.sample_count
+            g._compressed = g.config.index == "auto"
         else:
             g._rebuild()
+        with g._lock.write():
+            build = g._due_build()
+        if build is not None:
+            g._start_build(build)
         return g
 
     # -- internals ---------------------------------------------------------------------------
@@ -233,8 +271,13 @@ class Gallery:
             vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
+    @property
+    def _flat(self) -> bool:
+        """Whether the index is an ``auto`` gallery's exact one (not saved: cheap to rebuild)."""
+        return self.config.index == "auto" and not self._compressed
+
     def _person_vector(self, number: int) -> Vectors:
-        samples = self._store.vectors[self._store.owners == number]
+        samples = self._store.of_owner(number)
         if self.config.aggregate == "trimmed" and len(samples) >= 3:
             center = np.median(samples, axis=0)
             near = samples[np.linalg.norm(samples - center, axis=1) <= self.config.trim_distance]
@@ -257,14 +300,41 @@ class Gallery:
         keys, vecs = self._keys_and_vectors()
         self._index = None
         self._trained_at = 0
+        self._compressed = False  # auto: exact until a compressed build swaps in
         index = faiss_index.build_index(self.config, keys, vecs)
         if index is not None:
             self._index = index
             self._trained_at = len(vecs)
 
+    def _add_locked(self, prepared: list[tuple[Identity, Vectors]]) -> builds.Build | None:
+        """Store and index ``prepared`` under the write lock; returns a compressed build that
+        has become due (``auto``), for the caller to start once the lock is released."""
+        numbers = []
+        for identity, vecs in prepared:
+            number = self._number.get(identity.id)
+            if number is None:
+                number = self._next_number
+                self._next_number += 1
+                self._number[identity.id] = number
+            self._by_number[number] = identity
+            self._identities[identity.id] = identity
+            ids = np.arange(self._next_sample, self._next_sample + len(vecs), dtype=np.int64)
+            self._next_sample += len(vecs)
+            self._store.append(ids, np.full(len(vecs), number, dtype=np.int64), vecs)
+            self._counts[number] = self._counts.get(number, 0) + len(vecs)
+            self._max_samples = max(self._max_samples, self._counts[number])
+            numbers.append(number)
+        self._generation += 1
+        added = sum(len(v) for _, v in prepared)
+        new_ids = self._store.ids[-added:]
+        self._index_add(numbers, new_ids, np.concatenate([v for _, v in prepared]))
+        return self._due_build()
+
     def _index_add(self, numbers: list[int], ids: NDArray[np.int64], vecs: Vectors) -> None:
         total = len(self._by_number) if self.config.per_identity else self.sample_count
-        if self._index is None or (self.config.ivf and total >= 4 * self._trained_at):
+        if self.config.index == "auto" and self._index is not None:
+            self._index.add_with_ids(vecs, ids)  # a larger one is built in the background
+        elif self._index is None or (self.config.ivf and total >= 4 * self._trained_at):
             # First build, or an IVF index trained on a much smaller gallery: its lists no
             # longer fit the data, so retrain on everything.
             self._rebuild()
@@ -279,9 +349,64 @@ class Gallery:
         else:
             self._index.add_with_ids(vecs, ids)
 
+    def _due_build(self) -> builds.Build | None:
+        """Reserve a compressed build if one is due (``auto``; under the write lock). After a
+        failed build none is, until :meth:`rebuild`: the same failure would repeat on every
+        add."""
+        if self.config.index != "auto" or self._build or self._build_error is not None:
+            return None
+        compressed_at = self._trained_at if self._compressed else 0
+        if not builds.is_due(self.sample_count, compressed_at, self.config.exact_below):
+            return None
+        self._build = builds.Build(self._next_sample - 1)
+        return self._build
+
+    def _start_build(self, build: builds.Build) -> None:
+        if not self.config.background_build:
+            self._run_build(build)
+            return
+        thread = threading.Thread(
+            target=self._run_build, args=(build,), name="gallery-build", daemon=True
+        )
+        thread.start()
+
+    def _run_build(self, build: builds.Build) -> None:
+        """Build, replay what changed meanwhile and swap in; on failure, log, remember the
+        error for :meth:`wait_for_build` and stay on the current index."""
+        started = time.perf_counter()
+        try:
+            # One core for the build, the others for searches (the setting is per thread, and
+            # several threads fighting for busy cores made training 10x slower here).
+            with faiss_index.one_thread():
+                index = builds.build_compressed(build, self._lock, self._store)
+            with self._lock.write():
+                builds.replay(build, index, self._store)
+                self._index, self._compressed = index, True
+                self._trained_at = int(index.ntotal)
+                self._build = None
+                after = self._due_build()
+            log.info(
+                "compressed index of %d samples swapped in after %.1fs",
+                self._trained_at,
+                time.perf_counter() - started,
+            )
+        except Exception as exc:
+            log.exception("building the compressed index failed; searches stay on the old one")
+            with self._lock.write():
+                self._build, self._build_error = None, exc
+            after = None
+        finally:
+            build.done.set()
+        if after is not None:
+            self._start_build(after)
+
     def _search(self, q: Vectors, k: int) -> Neighbours:
         """The nearest neighbours, labelled with their identity numbers."""
-        if self._index is None:
+        if self._compressed:
+            dist, keys = faiss_index.search_reranked(
+                self._index, q, k, self.config.rerank, self._store.vectors_of
+            )
+        elif self._index is None:
             dist, keys = faiss_index.search_exact(q, *self._keys_and_vectors(), k)
         else:
             dist, keys = faiss_index.search_index(self._index, q, k, self.config)

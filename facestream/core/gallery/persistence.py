@@ -4,7 +4,10 @@ indexes, the serialised Faiss index. Written atomically: a crash leaves the old 
 * ``meta``: UTF-8 JSON with ``format``, ``config``, ``identities`` (each with its number),
   ``next_number`` and ``next_sample``;
 * ``sample_ids``, ``owners``, ``vectors``: every sample's id, identity number and vector;
-* ``index``: the serialised Faiss index (IVF and HNSW), so that loading does not retrain.
+* ``index``: the serialised Faiss index (IVF, HNSW, and ``auto``'s once compressed), so that
+  loading does not retrain.
+
+Settings added to the config since a file was written take their defaults when it is read.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ def read(path: Path, **overrides: Any) -> GalleryFile:
     if meta.get("format") != FORMAT_VERSION:
         raise GalleryError(f"{path}: unsupported gallery format {meta.get('format')!r}")
     config = replace(GalleryConfig(**meta["config"]), **overrides)
+    # An index of another kind than the one asked for is rebuilt from the samples, not used.
+    saved_index = "index" in arrays and config.index == meta["config"].get("index")
     identities: dict[int, Identity] = {}
     for rec in meta["identities"]:
         number = int(rec.pop("number"))
@@ -99,5 +104,5 @@ def read(path: Path, **overrides: Any) -> GalleryFile:
         sample_ids=arrays["sample_ids"],
         owners=arrays["owners"],
         vectors=arrays["vectors"],
-        index=faiss_index.deserialize(arrays["index"], config) if "index" in arrays else None,
+        index=faiss_index.deserialize(arrays["index"], config) if saved_index else None,
     )

@@ -1,7 +1,9 @@
 """Validated encodings, and the store of every raw sample the gallery holds.
 
 The gallery keeps the raw samples beside the Faiss index: they are needed to train IVF on the
-data, to recompute per-person means and to rebuild HNSW, which cannot remove in place.
+data, to recompute per-person means, to rebuild HNSW, which cannot remove in place, and (for
+``index="auto"``) to re-rank compressed candidates at their true distances. This store keeps
+them in RAM; :class:`~facestream.core.gallery.vector_file.VectorFile` keeps them in a file.
 """
 
 from __future__ import annotations
@@ -56,13 +58,10 @@ class SampleStore:
         """Add samples whose ids are all above the stored ones."""
         end = self.size + len(ids)
         if end > len(self._ids):
-            capacity = max(end, 2 * len(self._ids), 1024)
-            self._ids = _grown(self._ids, capacity)
-            self._owners = _grown(self._owners, capacity)
-            self._vectors = _grown(self._vectors, capacity)
+            self._grow(max(end, 2 * len(self._ids), 1024))
         self._ids[self.size : end] = ids
         self._owners[self.size : end] = owners
-        self._vectors[self.size : end] = vecs
+        self._put(self.size, vecs)
         self.size = end
 
     def replace(self, ids: NDArray[np.int64], owners: NDArray[np.int64], vecs: Vectors) -> None:
@@ -73,14 +72,50 @@ class SampleStore:
         self._vectors = np.ascontiguousarray(vecs, dtype=np.float32)
         self.size = len(self._ids)
 
-    def owners_of(self, keys: NDArray[np.int64]) -> NDArray[np.int64]:
-        """The identity number that owns each sample id in ``keys`` (stored ids only)."""
-        rows = np.searchsorted(self.ids, keys)
-        found: NDArray[np.int64] = self.owners[np.minimum(rows, self.size - 1)]
+    def remove_owner(self, number: int) -> NDArray[np.int64]:
+        """Erase every sample of identity ``number``; returns their ids."""
+        keep = self.owners != number
+        removed: NDArray[np.int64] = self.ids[~keep]
+        self.replace(self.ids[keep], self.owners[keep], self.vectors[keep])
+        return removed
+
+    def of_owner(self, number: int) -> Vectors:
+        """The vectors of identity ``number`` (a copy)."""
+        found: Vectors = self.vectors[self.owners == number]
         return found
 
+    def vectors_of(self, keys: NDArray[np.int64]) -> Vectors:
+        """The vectors of these sample ids (stored ids only), in their order."""
+        found: Vectors = self.vectors[self.positions(keys)]
+        return found
 
-def _grown(arr: NDArray[Any], capacity: int) -> NDArray[Any]:
+    def positions(self, keys: NDArray[np.int64]) -> NDArray[np.intp]:
+        """Where each stored sample id in ``keys`` sits in :attr:`ids`."""
+        return np.minimum(np.searchsorted(self.ids, keys), max(self.size - 1, 0))
+
+    def owners_of(self, keys: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The identity number that owns each sample id in ``keys`` (stored ids only)."""
+        found: NDArray[np.int64] = self.owners[self.positions(keys)]
+        return found
+
+    def nbytes(self) -> int:
+        """Bytes this store holds in RAM."""
+        return int(self._ids.nbytes + self._owners.nbytes + self._vectors.nbytes)
+
+    def close(self) -> None:
+        """Release what the store holds outside Python's heap (nothing, in RAM)."""
+
+    def _grow(self, capacity: int) -> None:
+        self._ids = grown(self._ids, capacity)
+        self._owners = grown(self._owners, capacity)
+        self._vectors = grown(self._vectors, capacity)
+
+    def _put(self, start: int, vecs: Vectors) -> None:
+        self._vectors[start : start + len(vecs)] = vecs
+
+
+def grown(arr: NDArray[Any], capacity: int) -> NDArray[Any]:
+    """``arr`` copied into ``capacity`` rows, zeros after it."""
     out = np.zeros((capacity, *arr.shape[1:]), dtype=arr.dtype)
     out[: len(arr)] = arr
     return out
