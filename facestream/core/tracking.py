@@ -10,14 +10,22 @@ the matcher as many observations of one visit. A :class:`Tracker` follows the fa
   are ambiguous (one face overlapping two tracks, as two people cross), the face is encoded and
   goes to the track whose encodings it is nearest.
 * **Best frames**: every face is scored (:func:`utility`: larger, sharper and more confidently
-  detected is better). A track encodes its first face that passes the quality gate, and later
-  only a face that beats the best it has encoded by ``min_gain``, up to ``max_encodings`` — a
-  person walking towards the camera gets larger, so the last encodings tend to be the best.
+  detected is better; cut by the frame's edge, much worse). A track encodes its first face that
+  passes the quality gate, and later only a face wholly in view that beats the best it has
+  encoded by ``min_gain``, up to ``max_encodings``: a person walking towards the camera gets
+  larger, so the last encodings tend to be the best.
+* **Identity checks**: boxes alone can hand a track to someone else (one person leaves by the
+  edge where another comes in). So a track also encodes a face every ``check_seconds``, and
+  every encoding after the first is compared with the track's: one farther than
+  ``split_distance`` ends the track there (its sighting is published) and starts a new one
+  with that face. A wrong split costs little (the matcher finds the same person twice, within
+  one visit); a missed one loses a person's pass, so the distance is strict.
 * **One sighting per pass**, published when the track has not been seen for ``max_gap_seconds``,
   or after ``max_open_seconds`` in view (a person standing at the counter is reported every so
   often, not only when they leave, so latency stays bounded); the sink joins such sightings
   into one visit (its visit gap). A sighting's encoding is the mean of the track's
-  ``aggregate`` best encodings.
+  ``aggregate`` best encodings (those at least half as good as the best: a face cut by the edge
+  is left out when there is a whole one).
 
 No library does this here: the association needs the face encodings on ambiguous boxes, and
 the trackers for people and cars (SORT and its descendants: Kalman filters on boxes, scipy or
@@ -56,24 +64,38 @@ class TrackConfig:
     """A later face is encoded only when its utility beats the best encoded one by this factor."""
     aggregate: int = 3
     """The sighting's encoding is the mean of this many of the best encoded faces."""
+    check_seconds: float = 2.0
+    """A track encodes a face at least this often, to check it is still the same person."""
+    split_distance: float = 0.5
+    """An encoding this far from the track's (dlib's unit; one person's frames are mostly
+    within 0.4 of each other, different people mostly beyond 0.6) starts a new track."""
 
     def __post_init__(self) -> None:
         if not 0 < self.min_iou < 1 or self.max_gap_seconds <= 0 or self.max_open_seconds <= 0:
             raise ValueError("min_iou in (0, 1) and positive max_gap / max_open seconds")
         if self.max_encodings < 1 or not 1 <= self.aggregate <= self.max_encodings:
             raise ValueError("max_encodings >= 1 and 1 <= aggregate <= max_encodings")
-        if self.min_gain < 1:
-            raise ValueError("min_gain must be at least 1")
+        if self.min_gain < 1 or self.check_seconds <= 0 or self.split_distance <= 0:
+            raise ValueError("min_gain >= 1, positive check_seconds and split_distance")
 
 
-def utility(quality: Quality) -> float:
+def utility(quality: Quality, cut: bool = False) -> float:
     """How good a face is to encode: its size (up to 150 px, beyond which dlib's 150 px chip
     gains nothing), times its sharpness (up to 60, a clear face; the gate refuses below 4),
-    times the detector's confidence (HOG scores frontal faces higher)."""
+    times the detector's confidence (HOG scores frontal faces higher); a face ``cut`` by the
+    frame's edge (its box touches it: a person entering or leaving) counts a quarter."""
     size = min(quality.size_px, 150) / 150
     sharp = min(quality.sharpness, 60.0) / 60
     confidence = float(np.clip(0.5 + quality.score / 2, 0.25, 1.5))
-    return size * sharp * confidence
+    return size * sharp * confidence * (0.25 if cut else 1.0)
+
+
+def cut_by_edge(box: Box, frame: tuple[int, int] | None) -> bool:
+    """Whether ``box`` touches the edge of a ``(width, height)`` frame (None: unknown)."""
+    if frame is None:
+        return False
+    width, height = frame
+    return box.left <= 0 or box.top <= 0 or box.right >= width or box.bottom >= height
 
 
 @dataclass
@@ -85,6 +107,8 @@ class EncodedFace:
     quality: Quality
     utility: float
     encoding: Encoding
+    cut: bool
+    """The face was cut by the frame's edge: its encoding is a poor description."""
 
 
 @dataclass
@@ -104,8 +128,10 @@ class Sighting:
 
     @property
     def best(self) -> list[EncodedFace]:
-        """The encodings the sighting's encoding averages, best first."""
-        return sorted(self.encodings, key=lambda e: -e.utility)[: self.aggregate]
+        """The encodings the sighting's encoding averages, best first: up to ``aggregate``,
+        each at least half as good as the best."""
+        ranked = sorted(self.encodings, key=lambda e: -e.utility)[: self.aggregate]
+        return [e for e in ranked if e.utility >= ranked[0].utility / 2]
 
     @property
     def encoding(self) -> Encoding:
@@ -130,6 +156,10 @@ class _Track:
     frames: int = 1
     pass_index: int = 0
     encodings: list[EncodedFace] = field(default_factory=list)
+    checked: float = float("-inf")
+    """When a face of the track was last encoded."""
+    seen_before: float = 0.0
+    """The frame before ``last_seen`` in which the face was seen."""
 
     def expected(self, at: float) -> Box:
         """The box moved on by the track's velocity to time ``at``."""
@@ -139,9 +169,12 @@ class _Track:
         return Box(top=b.top + dy, right=b.right + dx, bottom=b.bottom + dy, left=b.left + dx)
 
     def mean(self) -> Encoding | None:
+        """The mean of its encodings at least half as good as the best (None: none yet)."""
         if not self.encodings:
             return None
-        mean: Encoding = np.mean([e.encoding for e in self.encodings], axis=0).astype(np.float32)
+        best = self.best_utility()
+        good = [e.encoding for e in self.encodings if e.utility >= best / 2]
+        mean: Encoding = np.mean(good, axis=0).astype(np.float32)
         return mean
 
     def best_utility(self) -> float:
@@ -152,7 +185,7 @@ class _Track:
         if dt > 0:
             (x0, y0), (x1, y1) = _centre(self.box), _centre(box)
             self.velocity = ((x1 - x0) / dt, (y1 - y0) / dt)
-        self.box, self.last_seen = box, at
+        self.box, self.seen_before, self.last_seen = box, self.last_seen, at
         self.frames += 1
 
 
@@ -165,6 +198,8 @@ class Tracker:
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._last_at: float | None = None
+        self._frame: tuple[int, int] | None = None
+        """The size of the frame being handled."""
         self.encoded = 0
         """Faces encoded so far (the cost the tracker saves is frames minus this)."""
 
@@ -172,25 +207,33 @@ class Tracker:
     def open_tracks(self) -> int:
         return len(self._tracks)
 
-    def update(self, at: float, faces: Sequence[Candidate], encode: Encoder) -> list[Sighting]:
+    def update(
+        self,
+        at: float,
+        faces: Sequence[Candidate],
+        encode: Encoder,
+        frame: tuple[int, int] | None = None,
+    ) -> list[Sighting]:
         """Take one frame's faces at event time ``at`` (seconds); ``encode`` encodes faces of
-        this frame on demand. Returns the sightings of tracks that ended by ``at``."""
+        this frame on demand; ``frame`` is its ``(width, height)``, so that faces cut by its
+        edge count less. Returns the sightings of tracks that ended by ``at``."""
         if self._last_at is not None and at < self._last_at:
             raise ValueError(f"frames out of order: {at} after {self._last_at}")
         self._last_at = at
         done = self._expire(at)
+        self._frame = frame
         assigned = self._associate(at, faces, encode)
         # Which faces to encode: a new track's first good face, a better face of an old one.
         wanted: list[tuple[_Track, Candidate]] = []
         for track, face, encoded in assigned:
             if encoded is not None:
-                self._keep(track, at, face, encoded)
-            elif face.quality.passed and self._worth_encoding(track, face):
+                done += self._keep(track, at, face, encoded)
+            elif face.quality.passed and self._worth_encoding(track, face, at):
                 wanted.append((track, face))
         if wanted:
             encodings = self._encode_faces(encode, [face for _, face in wanted])
             for (track, face), enc in zip(wanted, encodings, strict=True):
-                self._keep(track, at, face, enc)
+                done += self._keep(track, at, face, enc)
         return done + self._split_long(at)
 
     def flush(self) -> list[Sighting]:
@@ -279,24 +322,73 @@ class Tracker:
         # Decided first, so that a contested face takes the track it resembles.
         return [(2.0 - d, f, t) for d, f, t in contested] + settled
 
-    def _worth_encoding(self, track: _Track, face: Candidate) -> bool:
-        if len(track.encodings) >= self.config.max_encodings:
-            return False
+    def _worth_encoding(self, track: _Track, face: Candidate, at: float) -> bool:
         if not track.encodings:
             return True
-        return utility(face.quality) > self.config.min_gain * track.best_utility()
+        if cut_by_edge(face.box, self._frame):
+            # Entering or leaving: other frames show more of the face.
+            return False
+        if at - track.checked >= self.config.check_seconds:
+            return True
+        if len(track.encodings) >= self.config.max_encodings:
+            return False
+        return self._utility(face) > self.config.min_gain * track.best_utility()
 
-    def _keep(self, track: _Track, at: float, face: Candidate, encoding: Encoding) -> None:
+    def _keep(
+        self, track: _Track, at: float, face: Candidate, encoding: Encoding
+    ) -> list[Sighting]:
+        """Keep an encoded face of ``track`` if it is among its best; first, when it is not
+        the track's person, end the track and start another with it (returns the sighting
+        that ended)."""
+        track.checked = at
+        mean = track.mean()
+        # Only a whole face is a reference: one cut by the edge encodes too little of it.
+        whole = any(not e.cut for e in track.encodings)
+        if (
+            mean is not None
+            and whole
+            and np.linalg.norm(encoding - mean) > self.config.split_distance
+        ):
+            return self._split(track, at, face, encoding)
+        self._add(track, at, face, encoding)
+        return []
+
+    def _add(self, track: _Track, at: float, face: Candidate, encoding: Encoding) -> None:
         if not face.quality.passed:
             return  # encoded to settle an ambiguity, but not good enough to describe the face
         if len(track.encodings) >= self.config.max_encodings:
             worst = min(range(len(track.encodings)), key=lambda i: track.encodings[i].utility)
-            if track.encodings[worst].utility >= utility(face.quality):
+            if track.encodings[worst].utility >= self._utility(face):
                 return
             del track.encodings[worst]
         track.encodings.append(
-            EncodedFace(at, face.box, face.quality, utility(face.quality), encoding)
+            EncodedFace(
+                at,
+                face.box,
+                face.quality,
+                self._utility(face),
+                encoding,
+                cut_by_edge(face.box, self._frame),
+            )
         )
+
+    def _split(
+        self, track: _Track, at: float, face: Candidate, encoding: Encoding
+    ) -> list[Sighting]:
+        """The face is someone else's: the track's pass ends before this frame, and the face
+        goes on as a new track (same place in the list, so association order is kept)."""
+        ended = self._sighting(track)
+        # This frame's face was counted on the track; it is not theirs.
+        ended.frames, ended.last_seen = ended.frames - 1, track.seen_before
+        track.id, self._next_id = self._next_id, self._next_id + 1
+        track.first_seen, track.frames, track.pass_index = at, 1, 0
+        track.encodings = []
+        track.velocity = (0.0, 0.0)
+        self._add(track, at, face, encoding)
+        return [ended]
+
+    def _utility(self, face: Candidate) -> float:
+        return utility(face.quality, cut_by_edge(face.box, self._frame))
 
     def _encode_faces(self, encode: Encoder, faces: Sequence[Candidate]) -> list[Encoding]:
         self.encoded += len(faces)

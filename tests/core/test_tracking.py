@@ -86,6 +86,44 @@ def test_a_gap_ends_a_track_and_a_long_stay_is_published_in_parts() -> None:
     assert tracker.flush()[0].track != out[0].track
 
 
+def test_a_face_cut_by_the_edge_spends_one_encoding_at_most() -> None:
+    """Entering from the left edge: the first good face is encoded (it may be all there is),
+    then nothing more until the face is wholly in view."""
+    tracker = Tracker(TrackConfig(max_encodings=4))
+    _, encode = person_encoder({100: unit(1)})
+    for i in range(20):
+        box = face(-50 + 10 * i, size=60 + i).box
+        clipped = Box(top=box.top, right=box.right, bottom=box.bottom, left=max(0, box.left))
+        seen = Candidate(clipped, "hog", Quality(clipped.width, 60.0, 1.0), rect=None)
+        tracker.update(i / 10, [seen], encode, frame=(640, 360))
+    (s,) = tracker.flush()
+    assert s.encodings[0].box.left == 0
+    assert all(e.box.left > 0 for e in s.encodings[1:])
+    assert s.representative.box.left > 0
+
+
+def test_a_track_handed_to_someone_else_by_boxes_is_split_by_the_identity_check() -> None:
+    """The boxes run on without a break, but from 2 s on they are someone else's face (one
+    person leaves by the edge where another comes in): the periodic check splits the track."""
+    a, b = unit(1), unit(2)
+    tracker = Tracker(TrackConfig(check_seconds=1.0))
+
+    def encode(faces: Sequence[Candidate]) -> list[Encoding]:
+        return [a if f.box.left < 20 + 5 * 20 else b for f in faces]
+
+    out: list[Sighting] = []
+    for i in range(40):
+        out += tracker.update(i / 10, [face(20 + 5 * i)], encode)
+    out += tracker.flush()
+    assert len(out) == 2
+    first, second = out
+    assert all(np.array_equal(e.encoding, a) for e in first.encodings)
+    assert all(np.array_equal(e.encoding, b) for e in second.encodings)
+    assert first.last_seen < second.first_seen <= 3.0
+    assert first.frames + second.frames == 40
+    assert first.track != second.track
+
+
 def test_frames_out_of_order_are_refused() -> None:
     tracker = Tracker()
     _, encode = person_encoder({100: unit(1)})
@@ -141,7 +179,9 @@ def test_each_pass_of_a_walk_by_clip_is_one_sighting_of_its_person(
         rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), dtype=np.uint8)
         faces = engine.candidates(rgb)
         gated += sum(f.quality.passed for f in faces)
-        done = tracker.update(frame / plan.fps, faces, partial(engine.encode, rgb))
+        done = tracker.update(
+            frame / plan.fps, faces, partial(engine.encode, rgb), (rgb.shape[1], rgb.shape[0])
+        )
         sightings += [(s, frame) for s in done]
     capture.release()
     sightings += [(s, clip.frames) for s in tracker.flush()]
