@@ -40,9 +40,10 @@ event id was applied), -1 = suppressed: the person was erased after this event w
 backlog event must not bring an erased person back), -2 = redelivered (at or below its
 partition's applied offset).
 
-The script builds one key itself: the day hash of the visit an event joins, which is the day
-that visit started on and may differ from the event's own day (a visit across midnight). It is
-built from the declared day key base, so it has the same hash tag and the same slot.
+The script builds one kind of key itself: the day hash of the visit an event joins, which is the
+day that visit started on and may differ from the event's own day (a visit across midnight), and
+the day hash of a later day whose *new* visitor an out-of-order event turns *returning*. They
+are built from the declared day key base, so they have the same hash tag and the same slot.
 """
 
 from __future__ import annotations
@@ -100,6 +101,18 @@ local function record(event_id, visits, index, day_hash, day_uv, day_members, t,
         redis.call('HINCRBY', day_hash, 'returning', 1)
       else
         redis.call('HINCRBY', day_hash, 'new', 1)
+        -- A store's events can arrive out of event-time order across days (its cameras' frames
+        -- go through different detectors; a backlog): a later day that counted this person new
+        -- now has an earlier visit, so there they are returning. Only their next visit's day
+        -- can have counted them new (no visit precedes this one, none other is on this day).
+        local later = redis.call('ZRANGE', visits, '(' .. int(t), '+inf', 'BYSCORE', 'LIMIT', 0, 1)
+        local d2 = #later == 1 and string.match(later[1], '^%d+|%d+|([^|]+)|%d+$')
+        if d2 and d2 ~= day then
+          local later_day = day_base .. d2
+          redis.call('HINCRBY', later_day, 'new', -1)
+          redis.call('HINCRBY', later_day, 'returning', 1)
+          keep_stats(later_day)
+        end
       end
       redis.call('EXPIRE', day_uv, history_ttl)
       redis.call('SADD', index, day_uv)

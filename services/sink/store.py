@@ -46,7 +46,9 @@ Definitions (all in event time, ``captured_at``; the camera does not matter):
   set; UV ≤ PV). *members*: member ids among them.
 - *new* / *returning*: each UV person of D is exactly one of the two (new + returning = UV). New:
   no visit of theirs to this store started on an earlier day (within the history retention);
-  returning: one did. Decided when their first visit of D is applied.
+  returning: one did. Decided when their first visit of D is applied, and corrected when a visit
+  on an earlier day is applied after it (a store's cameras go through different detectors, so
+  its events can arrive out of order across days): D's visitor then turns returning.
 - *dwell* of a visit: its last event time minus its first. A single-event visit has no
   measurable dwell and is left out of the average (``dwell_visits`` counts the visits with two
   or more events; ``dwell_ms`` sums their dwell), so the average is not dragged to zero by

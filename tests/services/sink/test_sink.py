@@ -173,6 +173,22 @@ def test_new_and_returning_across_days_and_members(pipeline, client):
     assert [f["member_id"] for _, f in arrivals] == ["m7", "m7", "m3"]
 
 
+def test_a_late_visit_on_an_earlier_day_turns_the_later_new_visitor_returning(pipeline, client):
+    """A store's cameras go through different detectors, so one camera's day-2 events can be
+    applied before another's day-1 events: the counts end as if they had come in order."""
+    p = pipeline.redis_prefix
+    day2, day3 = T0 + timedelta(days=1), T0 + timedelta(days=2)
+    in_order = [("a", T0), ("a", day2), ("a", day3), ("b", day2)]
+    late = [("a", day3), ("b", day2), ("a", day2), ("a", T0)]
+    for order, store in ((in_order, "s1"), (late, "s2")):
+        apply(client, p, *[match(who, at, store=store) for who, at in order])
+    for store in ("s1", "s2"):
+        days = [
+            stats(pipeline, client, d, store) for d in ("2024-03-05", "2024-03-06", "2024-03-07")
+        ]
+        assert [(s.uv, s.new, s.returning) for s in days] == [(1, 1, 0), (2, 1, 1), (1, 0, 1)]
+
+
 def test_stats_command_prints_json_and_a_table(pipeline, client):
     apply(client, pipeline.redis_prefix, match("m7", T0, member=True), match("a", T0))
     env = pipeline_env(pipeline)
