@@ -1,9 +1,11 @@
 """The keys that place messages on the topics, and the partition a key lands on.
 
-They define the topics as much as the message models do: ``encodings.v1`` and ``matches.v1``
-are keyed by store id, ``identities.v1`` by ``store/face_id`` and written explicitly to the
-partition that the store id maps to in ``encodings.v1`` (same partition count, same hash), so
-the matcher that owns a store's observations also owns its FaceIds.
+They define the topics as much as the message models do: ``frames.v1`` is keyed by
+``store/camera``, so that each camera's frames stay in order on one detector while a store's
+cameras spread over all of them; ``encodings.v1`` and ``matches.v1`` are keyed by store id;
+``identities.v1`` by ``store/face_id`` and written explicitly to the partition that the store id
+maps to in ``encodings.v1`` (same partition count, same hash), so the matcher that owns a
+store's observations also owns its FaceIds.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from kafka.partitioner.default import murmur2
 
 def partition_for(store_id: str, partitions: int) -> int:
     """The partition that kafka-python's default partitioner (murmur2, as the Java client's)
-    gives the key ``store_id`` in a topic of ``partitions`` partitions."""
+    gives the key ``store_id`` in a topic of ``partitions`` partitions (any other key, such as
+    a :func:`frame_key`, lands the same way)."""
     return int((murmur2(store_id.encode()) & 0x7FFFFFFF) % partitions)
 
 
@@ -26,3 +29,11 @@ def split_identity_key(key: str) -> tuple[str, str] | None:
     """``(store, face_id)`` of an identities.v1 key, or None when it is not one."""
     store, sep, face_id = key.partition("/")
     return (store, face_id) if sep and store and face_id else None
+def frame_key(store_id: str, camera_id: str) -> str:
+    """The ``frames.v1`` key of a camera's frames: ``store/camera``.
+
+    Frames published before cameras were keyed this way carry the store id alone; the detector
+    accepts both (docs/deploy.md, "Upgrading to camera keys")."""
+    return f"{store_id}/{camera_id}"
+
+

@@ -8,7 +8,9 @@
 3. End-to-end latency: one detector, matcher and sink process; frames published at a steady
    rate; latency = when the match event is read minus the frame's ``captured_at``.
 4. Detector scaling: a backlog of frames over every partition, drained by one and by two
-   detector processes.
+   detector processes: of many stores (``scaling``, one store per partition), and of one
+   store's cameras (``store-scaling``, one camera per partition: frames are keyed
+   ``store/camera``, so one store can use several detectors).
 
 Needs the local Kafka and Redis (``facestream stack up``) and ``$FACESTREAM_DATASETS``. Every run
 uses topics, groups and Redis keys of its own and deletes them afterwards. Run from the project
@@ -36,6 +38,7 @@ from typing import Any
 from facestream.services.detector.cli import limit_threads
 
 PACKAGES = ("dlib-bin", "faiss-cpu", "kafka-python", "numpy", "pillow", "pydantic", "redis")
+SECTIONS = ("detector", "matcher", "latency", "scaling", "store-scaling")
 
 
 class LoadSampler(threading.Thread):
@@ -76,7 +79,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write every raw result to this file")
     p.add_argument(
         "--only",
-        choices=("detector", "matcher", "latency", "scaling"),
+        choices=SECTIONS,
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -101,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sampler.start()
     runs = Runs(plan=asdict(plan), quick=args.quick)
     runs.start(PACKAGES)
-    only = set(args.only or ("detector", "matcher", "latency", "scaling"))
+    only = set(args.only or SECTIONS)
     try:
         if "detector" in only:
             with section("detector", sampler, runs.sections):
@@ -115,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "scaling" in only:
             with section("scaling", sampler, runs.sections):
                 runs.scaling(plan, worker_env)
+        if "store-scaling" in only:
+            with section("store-scaling", sampler, runs.sections):
+                runs.store_scaling(plan, worker_env)
     finally:
         sampler.stop()
         sweep()

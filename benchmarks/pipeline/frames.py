@@ -18,6 +18,7 @@ from facestream.core.engine import FaceEngine
 from facestream.core.images import load_image
 from facestream.runtime.runner import Record
 from facestream.schemas import FrameMeta
+from facestream.schemas.keys import frame_key
 from facestream.services.camera.publisher import Frame, frame_id
 
 SCENE = "multi-face/obama-1080p.jpg"
@@ -60,15 +61,15 @@ def build_frames(engine: FaceEngine, heights: tuple[int, ...]) -> Frames:
     return frames
 
 
-def camera_frame(data: bytes, captured_at: datetime, source: str) -> Frame:
+def camera_frame(data: bytes, captured_at: datetime, source: str, camera: str = CAMERA) -> Frame:
     """A frame as :func:`facestream.services.camera.publisher.publish` takes it."""
-    return Frame(data, CAMERA, captured_at, source)
+    return Frame(data, camera, captured_at, source)
 
 
 def frame_record(
     topic: str, store: str, data: bytes, captured_at: datetime, source: str, offset: int = 0
 ) -> Record:
-    """A ``frames.v1`` record as the camera publisher writes it (key = store id)."""
+    """A ``frames.v1`` record as the camera publisher writes it (key = ``store/camera``)."""
     frame = camera_frame(data, captured_at, source)
     meta = FrameMeta(
         frame_id=frame_id(store, frame),
@@ -77,4 +78,5 @@ def frame_record(
         captured_at=captured_at,
         content_type=frame.content_type,
     )
-    return Record(topic, 0, offset, store.encode(), data, meta.to_headers())
+    key = frame_key(store, frame.camera_id).encode()
+    return Record(topic, 0, offset, key, data, meta.to_headers())

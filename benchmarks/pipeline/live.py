@@ -6,10 +6,11 @@ Every run gets topics, consumer groups and Redis keys of its own (see
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,13 +19,13 @@ from typing import Any
 import numpy as np
 from kafka.structs import TopicPartition
 
-from benchmarks.pipeline.frames import camera_frame
+from benchmarks.pipeline.frames import CAMERA, camera_frame
 from benchmarks.pipeline.workers import PARTITIONS, MachineCpu, fresh_pipeline, workers
 from facestream.runtime import kafka_clients
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import FaceObservation, MatchEvent, SchemaError, decode
-from facestream.schemas.keys import partition_for
+from facestream.schemas.keys import frame_key, partition_for
 from facestream.services.camera.publisher import frame_id, publish
 from facestream.tools import replay
 
@@ -220,15 +221,37 @@ def percentiles(xs: list[float]) -> dict[str, float]:
 # -- detector scaling ------------------------------------------------------------------------
 
 
-def spread_stores(partitions: int = PARTITIONS) -> list[str]:
-    """One store id per partition (murmur2 of the key, as the producer places it)."""
-    found: dict[int, str] = {}
-    k = 0
-    while len(found) < partitions:
-        store = f"store-{k}"
-        found.setdefault(partition_for(store, partitions), store)
-        k += 1
-    return [found[p] for p in range(partitions)]
+@dataclass(frozen=True)
+class Camera:
+    """A camera of a store: what a ``frames.v1`` key names, and so where its frames go."""
+
+    store: str
+    camera: str
+
+    def partition(self, partitions: int) -> int:
+        """Its frames' partition (murmur2 of ``store/camera``, as the producer places them)."""
+        return partition_for(frame_key(self.store, self.camera), partitions)
+
+
+def one_per_partition(candidates: Iterable[Camera], partitions: int = PARTITIONS) -> list[Camera]:
+    """The first camera of ``candidates`` on each partition, in partition order, so that a
+    backlog published round-robin over them loads every partition alike."""
+    found: dict[int, Camera] = {}
+    for camera in candidates:
+        found.setdefault(camera.partition(partitions), camera)
+        if len(found) == partitions:
+            return [found[p] for p in range(partitions)]
+    raise ValueError(f"the candidates cover only {len(found)} of {partitions} partitions")
+
+
+def spread_stores(partitions: int = PARTITIONS) -> list[Camera]:
+    """One store per partition, each with one camera: the load of many small stores."""
+    return one_per_partition((Camera(f"store-{k}", CAMERA) for k in itertools.count()), partitions)
+
+
+def spread_cameras(store: str = "store-big", partitions: int = PARTITIONS) -> list[Camera]:
+    """One store's cameras, one per partition: a store too busy for one detector."""
+    return one_per_partition((Camera(store, f"cam-{k}") for k in itertools.count()), partitions)
 
 
 def scaling_run(
@@ -237,14 +260,14 @@ def scaling_run(
     logdir: Path,
     frame: bytes,
     *,
+    cameras: list[Camera],
     detectors: int,
     backlog: int,
     timeout: float,
 ) -> dict[str, Any]:
     """``detectors`` detector processes (nothing else) in one group; once the group is stable,
-    ``backlog`` frames are published round-robin over one store per partition, and timed until
-    the group has committed all of them."""
-    stores = spread_stores()
+    ``backlog`` frames are published round-robin over ``cameras``, and timed until the group
+    has committed all of them."""
     with (
         fresh_pipeline(base, f"scale{detectors}") as settings,
         workers(settings, env, logdir) as ws,
@@ -261,12 +284,12 @@ def scaling_run(
             machine.mark()
             now = datetime.now(UTC)
             t0 = time.monotonic()
-            for s, store in enumerate(stores):
+            for c, camera in enumerate(cameras):
                 items = [
-                    camera_frame(frame, now, f"backlog-{i}.jpg")
-                    for i in range(s, backlog, len(stores))
+                    camera_frame(frame, now, f"backlog-{i}.jpg", camera.camera)
+                    for i in range(c, backlog, len(cameras))
                 ]
-                publish(producer, settings.topics.frames, store, items)
+                publish(producer, settings.topics.frames, camera.store, items)
             published_s = time.monotonic() - t0
             done = 0
             while done < backlog:
@@ -284,6 +307,8 @@ def scaling_run(
             admin.close()
     return {
         "detectors": detectors,
+        "stores": len({c.store for c in cameras}),
+        "cameras": len(cameras),
         "frames": backlog,
         "seconds": seconds,
         "fps": backlog / seconds,

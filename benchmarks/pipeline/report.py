@@ -17,7 +17,11 @@ def report(runs: Runs) -> str:
     if runs.latency_results:
         parts.append(_latency(runs.latency_results))
     if runs.scaling_results:
-        parts.append(_scaling(runs.scaling_results))
+        title = "### 4. Detector scaling: a backlog over 4 partitions (one store each)"
+        parts.append(_scaling(runs.scaling_results, title))
+    if runs.store_scaling_results:
+        title = "### 4b. Detector scaling: one store's cameras over 4 partitions (one camera each)"
+        parts.append(_scaling(runs.store_scaling_results, title))
     return "\n\n".join(parts) + "\n"
 
 
@@ -220,7 +224,7 @@ def _latency(r: dict[str, Any]) -> str:
     )
 
 
-def _scaling(results: list[dict[str, Any]]) -> str:
+def _scaling(results: list[dict[str, Any]], title: str) -> str:
     by: dict[int, list[dict[str, Any]]] = {}
     for r in results:
         by.setdefault(r["detectors"], []).append(r)
@@ -255,7 +259,7 @@ def _scaling(results: list[dict[str, Any]]) -> str:
         rows,
     )
     text = (
-        "### 4. Detector scaling: a backlog over 4 partitions (one store each)\n\n"
+        f"{title}\n\n"
         "Time from the first frame published until the detector group has committed every "
         "frame. Cores: CPU time of the detector processes, and the rest of the machine's busy "
         "time (/proc/stat: the broker, this script, anyone else's work) over the same wall "

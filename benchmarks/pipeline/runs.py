@@ -107,6 +107,7 @@ class Runs:
     matcher_results: dict[str, Any] = field(default_factory=dict)
     latency_results: dict[str, Any] = field(default_factory=dict)
     scaling_results: list[dict[str, Any]] = field(default_factory=list)
+    store_scaling_results: list[dict[str, Any]] = field(default_factory=list)
     logdir: str = ""
 
     # -- shared inputs -----------------------------------------------------------------------
@@ -268,19 +269,32 @@ class Runs:
         )
 
     def scaling(self, plan: Plan, env: Mapping[str, str]) -> None:
-        for _ in range(plan.scaling_repeats):
-            for detectors in (1, 2):
-                self.scaling_results.append(
-                    live.scaling_run(
-                        self.base,
-                        env,
-                        self._logdir(),
-                        self.frames.one_face[480],
-                        detectors=detectors,
-                        backlog=plan.scaling_backlog,
-                        timeout=600.0,
-                    )
-                )
+        """1 and 2 detectors on a backlog of many stores (one per partition)."""
+        self.scaling_results = self._scaling(plan, env, live.spread_stores())
+
+    def store_scaling(self, plan: Plan, env: Mapping[str, str]) -> None:
+        """1 and 2 detectors on a backlog of one store's cameras (one per partition): what
+        camera keys buy a store too busy for one detector."""
+        self.store_scaling_results = self._scaling(plan, env, live.spread_cameras())
+
+    def _scaling(
+        self, plan: Plan, env: Mapping[str, str], cameras: list[live.Camera]
+    ) -> list[dict[str, Any]]:
+        # 1 and 2 alternate, so that a change in the machine's load hits both alike.
+        return [
+            live.scaling_run(
+                self.base,
+                env,
+                self._logdir(),
+                self.frames.one_face[480],
+                cameras=cameras,
+                detectors=detectors,
+                backlog=plan.scaling_backlog,
+                timeout=600.0,
+            )
+            for _ in range(plan.scaling_repeats)
+            for detectors in (1, 2)
+        ]
 
     def finish(self, loads: list[float]) -> None:
         if loads:
@@ -301,5 +315,6 @@ class Runs:
             "matcher": self.matcher_results,
             "latency": self.latency_results,
             "scaling": self.scaling_results,
+            "store_scaling": self.store_scaling_results,
             "logdir": self.logdir,
         }

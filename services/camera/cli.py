@@ -32,7 +32,12 @@ from facestream.services.camera.video import frames_from_video
 
 
 @click.command("camera")
-@click.option("--store", "store_id", required=True, help="Store id (the Kafka key).")
+@click.option(
+    "--store",
+    "store_id",
+    required=True,
+    help="Store id (with the camera, the Kafka key: store/camera).",
+)
 @click.option(
     "--camera",
     "camera_id",
@@ -74,7 +79,7 @@ def camera_command(
     fps: float,
     max_frames: int | None,
 ) -> None:
-    """Publish camera frames to frames.v1 (key = store id, FrameMeta in the headers)."""
+    """Publish camera frames to frames.v1 (key = store/camera, FrameMeta in the headers)."""
     chosen = [
         name
         for name, v in (("--source", source), ("--manifest", manifest), ("--video", video))

@@ -1,10 +1,11 @@
 """Publish camera frames to ``frames.v1``: from a folder or a manifest of timed files (and from
 a video, with :mod:`facestream.services.camera.video`).
 
-Each frame goes out as one record: key = the store id (one store, one partition, in order),
-value = the image bytes, headers = :class:`FrameMeta`. Frame ids are derived from the store,
-camera, capture time and source name, so publishing the same manifest again yields the same
-frame ids, and every id downstream (observations, match events, FaceIds) is replayed as well.
+Each frame goes out as one record: key = ``store/camera`` (one camera, one partition, in order;
+a store's cameras spread over the partitions and so over the detectors), value = the image
+bytes, headers = :class:`FrameMeta`. Frame ids are derived from the store, camera, capture time
+and source name, so publishing the same manifest again yields the same frame ids, and every id
+downstream (observations, match events, FaceIds) is replayed as well.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kafka.errors import KafkaTimeoutError
 from pydantic import TypeAdapter, ValidationError
 
 from facestream.schemas import FrameMeta, derived_id
+from facestream.schemas.keys import frame_key
 from facestream.schemas.messages import Id
 
 log = logging.getLogger(__name__)
@@ -253,7 +255,8 @@ def publish(
     max_frames: int | None = None,
     flush_timeout: float = 30.0,
 ) -> PublishReport:
-    """Send ``items`` in order to ``topic`` (key = store id), flush, and count what happened.
+    """Send ``items`` in order to ``topic`` (key = ``store/camera``), flush, and count what
+    happened.
 
     A frame that names its own store (a manifest's ``store`` column) goes to that store;
     ``store_id`` is the store of the others. Stops after ``max_frames`` frames. A failed send
@@ -284,9 +287,8 @@ def publish(
             captured_at=item.captured_at,
             content_type=item.content_type,
         )
-        future = producer.send(
-            topic, key=store.encode(), value=item.data, headers=meta.to_headers()
-        )
+        key = frame_key(store, item.camera_id)
+        future = producer.send(topic, key=key.encode(), value=item.data, headers=meta.to_headers())
         future.add_errback(on_error)
         report.sent += 1
         log.debug(

@@ -2,8 +2,10 @@
 
 :class:`DetectorHandler` is pure logic run by the shared :class:`~facestream.runtime.runner.Runner`:
 it decodes the frame headers and image, finds and encodes faces with the :class:`FaceEngine`,
-and returns one :class:`FaceObservation` per face that passed the quality gate, keyed by store
-so that all of a store's faces land in one partition of ``encodings.v1``. A frame that can never
+and returns one :class:`FaceObservation` per face that passed the quality gate. Frames come keyed
+by ``store/camera`` (one camera's frames in order on one detector, a store's cameras over all
+of them); observations go out keyed by store, so that all of a store's faces land in one
+partition of ``encodings.v1`` and the matcher keeps its per-store order. A frame that can never
 be handled raises :class:`Poison` and is dead-lettered by the runner.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from prometheus_client import Counter
 from pydantic import Field, field_validator
@@ -24,6 +26,7 @@ from facestream.runtime import metrics
 from facestream.runtime.logs import add_log_context
 from facestream.runtime.runner import Handler, KafkaRecord, Output, Poison
 from facestream.schemas import FaceObservation, FrameMeta, SchemaError, vector_to_wire
+from facestream.schemas.keys import frame_key
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,12 @@ FRAMES = Counter(
     "facestream_frames_total",
     "Frames handled by the detector: with usable faces, with faces all rejected, or none.",
     ["result"],
+)
+FRAME_KEYS = Counter(
+    "facestream_frame_keys_total",
+    "Frames by the form of their key: camera (store/camera) or store (the store id alone, from "
+    "cameras not yet upgraded). An upgrade is complete once form=store stops growing.",
+    ["form"],
 )
 
 
@@ -112,8 +121,9 @@ class DetectorHandler(Handler):
         """The frame's observations (one per face that passed the gate, best score first).
 
         Raises :class:`Poison` for a frame that can never be handled: bad or missing headers
-        (``invalid``, ``unknown_version``), a key other than the store id (``key_mismatch``),
-        or bytes that are not a usable image (``image_<reason>`` of :class:`ImageError`).
+        (``invalid``, ``unknown_version``), a key that names another store or camera than the
+        headers (``key_mismatch``), or bytes that are not a usable image (``image_<reason>`` of
+        :class:`ImageError`).
         """
         meta = self._meta(record)
         add_log_context(store=meta.store_id, camera=meta.camera_id, frame=meta.frame_id)
@@ -138,19 +148,14 @@ class DetectorHandler(Handler):
         return kept
 
     def _meta(self, record: KafkaRecord) -> FrameMeta:
-        """The frame's headers, checked against the record key (the store id)."""
+        """The frame's headers, checked against the record key."""
         try:
             meta = FrameMeta.from_headers(record.headers)
         except SchemaError as exc:
             # Same reasons as every stage's schema errors (invalid, unknown_version).
             raise Poison(exc.reason, f"frame headers: {exc.message}") from exc
         key = record.key.decode("utf-8", "replace") if record.key is not None else None
-        if key != meta.store_id:
-            # The key picks the partition: a frame keyed otherwise would break per-store order.
-            raise Poison(
-                "key_mismatch",
-                f"record key {key!r} is not the frame's store_id {meta.store_id!r}",
-            )
+        FRAME_KEYS.labels(_key_form(key, meta)).inc()
         return meta
 
     def _observation(self, meta: FrameMeta, index: int, face: Face) -> Output | None:
@@ -177,9 +182,30 @@ class DetectorHandler(Handler):
             model_version=self.engine.model_version,
             encoding=vector_to_wire(face.encoding),
         )
+        # Keyed by store, whatever the frame's key: one matcher owns a store's observations.
         return Output(
             self.encodings_topic,
             observation.to_bytes(),
             key=meta.store_id.encode(),
             kind="observation",
         )
+
+
+def _key_form(key: str | None, meta: FrameMeta) -> Literal["camera", "store"]:
+    """``camera`` for the key ``store/camera`` of the frame's headers, ``store`` for its store id
+    alone (the key of cameras from before camera keys, accepted while a deployment upgrades);
+    :class:`Poison` (``key_mismatch``) for anything else.
+
+    The key picks the partition, so a frame keyed otherwise would sit beside another camera's
+    frames and break the order the key promises.
+    """
+    expected = frame_key(meta.store_id, meta.camera_id)
+    if key == expected:
+        return "camera"
+    if key == meta.store_id:
+        return "store"
+    raise Poison(
+        "key_mismatch",
+        f"record key {key!r} is not the frame's {expected!r} (store/camera) "
+        f"nor its store_id {meta.store_id!r}",
+    )

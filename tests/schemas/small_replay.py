@@ -11,6 +11,7 @@ from facestream.core.engine import FaceEngine
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import FrameMeta
+from facestream.schemas.keys import frame_key
 from facestream.tools import replay, simulate
 from facestream.tools.store_eval import fresh_settings
 
@@ -49,7 +50,8 @@ def run_small_replay(
                 captured_at=datetime(2026, 11, 27, 12, tzinfo=UTC),
             )
             key = store.encode()
-            producer.send(settings.topics.frames, JUNK, key, meta.to_headers())
+            camera_key = frame_key(store, meta.camera_id).encode()
+            producer.send(settings.topics.frames, JUNK, camera_key, meta.to_headers())
             producer.send(settings.topics.encodings, JUNK, key)
             producer.send(settings.topics.matches, JUNK, key)
             producer.flush(30)

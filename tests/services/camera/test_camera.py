@@ -18,6 +18,7 @@ from facestream.runtime.logs import redact_url
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import FrameMeta
+from facestream.schemas.keys import frame_key, partition_for
 from facestream.services.camera.cli import camera_command
 from facestream.services.camera.publisher import (
     CameraError,
@@ -29,7 +30,7 @@ from facestream.services.camera.publisher import (
     read_manifest,
 )
 from facestream.services.camera.video import frames_from_video
-from tests.kafka_fixtures import pipeline_env, read_topic
+from tests.kafka_fixtures import PARTITIONS, pipeline_env, read_topic
 
 STORE = "store-3"
 
@@ -71,17 +72,25 @@ def test_manifest_is_published_in_order_with_its_times(
     assert (report.sent, report.failed, report.skipped) == (3, 0, 1)
     assert report.skipped_sources == ["line 4: shots/gone.jpg"]
 
-    records = read_frames(pipeline)
+    # Keyed store/camera: one camera, one partition, in order; the store's two cameras are on
+    # two partitions (murmur2 says so for these ids), read here partition by partition.
+    keys = {camera: frame_key(STORE, camera) for camera in ("door-1", "door-2")}
+    on = {camera: partition_for(key, PARTITIONS) for camera, key in keys.items()}
+    assert on["door-1"] != on["door-2"]
+    records = sorted(
+        read_frames(pipeline), key=lambda r: (r.key != keys["door-2"].encode(), r.offset)
+    )
     assert len(records) == 3
-    assert len({r.partition for r in records}) == 1  # one store, one partition, in order
-    assert [r.key for r in records] == [STORE.encode()] * 3
-    assert [r.value for r in records] == [photos[i].read_bytes() for i in (2, 0, 1)]
+    assert [(r.key.decode(), r.partition) for r in records] == [
+        (keys[camera], on[camera]) for camera in ("door-2", "door-2", "door-1")
+    ]
+    assert [r.value for r in records] == [photos[i].read_bytes() for i in (2, 1, 0)]
     metas = [FrameMeta.from_headers(r.headers) for r in records]
-    assert [m.camera_id for m in metas] == ["door-2", "door-1", "door-2"]
+    assert [m.camera_id for m in metas] == ["door-2", "door-2", "door-1"]
     assert [m.captured_at for m in metas] == [
         datetime(2024, 5, 17, 7, 30, tzinfo=UTC),
-        datetime(2024, 5, 17, 7, 30, 0, 500_000, tzinfo=UTC),
         datetime(2024, 5, 17, 7, 32, tzinfo=UTC),
+        datetime(2024, 5, 17, 7, 30, 0, 500_000, tzinfo=UTC),
     ]
     assert metas[0].captured_at.utcoffset() == timedelta(hours=2)  # the offset travels as written
     assert {m.store_id for m in metas} == {STORE} and {m.content_type for m in metas} == {
@@ -89,7 +98,7 @@ def test_manifest_is_published_in_order_with_its_times(
     }
     # A replay of the manifest derives the same frame ids.
     replay = [f for f in frames_from_manifest(manifest, "door-1") if isinstance(f, Frame)]
-    assert [frame_id(STORE, f) for f in replay] == [m.frame_id for m in metas]
+    assert sorted(frame_id(STORE, f) for f in replay) == sorted(m.frame_id for m in metas)
     assert len({m.frame_id for m in metas}) == 3
 
 

@@ -29,12 +29,14 @@ from facestream.runtime.logs import FORMAT, ContextFilter, log_context
 from facestream.runtime.runner import Poison, Record, Runner, make_producer, where
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import DeadLetter, FaceObservation, FrameMeta, decode
+from facestream.schemas.keys import frame_key, partition_for
 from facestream.services.detector.cli import detector_command
 from facestream.services.detector.worker import DetectorHandler, DetectorSettings
-from tests.kafka_fixtures import pipeline_env, read_topic
+from tests.kafka_fixtures import PARTITIONS, pipeline_env, read_topic
 
 STORE = "store-7"
 CAMERA = "door-1"
+KEY = frame_key(STORE, CAMERA).encode()
 T0 = datetime(2024, 5, 17, 9, 30, tzinfo=UTC)
 
 
@@ -42,15 +44,18 @@ def fake(value: bytes | None, key: bytes | None, headers: list[tuple[str, bytes]
     return Record("frames.v1", 0, 0, key, value, headers)
 
 
-def meta(frame_id: str = "f-1", store: str = STORE, at: datetime = T0) -> FrameMeta:
-    return FrameMeta(frame_id=frame_id, store_id=store, camera_id=CAMERA, captured_at=at)
+def meta(
+    frame_id: str = "f-1", store: str = STORE, at: datetime = T0, camera: str = CAMERA
+) -> FrameMeta:
+    return FrameMeta(frame_id=frame_id, store_id=store, camera_id=camera, captured_at=at)
 
 
 def frame(value: bytes | None, frame_id: str = "f-1", **headers: str) -> Record:
-    """A record as the camera publishes it; ``headers`` override single header values."""
+    """A record as the camera publishes it (key ``store/camera``); ``headers`` override single
+    header values."""
     pairs = dict(meta(frame_id).to_headers())
     pairs.update({k: v.encode() for k, v in headers.items()})
-    return fake(value, STORE.encode(), list(pairs.items()))
+    return fake(value, KEY, list(pairs.items()))
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -109,7 +114,7 @@ def test_two_people_give_two_observations(handler: DetectorHandler, multi: Path)
 
     assert len(outputs) == 2
     assert {o.topic for o in outputs} == {"encodings.v1"}
-    assert {o.key for o in outputs} == {STORE.encode()}
+    assert {o.key for o in outputs} == {STORE.encode()}  # the store's, not the frame's key
     obs = [decode(FaceObservation, o.value) for o in outputs]
     assert [o.observation_id for o in obs] == ["frame-42:0", "frame-42:1"]
     for o in obs:
@@ -158,15 +163,26 @@ POISON: list[tuple[str, Any, str]] = [
     ("truncated JPEG", lambda m: frame(_truncated(m)), "image_truncated"),
     ("GIF", lambda m: frame(gif()), "image_unsupported_format"),
     ("pixel bomb", lambda m: frame(pixel_bomb()), "image_too_large"),
-    ("no headers", lambda m: fake(wall(), STORE.encode(), None), "invalid"),
+    ("no headers", lambda m: fake(wall(), KEY, None), "invalid"),
     ("naive time", lambda m: frame(wall(), captured_at="2024-05-17T09:30:00"), "invalid"),
     ("bad store id", lambda m: frame(wall(), store_id="a/b"), "invalid"),
     ("unknown version", lambda m: frame(wall(), v="2"), "unknown_version"),
     (
         "other store key",
+        lambda m: fake(wall(), b"store-8/door-1", meta().to_headers()),
+        "key_mismatch",
+    ),
+    (
+        "other camera key",
+        lambda m: fake(wall(), b"store-7/door-2", meta().to_headers()),
+        "key_mismatch",
+    ),
+    (
+        "other store, old key form",
         lambda m: fake(wall(), b"store-8", meta().to_headers()),
         "key_mismatch",
     ),
+    ("camera alone", lambda m: fake(wall(), CAMERA.encode(), meta().to_headers()), "key_mismatch"),
     ("no key", lambda m: fake(wall(), None, meta().to_headers()), "key_mismatch"),
 ]
 
@@ -177,6 +193,22 @@ def test_poison(handler: DetectorHandler, multi: Path, make: Any, reason: str) -
         handler.handle(make(multi))
     assert caught.value.reason == reason
     assert caught.value.message
+
+
+def test_both_key_forms_are_accepted_and_counted(handler: DetectorHandler, multi: Path) -> None:
+    """``store/camera``, and the store id alone of cameras not yet upgraded; observations are
+    keyed by store either way."""
+    photo = (multi / "obama-240p.jpg").read_bytes()
+    camera = metric("facestream_frame_keys_total", form="camera")
+    store = metric("facestream_frame_keys_total", form="store")
+
+    new = handler.handle(fake(photo, KEY, meta("new-key").to_headers()))
+    old = handler.handle(fake(photo, STORE.encode(), meta("old-key").to_headers()))
+
+    assert [o.key for o in new] == [o.key for o in old] == [STORE.encode()]
+    assert decode(FaceObservation, old[0].value).observation_id == "old-key:0"
+    assert metric("facestream_frame_keys_total", form="camera") == camera + 1
+    assert metric("facestream_frame_keys_total", form="store") == store + 1
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,6 +295,18 @@ def send_all(settings: PipelineSettings, records: list[Record]) -> list[int]:
         producer.close(timeout=5)
 
 
+def run_until_idle(pipeline: PipelineSettings, engine: FaceEngine) -> str:
+    """One detector runner over the frames topic until it goes idle; its group."""
+    group = pipeline.group("detector")
+    handler = DetectorHandler(engine, encodings_topic=pipeline.topics.encodings)
+    runner = Runner(handler, kafka=pipeline, topic=pipeline.topics.frames, group=group)
+    worker = threading.Thread(target=runner.run, kwargs={"max_idle_seconds": 2.0})
+    worker.start()
+    worker.join(timeout=45)
+    assert not worker.is_alive(), "the runner did not go idle"
+    return group
+
+
 @pytest.mark.timeout(60)
 def test_runner_dead_letters_poison_and_goes_on(
     pipeline: PipelineSettings, detector_engine: FaceEngine, multi: Path
@@ -272,20 +316,14 @@ def test_runner_dead_letters_poison_and_goes_on(
         (frame(b"not an image", "p-1"), "image_not_an_image"),
         (frame(_truncated(multi), "p-2"), "image_truncated"),
         (frame(gif(), "p-3"), "image_unsupported_format"),
-        (fake(wall(), STORE.encode(), None), "invalid"),
+        (fake(wall(), KEY, None), "invalid"),
         (frame(wall(), "p-5", v="9"), "unknown_version"),
-        (fake(wall(), b"store-8", meta("p-6").to_headers()), "key_mismatch"),
+        (fake(wall(), b"store-8/door-1", meta("p-6").to_headers()), "key_mismatch"),
     ]
     good_b = frame((multi / "obama-240p.jpg").read_bytes(), "frame-b")
     offsets = send_all(pipeline, [good_a, *(p for p, _ in poison), good_b])
 
-    group = pipeline.group("detector")
-    handler = DetectorHandler(detector_engine, encodings_topic=pipeline.topics.encodings)
-    runner = Runner(handler, kafka=pipeline, topic=pipeline.topics.frames, group=group)
-    worker = threading.Thread(target=runner.run, kwargs={"max_idle_seconds": 2.0})
-    worker.start()
-    worker.join(timeout=45)
-    assert not worker.is_alive(), "the runner did not go idle"
+    group = run_until_idle(pipeline, detector_engine)
 
     observations = [
         decode(FaceObservation, r.value) for r in read_topic(pipeline, pipeline.topics.encodings)
@@ -305,6 +343,63 @@ def test_runner_dead_letters_poison_and_goes_on(
     assert committed_lag(pipeline, group, pipeline.topics.frames) == 0
 
 
+ENTRANCE = "entrance-2"
+"""With door-1, a camera of store-7 whose frames murmur2 puts on another partition."""
+
+
+@pytest.mark.timeout(60)
+def test_cameras_of_one_store_spread_and_old_keys_still_work(
+    pipeline: PipelineSettings, detector_engine: FaceEngine, multi: Path
+) -> None:
+    """Two cameras of one store on two partitions of frames.v1, a frame under the old store key
+    (a camera not yet upgraded) on a third, a key naming another camera or store than the
+    headers between good frames: every good frame is processed, each camera's in order, and
+    every observation is keyed by the store; the odd keys are dead-lettered."""
+    door, entrance = frame_key(STORE, CAMERA), frame_key(STORE, ENTRANCE)
+    partitions = {k: partition_for(k, PARTITIONS) for k in (door, entrance, STORE)}
+    assert len(set(partitions.values())) == 3, partitions
+    photo = (multi / "obama-240p.jpg").read_bytes()  # one face
+
+    def keyed(key: str, frame_id: str, camera: str, store: str = STORE) -> Record:
+        return fake(photo, key.encode(), meta(frame_id, store, camera=camera).to_headers())
+
+    records = [
+        keyed(door, "door-a", CAMERA),
+        keyed(entrance, "entrance-a", ENTRANCE),
+        keyed(door, "door-b", CAMERA),
+        keyed(STORE, "old-key", "till-1"),
+        keyed(door, "wrong-camera", ENTRANCE),
+        keyed(frame_key("store-8", CAMERA), "wrong-store", CAMERA),
+        keyed(door, "door-c", CAMERA),
+        keyed(entrance, "entrance-b", ENTRANCE),
+    ]
+    send_all(pipeline, records)
+    frames = read_topic(pipeline, pipeline.topics.frames)
+    on = {(r.key.decode(), r.partition) for r in frames if r.key.decode() in partitions}
+    assert on == set(partitions.items())  # the producer's partitioner agrees with murmur2
+
+    group = run_until_idle(pipeline, detector_engine)
+
+    out = read_topic(pipeline, pipeline.topics.encodings)
+    assert {r.key for r in out} == {STORE.encode()}  # one store, one partition for the matcher
+    ids = [decode(FaceObservation, r.value).frame_id for r in out]
+    assert sorted(ids) == sorted(
+        ["door-a", "door-b", "door-c", "entrance-a", "entrance-b", "old-key"]
+    )
+    assert [i for i in ids if i.startswith("door")] == ["door-a", "door-b", "door-c"]
+    assert [i for i in ids if i.startswith("entrance")] == ["entrance-a", "entrance-b"]
+
+    letters = [
+        decode(DeadLetter, r.value)
+        for r in read_topic(pipeline, pipeline.topics.dlq(pipeline.topics.frames))
+    ]
+    assert sorted((d.reason, d.source_key) for d in letters) == [
+        ("key_mismatch", door),
+        ("key_mismatch", frame_key("store-8", CAMERA)),
+    ]
+    assert committed_lag(pipeline, group, pipeline.topics.frames) == 0
+
+
 @pytest.mark.timeout(80)
 def test_sigterm_mid_stream_then_restart_loses_nothing(
     pipeline: PipelineSettings, detector_engine: FaceEngine, lfw: Path, tmp_path: Path
@@ -320,7 +415,7 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(
         headers = FrameMeta(
             frame_id=f"f-{i:02d}", store_id=STORE, camera_id=CAMERA, captured_at=at
         ).to_headers()
-        records.append(fake(photos[i % 3].read_bytes(), STORE.encode(), headers))
+        records.append(fake(photos[i % 3].read_bytes(), KEY, headers))
     expected = sum(faces[i % 3] for i in range(total))
     batch = 3
     env = pipeline_env(pipeline) | {"FACESTREAM_DETECTOR_MAX_BATCH": str(batch)}
