@@ -61,6 +61,9 @@ class Contract:
     """The topics and part of the record that carry it, for the schema's description."""
     headers: bool = False
     """Carried as Kafka headers (every value a UTF-8 string), not as a JSON value."""
+    optional: tuple[str, ...] = ()
+    """Fields added within the version: written by today's producers, absent from records
+    written before them (not required)."""
 
     @property
     def name(self) -> str:
@@ -82,6 +85,7 @@ CONTRACTS: Final = (
         2,
         "the value of an identities.v1 record (null: a tombstone); the topic also holds "
         "version 1 records",
+        optional=("last_seen",),
     ),
     Contract(
         IdentityRecordV1,
@@ -145,6 +149,7 @@ def json_schema(contract: Contract) -> dict[str, Any]:
             properties[name] = dict(_VECTOR)
     if contract.headers:
         _as_headers(properties)
+    generated["required"] = [n for n in generated["required"] if n not in contract.optional]
     head = {
         "$schema": DIALECT,
         "$id": f"urn:facestream:schema:{contract.name}:v{contract.version}",

@@ -10,7 +10,19 @@ store's observations also owns its FaceIds.
 
 from __future__ import annotations
 
+from typing import Final
+
 from kafka.partitioner.default import murmur2
+
+RETIRED: Final = ("facestream-tombstone", b"retired")
+"""The header of an ``identities.v1`` tombstone that retires a visitor unseen for the retention
+period, rather than erasing one on request: it needs no acknowledgement from the matchers, and
+nothing guards the key against being written again (a retired FaceId is never minted again)."""
+
+
+def is_retirement(headers: list[tuple[str, bytes]] | None) -> bool:
+    """Whether a tombstone with these headers retires a visitor (see :data:`RETIRED`)."""
+    return RETIRED in (headers or [])
 
 
 def partition_for(store_id: str, partitions: int) -> int:
@@ -18,6 +30,14 @@ def partition_for(store_id: str, partitions: int) -> int:
     gives the key ``store_id`` in a topic of ``partitions`` partitions (any other key, such as
     a :func:`frame_key`, lands the same way)."""
     return int((murmur2(store_id.encode()) & 0x7FFFFFFF) % partitions)
+
+
+def frame_key(store_id: str, camera_id: str) -> str:
+    """The ``frames.v1`` key of a camera's frames: ``store/camera``.
+
+    Frames published before cameras were keyed this way carry the store id alone; the detector
+    accepts both (docs/deploy.md, "Upgrading to camera keys")."""
+    return f"{store_id}/{camera_id}"
 
 
 def identity_key(store_id: str, face_id: str) -> str:
@@ -29,11 +49,3 @@ def split_identity_key(key: str) -> tuple[str, str] | None:
     """``(store, face_id)`` of an identities.v1 key, or None when it is not one."""
     store, sep, face_id = key.partition("/")
     return (store, face_id) if sep and store and face_id else None
-def frame_key(store_id: str, camera_id: str) -> str:
-    """The ``frames.v1`` key of a camera's frames: ``store/camera``.
-
-    Frames published before cameras were keyed this way carry the store id alone; the detector
-    accepts both (docs/deploy.md, "Upgrading to camera keys")."""
-    return f"{store_id}/{camera_id}"
-
-

@@ -240,7 +240,12 @@ class IdentityRecord(Message):
 
     Version 2: ``encodings`` holds the minting encoding first, then the ones learned from later
     confident sightings; ``learned_from[i]`` is the observation ``encodings[i]`` came from.
-    Read with :meth:`read`, which also accepts version 1 (one encoding)."""
+    Read with :meth:`read`, which also accepts version 1 (one encoding).
+
+    ``last_seen`` (optional, added within version 2) is when the visitor was last sighted, as
+    far as the changelog knows: the owning matcher retires a visitor unseen for its retention
+    period, and a shard rebuilt from this topic must know who that is. Records without it (from
+    matchers before it) read as last seen at ``first_seen``: see :attr:`seen`."""
 
     VERSION: ClassVar[int] = 2
     v: Literal[2] = 2
@@ -252,9 +257,19 @@ class IdentityRecord(Message):
     """The observation that minted the FaceId (also ``learned_from[0]``)."""
     encodings: list[Vector] = Field(min_length=1, max_length=MAX_VISITOR_SAMPLES)
     learned_from: list[ObservationId] = Field(min_length=1, max_length=MAX_VISITOR_SAMPLES)
+    last_seen: Timestamp | None = None
+    """``captured_at`` of a recent sighting (the latest one that moved it): never before
+    ``first_seen``. Refreshed in coarse steps, so it may lag the last sighting by up to one."""
+
+    @property
+    def seen(self) -> datetime:
+        """When the visitor was last seen: ``last_seen``, or ``first_seen`` without it."""
+        return self.last_seen or self.first_seen
 
     @model_validator(mode="after")
     def _samples_line_up(self) -> IdentityRecord:
+        if self.last_seen is not None and self.last_seen < self.first_seen:
+            raise ValueError("last_seen must not be before first_seen")
         if len(self.learned_from) != len(self.encodings):
             raise ValueError("learned_from must name one observation per encoding")
         if self.learned_from[0] != self.observation_id:
@@ -286,6 +301,7 @@ class IdentityRecord(Message):
             observation_id=observation_id,
             encodings=[encoding],
             learned_from=[observation_id],
+            last_seen=first_seen,
         )
 
     @classmethod

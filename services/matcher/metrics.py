@@ -64,6 +64,15 @@ BY_LEARNED_SAMPLE = Counter(
     "facestream_matcher_returning_by_learned_sample_total",
     "Returning decisions whose nearest sample of the visitor was a learned one.",
 )
+RETIRED = Counter(
+    "facestream_matcher_visitors_retired_total",
+    "Visitors of owned stores retired (dropped and tombstoned) after going unseen for the "
+    "retention period (FACESTREAM_MATCHER_VISITOR_RETENTION_DAYS).",
+)
+LAST_SEEN_WRITTEN = Counter(
+    "facestream_matcher_last_seen_written_total",
+    "Visitor records re-written only to move last_seen (a sighting a day or more after it).",
+)
 RETOMBSTONED = Counter(
     "facestream_matcher_retombstoned_total",
     "Tombstones written again for FaceIds whose record landed after their erasure.",

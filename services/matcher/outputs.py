@@ -16,7 +16,7 @@ from facestream.schemas import (
     MemberSamples,
     derived_id,
 )
-from facestream.schemas.keys import identity_key
+from facestream.schemas.keys import RETIRED, identity_key
 
 Kind = Literal["member", "returning", "new"]
 
@@ -67,4 +67,16 @@ class Outputs:
         """A tombstone for the ``identities.v1`` key ``store/face_id``."""
         return Output(
             self.topics.identities, None, key.encode(), partition=partition, kind="tombstone"
+        )
+
+    def retirement(self, key: str, partition: int) -> Output:
+        """The tombstone that retires a visitor unseen for the retention period: a tombstone
+        marked with the :data:`~facestream.schemas.keys.RETIRED` header."""
+        return Output(
+            self.topics.identities,
+            None,
+            key.encode(),
+            headers=[RETIRED],
+            partition=partition,
+            kind="retirement",
         )

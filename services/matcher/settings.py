@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 from pathlib import Path
 from typing import Final, Literal
 
@@ -85,6 +86,10 @@ class MatcherSettings(BaseSettings):
     """Smallest face (``size_px``) a member learns from."""
     member_learn_min_sharpness: float = Field(default=15.0, ge=0)
     """Least ``sharpness`` a member learns from."""
+    visitor_retention_days: int = Field(default=90, ge=0, le=3650)
+    """Days an anonymous visitor is kept after it was last seen (event time; members are never
+    retired); 0 keeps visitors for ever. The default is the sink's visit history retention
+    (``FACESTREAM_SINK_HISTORY_TTL_DAYS``): change the two together (docs/privacy.md)."""
     catch_up_timeout: float = Field(default=5.0, gt=0)
     """Longest wait, before each batch, to read members.v1 and the kept partitions of
     identities.v1 up to their end offsets (so decisions do not depend on read timing); past
@@ -103,6 +108,11 @@ class MatcherSettings(BaseSettings):
     past it the matcher stops rather than decide with half its state."""
     heartbeat_seconds: float = Field(default=5.0, gt=0, le=60)
     """How often the matcher tells Redis it is alive (erase waits for live matchers only)."""
+
+    @property
+    def visitor_retention(self) -> timedelta | None:
+        """:attr:`visitor_retention_days` as a period; None when visitors are kept for ever."""
+        return timedelta(days=self.visitor_retention_days) if self.visitor_retention_days else None
 
     @model_validator(mode="after")
     def _learning_is_stricter(self) -> MatcherSettings:

@@ -17,6 +17,11 @@ written since, not a rebuild.
 
 A record is a visitor's whole state: applying one replaces the visitor, unless every sample of
 it is held already. A record that lands after its key's tombstone is not applied (:mod:`.erased`).
+
+Retention: before each decision in an owned store, :meth:`VisitorShards.retire` drops the
+store's visitors whose ``last_seen`` is more than the retention period behind the store's clock
+(its latest event time), and the decider tombstones them. Judged at decision time and in event
+time, not by a timer: which visitors a decision can match depends on the input alone.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from numpy.typing import NDArray
@@ -34,7 +40,7 @@ from facestream.core.policy import Judge, Judgement, Policy
 from facestream.runtime.kafka_clients import KafkaSettings
 from facestream.runtime.runner import KafkaRecord
 from facestream.schemas import IdentityRecord, SchemaError
-from facestream.schemas.keys import identity_key, split_identity_key
+from facestream.schemas.keys import identity_key, is_retirement, split_identity_key
 from facestream.services.matcher import metrics, ownership
 from facestream.services.matcher.changelog import ChangelogReader, is_recent
 from facestream.services.matcher.erased import ErasedKeys
@@ -65,9 +71,12 @@ class VisitorShards:
         neighbours: Mapping[str, Sequence[str]],
         on_erased: Callable[[str], None],
         client_id: str,
+        retention: timedelta | None = None,
     ) -> None:
         self.topic = topic
         self.config = config
+        self.retention = retention
+        """How long an owned store's visitor is kept unseen (None: for ever)."""
         self.neighbours = {store: tuple(near) for store, near in neighbours.items()}
         self.partitions = 0
         self._on_erased = on_erased
@@ -215,12 +224,42 @@ class VisitorShards:
             metrics.VISITOR_SAMPLES.inc()
 
     def learn(
-        self, store_id: str, face_id: str, observation_id: str, vector: NDArray[Any]
+        self,
+        store_id: str,
+        face_id: str,
+        observation_id: str,
+        vector: NDArray[Any],
+        at: datetime,
     ) -> IdentityRecord:
-        """Add a sample to a visitor of an owned store; returns the record to write."""
-        record = self._shards[store_id].learn(face_id, observation_id, vector)
+        """Add a sample (of a sighting at ``at``) to a visitor of an owned store; returns the
+        record to write."""
+        record = self._shards[store_id].learn(face_id, observation_id, vector, at)
         metrics.VISITOR_SAMPLES.inc()
         return record
+
+    def sighted(self, store_id: str, face_id: str, at: datetime) -> IdentityRecord | None:
+        """A sighting at ``at`` of a visitor of an owned store that taught nothing: the record
+        to write when it moves the visitor's ``last_seen`` (see :mod:`.visitors`)."""
+        return self._shards[store_id].sighted(face_id, at)
+
+    def retire(self, store_id: str, at: datetime, limit: int) -> list[str]:
+        """Before deciding an observation of an owned store captured at ``at``: drop up to
+        ``limit`` of the store's visitors unseen for the retention period, the longest unseen
+        first, and return their keys (to tombstone). The bound keeps one decision short when a
+        store comes back after a long silence; the rest go with the next decisions."""
+        shard = self._shards.get(store_id)
+        if shard is None:
+            return []
+        shard.tick(at)
+        if self.retention is None or shard.clock is None:
+            return []
+        retired = shard.expired(shard.clock - self.retention, limit)
+        for face_id in retired:
+            shard.remove(face_id)
+            metrics.RETIRED.inc()
+        if retired:
+            log.debug("retired %d visitors of store %s", len(retired), store_id)
+        return [identity_key(store_id, face_id) for face_id in retired]
 
     def take_resurrected(self) -> list[tuple[str, int]]:
         """Keys of owned partitions written after their tombstone, to tombstone again."""
@@ -302,6 +341,13 @@ class VisitorShards:
 
     def _erase(self, record: KafkaRecord, store_id: str, face_id: str) -> None:
         key = identity_key(store_id, face_id)
+        if is_retirement(record.headers):
+            # The owner dropped it already; a replica holding it drops it here. Not an erasure:
+            # nothing to acknowledge, and no key to guard (see facestream.schemas.keys.RETIRED).
+            shard = self._shards.get(store_id)
+            if shard is not None:
+                shard.remove(face_id)
+            return
         self._erased.tombstoned(key, record.partition, record.offset)
         shard = self._shards.get(store_id)
         if shard is not None and shard.remove(face_id):

@@ -3,21 +3,33 @@
 A visitor is minted from one observation and may later learn samples from confident sightings
 (see :mod:`.learning`). What a shard keeps per visitor is exactly what its ``identities.v1``
 record says: the samples in order, the observation each came from, and when the visitor was
-first seen, so that the record can be written again at any time, byte for byte.
+first and last seen, so that the record can be written again at any time, byte for byte.
+
+Retention: a visitor's ``last_seen`` moves only when a record says so (minted, learned, or a
+sighting at least :data:`LAST_SEEN_STEP` after the recorded one, which re-writes the record),
+never in memory alone; so a shard rebuilt from the changelog retires exactly the visitors the
+live one would have. The shard's clock is the latest event time it has seen (observations of the
+store and ``last_seen`` of its records), and only moves forward.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
 
 from facestream.core.gallery import Gallery, GalleryConfig, Identity
 from facestream.schemas import IdentityRecord, vector_to_wire
+
+LAST_SEEN_STEP: Final = timedelta(days=1)
+"""How far a sighting must be past the recorded ``last_seen`` to re-write the record: the
+changelog then carries at most one such record per visitor and day (daily unique visitors),
+and ``last_seen`` lags the last sighting by less than this."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,7 @@ class SampleSource:
 @dataclass
 class _Visitor:
     first_seen: datetime
+    last_seen: datetime
     learned_from: list[str]
     """Observation ids of the samples, in the record's order (the minting one first)."""
     prints: list[bytes] = field(default_factory=list)
@@ -57,6 +70,11 @@ class StoreShard:
         """Samples held, over every visitor of the store."""
         self._visitors: dict[str, _Visitor] = {}
         self._source: dict[str, SampleSource] = {}
+        self.clock: datetime | None = None
+        """The latest event time seen of the store (see :meth:`expired`)."""
+        self._by_seen: list[tuple[datetime, str]] = []
+        """A heap of (last_seen, face id), oldest first; entries that no longer match the
+        visitor (seen since, or gone) are dropped when they come to the top."""
 
     def __len__(self) -> int:
         return len(self._visitors)
@@ -79,22 +97,55 @@ class StoreShard:
         whether anything changed."""
         held = self._visitors.get(record.face_id)
         if held is not None and set(record.learned_from) <= set(held.learned_from):
+            # The same samples, perhaps seen later (a record re-written for last_seen).
+            self._seen_at(record.face_id, held, record.seen)
             return False
         if held is not None:
             self.remove(record.face_id)
         vectors = record.vectors
         self.gallery.add(self._identity(record.face_id), vectors)
         self._visitors[record.face_id] = _Visitor(
-            record.first_seen, list(record.learned_from), [_print(v) for v in vectors]
+            record.first_seen, record.seen, list(record.learned_from), [_print(v) for v in vectors]
         )
+        heapq.heappush(self._by_seen, (record.seen, record.face_id))
+        self.tick(record.seen)
         for index, observation_id in enumerate(record.learned_from):
             self._source[observation_id] = SampleSource(record.face_id, index)
         self.samples += len(vectors)
         return True
 
-    def learn(self, face_id: str, observation_id: str, vector: NDArray[Any]) -> IdentityRecord:
-        """Add a sample to a visitor; returns the visitor's new record (all samples)."""
+    def sighted(self, face_id: str, at: datetime) -> IdentityRecord | None:
+        """A sighting of the visitor at ``at`` (event time): the record to write when it moves
+        ``last_seen`` by :data:`LAST_SEEN_STEP` or more, else None (nothing changes)."""
         visitor = self._visitors[face_id]
+        if at - visitor.last_seen < LAST_SEEN_STEP:
+            return None
+        self._seen_at(face_id, visitor, at)
+        return self.record(face_id)
+
+    def tick(self, at: datetime) -> None:
+        """An observation of the store captured at ``at``: the clock moves to it if later."""
+        if self.clock is None or at > self.clock:
+            self.clock = at
+
+    def expired(self, before: datetime, limit: int) -> list[str]:
+        """Up to ``limit`` visitors last seen before ``before``, the longest unseen first (the
+        caller retires them with :meth:`remove`)."""
+        due: list[str] = []
+        while self._by_seen and self._by_seen[0][0] < before and len(due) < limit:
+            seen, face_id = heapq.heappop(self._by_seen)
+            visitor = self._visitors.get(face_id)
+            if visitor is not None and visitor.last_seen == seen and face_id not in due:
+                due.append(face_id)
+        return due
+
+    def learn(
+        self, face_id: str, observation_id: str, vector: NDArray[Any], at: datetime
+    ) -> IdentityRecord:
+        """Add a sample, from a sighting at ``at``, to a visitor; returns the visitor's new
+        record (all samples; written anyway, so ``last_seen`` moves to ``at`` if later)."""
+        visitor = self._visitors[face_id]
+        self._seen_at(face_id, visitor, at)
         self.gallery.add(self._identity(face_id), vector)
         self._source[observation_id] = SampleSource(face_id, len(visitor.learned_from))
         visitor.learned_from.append(observation_id)
@@ -125,6 +176,7 @@ class StoreShard:
             observation_id=visitor.learned_from[0],
             encodings=encodings,
             learned_from=list(visitor.learned_from),
+            last_seen=visitor.last_seen,
         )
 
     def distances(self, face_id: str, vector: NDArray[Any]) -> NDArray[np.float32]:
@@ -134,6 +186,13 @@ class StoreShard:
         samples = np.stack([by_print[p] for p in visitor.prints])
         found: NDArray[np.float32] = np.linalg.norm(samples - vector, axis=1).astype(np.float32)
         return found
+
+    def _seen_at(self, face_id: str, visitor: _Visitor, at: datetime) -> None:
+        """Move the visitor's ``last_seen`` (and the clock) to ``at`` if later."""
+        self.tick(at)
+        if at > visitor.last_seen:
+            visitor.last_seen = at
+            heapq.heappush(self._by_seen, (at, face_id))
 
     def _identity(self, face_id: str) -> Identity:
         return Identity(face_id, kind="visitor", meta={"store": self.store_id})

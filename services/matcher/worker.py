@@ -4,8 +4,10 @@ Per face (see docs/architecture.md, "Deciding who a face is"): members first (re
 :mod:`.member_tier`), then the store's visitor shard with its neighbours' replicas
 (:mod:`.shards`); a confident match teaches the member or visitor a sample (:mod:`.learning`).
 Else a new FaceId derived from the observation id, added to the shard. A visitor's record (all
-samples) is written to ``identities.v1`` in the partition the observation came from when minted
-or taught; a member's learned samples to ``member-samples.v1``.
+samples) is written to ``identities.v1`` in the partition the observation came from when minted,
+taught or seen a day after its recorded ``last_seen``; a member's learned samples to
+``member-samples.v1``. Visitors unseen for the retention period are tombstoned before the
+decision that finds them so (:mod:`.decide`).
 
 Decisions depend on the input, not on timing: before each batch the member tier and the kept
 shards are read up to the end offsets of that moment. Replays are idempotent: ids are derived
@@ -105,6 +107,7 @@ class MatcherHandler(Handler):
             neighbours=settings.neighbours,
             on_erased=self._erased,
             client_id=f"{client}-identities",
+            retention=settings.visitor_retention,
         )
         self._use_policies(settings)
         self.decider = Decider(

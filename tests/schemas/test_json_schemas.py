@@ -91,7 +91,8 @@ def test_every_message_model_has_a_schema_and_every_schema_is_valid() -> None:
         jsonschema.Draft202012Validator.check_schema(schema)
         assert schema["$schema"] == generator.DIALECT
         assert schema["additionalProperties"] is False
-        assert set(schema["required"]) == set(schema["properties"])
+        # Every field is required but those added within the version (older records lack them).
+        assert set(schema["required"]) == set(schema["properties"]) - set(contract.optional)
         assert schema["properties"]["v"]["const"] in (contract.version, str(contract.version))
 
 
@@ -184,13 +185,25 @@ def test_frame_headers_are_strings() -> None:
 
 def test_both_versions_of_an_identity_record_have_a_schema() -> None:
     v2 = _doc_examples()["IdentityRecord"]
-    v1 = {k: v for k, v in v2.items() if k not in ("encodings", "learned_from")}
+    v1 = {k: v for k, v in v2.items() if k not in ("encodings", "learned_from", "last_seen")}
     v1.update(v=1, encoding=v2["encodings"][0])
     assert _errors(_file(IdentityRecord), v2) == []
     assert _errors(_file(IdentityRecordV1), v1) == []
     assert _errors(_file(IdentityRecord), v1)
     assert _errors(_file(IdentityRecordV1), v2)
     assert IdentityRecord.read(json.dumps(v1).encode()).encodings == [v2["encodings"][0]]
+
+
+def test_last_seen_is_optional_and_never_before_first_seen() -> None:
+    with_it = _doc_examples()["IdentityRecord"]
+    without = {k: v for k, v in with_it.items() if k != "last_seen"}
+    assert _errors(_file(IdentityRecord), without) == []
+    old = IdentityRecord.read(json.dumps(without).encode())
+    assert (old.last_seen, old.seen) == (None, old.first_seen)  # written before retention
+    new = IdentityRecord.read(json.dumps(with_it).encode())
+    assert new.last_seen is not None and new.seen == new.last_seen > new.first_seen
+    with pytest.raises(SchemaError):
+        IdentityRecord.read(json.dumps({**with_it, "last_seen": "2026-11-28T10:00:00Z"}).encode())
 
 
 # --- a real replay ------------------------------------------------------------------------------
