@@ -35,7 +35,7 @@ import numpy as np
 
 from benchmarks.common import fmt, load_average, markdown_table
 from facestream.core.engine import Encoding, FaceEngine, face_distance
-from facestream.core.tracking import Sighting, Tracker
+from facestream.core.tracking import Sighting, Tracker, iou
 from facestream.schemas.messages import Box
 from facestream.tools import walkby
 
@@ -133,17 +133,10 @@ def _pass_at(passes: list[dict[str, Any]], frame: int, box: Box) -> int | None:
     for i, p in enumerate(passes):
         for f, top, right, bottom, left, _ in p["boxes"]:
             if f == frame:
-                overlap = _iou(Box(top=top, right=right, bottom=bottom, left=left), box)
+                overlap = iou(Box(top=top, right=right, bottom=bottom, left=left), box)
                 if overlap > best:
                     best, index = overlap, i
     return index
-
-
-def _iou(a: Box, b: Box) -> float:
-    w = min(a.right, b.right) - max(a.left, b.left)
-    h = min(a.bottom, b.bottom) - max(a.top, b.top)
-    inter = max(0, w) * max(0, h)
-    return inter / (a.width * a.height + b.width * b.height - inter)
 
 
 def reidentification(

@@ -26,14 +26,23 @@ from facestream.cli.common import (
     progress_option,
 )
 
-
-@click.command("simulate")
-@click.option(
+images_option = click.option(
     "--images",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     required=True,
     help="Photos in the LFW layout (one folder per person).",
 )
+split_option = click.option(
+    "--split",
+    type=click.Choice(["eval", "fit", "all"]),
+    default="eval",
+    show_default=True,
+    help="Only people of this half (facestream.core.splits): report on people not fitted on.",
+)
+
+
+@click.command("simulate")
+@images_option
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -84,13 +93,7 @@ from facestream.cli.common import (
 @click.option(
     "--once", type=click.IntRange(0), default=4, show_default=True, help="Strangers who come once."
 )
-@click.option(
-    "--split",
-    type=click.Choice(["eval", "fit", "all"]),
-    default="eval",
-    show_default=True,
-    help="Only people of this half (facestream.core.splits): report on people not fitted on.",
-)
+@split_option
 @click.option(
     "--seed",
     type=int,
@@ -213,12 +216,7 @@ def eval_store(
 
 
 @click.command("walkby")
-@click.option(
-    "--images",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    required=True,
-    help="Photos in the LFW layout (one folder per person).",
-)
+@images_option
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -246,13 +244,7 @@ def eval_store(
     show_default=True,
     help="Frames per second of the clip.",
 )
-@click.option(
-    "--split",
-    type=click.Choice(["eval", "fit", "all"]),
-    default="eval",
-    show_default=True,
-    help="Only people of this half (facestream.core.splits).",
-)
+@split_option
 @click.option(
     "--seed",
     type=int,

@@ -266,7 +266,7 @@ class Tracker:
         encoding where it had to be computed to settle an ambiguity."""
         expected = [t.expected(at) for t in self._tracks]
         overlaps = [
-            (_iou(face.box, box), f, t)
+            (iou(face.box, box), f, t)
             for f, face in enumerate(faces)
             for t, box in enumerate(expected)
         ]
@@ -410,7 +410,8 @@ def _centre(box: Box) -> tuple[float, float]:
     return (box.left + box.right) / 2, (box.top + box.bottom) / 2
 
 
-def _iou(a: Box, b: Box) -> float:
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes (0 when they do not overlap)."""
     w = min(a.right, b.right) - max(a.left, b.left)
     h = min(a.bottom, b.bottom) - max(a.top, b.top)
     inter = max(0, w) * max(0, h)

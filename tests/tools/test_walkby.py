@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from facestream.core.engine import FaceEngine, face_distance
 from facestream.core.images import load_image
+from facestream.core.tracking import iou
 from facestream.schemas.messages import Box
 from facestream.tools import walkby
 
@@ -38,13 +39,6 @@ def frames_of(folder: Path) -> list[NDArray[np.uint8]]:
             frames.append(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8))
     finally:
         capture.release()
-
-
-def iou(a: Box, b: Box) -> float:
-    w = min(a.right, b.right) - max(a.left, b.left)
-    h = min(a.bottom, b.bottom) - max(a.top, b.top)
-    inter = max(0, w) * max(0, h)
-    return inter / (a.width * a.height + b.width * b.height - inter)
 
 
 def test_the_clip_holds_every_pass_the_truth_lists(clip: Path) -> None:
