@@ -2,7 +2,7 @@
 
 | topic | key | value |
 |---|---|---|
-| ``frames.v1`` | ``store/camera`` | the JPEG/PNG/BMP bytes; :class:`FrameMeta` in the headers |
+| ``frames.v1`` | store id, or ``store/camera`` | the image bytes; :class:`FrameMeta` in headers |
 | ``encodings.v1`` | store id | :class:`FaceObservation`, one face each |
 | ``matches.v1`` | store id | :class:`MatchEvent`, one decision per face |
 | ``members.v1`` (compacted) | member id | :class:`MemberRecord`; a tombstone (null) erases |

@@ -141,7 +141,7 @@ def latency_run(
 
             def send(i: int) -> tuple[str, float]:
                 item = camera_frame(frame, datetime.now(UTC), f"e2e-{i}.jpg")
-                report = publish(producer, settings.topics.frames, store, [item])
+                report = publish(producer, settings.topics.frames, store, [item], key_by="camera")
                 if report.published != 1:
                     raise RuntimeError("a frame was not acknowledged by the broker")
                 return frame_id(store, item), item.captured_at.timestamp()
@@ -289,7 +289,7 @@ def scaling_run(
                     camera_frame(frame, now, f"backlog-{i}.jpg", camera.camera)
                     for i in range(c, backlog, len(cameras))
                 ]
-                publish(producer, settings.topics.frames, camera.store, items)
+                publish(producer, settings.topics.frames, camera.store, items, key_by="camera")
             published_s = time.monotonic() - t0
             done = 0
             while done < backlog:

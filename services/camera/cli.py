@@ -36,7 +36,7 @@ from facestream.services.camera.video import frames_from_video
     "--store",
     "store_id",
     required=True,
-    help="Store id (with the camera, the Kafka key: store/camera).",
+    help="Store id (the Kafka key; with --key-by camera, store/camera).",
 )
 @click.option(
     "--camera",
@@ -65,6 +65,15 @@ from facestream.services.camera.video import frames_from_video
     help="At most this many frames per second of video (--video).",
 )
 @click.option(
+    "--key-by",
+    type=click.Choice(["store", "camera"]),
+    default="store",
+    show_default=True,
+    envvar="FACESTREAM_CAMERA_KEY_BY",
+    help="Key frames by store, or by store/camera to spread a store's cameras over the "
+    "detectors (decisions may then depend on timing: docs/deploy.md).",
+)
+@click.option(
     "--max-frames",
     type=click.IntRange(min=1),
     default=None,
@@ -77,9 +86,11 @@ def camera_command(
     manifest: Path | None,
     video: str | None,
     fps: float,
+    key_by: str,
     max_frames: int | None,
 ) -> None:
-    """Publish camera frames to frames.v1 (key = store/camera, FrameMeta in the headers)."""
+    """Publish camera frames to frames.v1 (key = the store, or store/camera; FrameMeta in the
+    headers)."""
     chosen = [
         name
         for name, v in (("--source", source), ("--manifest", manifest), ("--video", video))
@@ -108,7 +119,14 @@ def camera_command(
     with reaching(settings):
         producer = make_producer(settings)
     try:
-        report = publish(producer, settings.topics.frames, store_id, items, max_frames=max_frames)
+        report = publish(
+            producer,
+            settings.topics.frames,
+            store_id,
+            items,
+            max_frames=max_frames,
+            key_by=key_by,  # type: ignore[arg-type]
+        )
     except CameraError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

@@ -1,11 +1,12 @@
 """Publish camera frames to ``frames.v1``: from a folder or a manifest of timed files (and from
 a video, with :mod:`facestream.services.camera.video`).
 
-Each frame goes out as one record: key = ``store/camera`` (one camera, one partition, in order;
-a store's cameras spread over the partitions and so over the detectors), value = the image
-bytes, headers = :class:`FrameMeta`. Frame ids are derived from the store, camera, capture time
-and source name, so publishing the same manifest again yields the same frame ids, and every id
-downstream (observations, match events, FaceIds) is replayed as well.
+Each frame goes out as one record: key = the store id (one store, one partition, in order), or
+``store/camera`` when asked (:data:`KeyBy`: one camera, one partition; a store's cameras spread
+over the detectors), value = the image bytes, headers = :class:`FrameMeta`. Frame ids are
+derived from the store, camera, capture time and source name, so publishing the same manifest
+again yields the same frame ids, and every id downstream (observations, match events, FaceIds)
+is replayed as well.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
@@ -245,6 +246,15 @@ def _manifest_frames(rows: list[ManifestRow], base: Path) -> Iterator[Frame | Sk
 
 # -- publishing -------------------------------------------------------------------------------
 
+KeyBy = Literal["store", "camera"]
+"""How frames are keyed. ``store`` (the default): a store's frames go to one partition, so one
+detector handles them in order and the matcher sees the store's faces in capture order.
+``camera`` (``store/camera``) spreads a store's cameras over all detectors, but the matcher then
+sees the cameras' faces in an order that depends on the detectors' timing, and which sighting
+mints a visitor's FaceId can differ between a run and its replay (the fault suite showed it);
+it stays opt-in until the matcher orders a store's faces by capture time (docs/deploy.md,
+"Upgrading to camera keys")."""
+
 
 def publish(
     producer: KafkaProducer,
@@ -254,9 +264,10 @@ def publish(
     *,
     max_frames: int | None = None,
     flush_timeout: float = 30.0,
+    key_by: KeyBy = "store",
 ) -> PublishReport:
-    """Send ``items`` in order to ``topic`` (key = ``store/camera``), flush, and count what
-    happened.
+    """Send ``items`` in order to ``topic``, flush, and count what happened. The key is the
+    store id, or ``store/camera`` with ``key_by="camera"`` (see :data:`KeyBy`).
 
     A frame that names its own store (a manifest's ``store`` column) goes to that store;
     ``store_id`` is the store of the others. Stops after ``max_frames`` frames. A failed send
@@ -287,7 +298,7 @@ def publish(
             captured_at=item.captured_at,
             content_type=item.content_type,
         )
-        key = frame_key(store, item.camera_id)
+        key = frame_key(store, item.camera_id) if key_by == "camera" else store
         future = producer.send(topic, key=key.encode(), value=item.data, headers=meta.to_headers())
         future.add_errback(on_error)
         report.sent += 1

@@ -66,7 +66,7 @@ def test_manifest_is_published_in_order_with_its_times(
     producer = make_producer(pipeline)
     try:
         items = frames_from_manifest(manifest, default_camera="door-1")
-        report = publish(producer, pipeline.topics.frames, STORE, items)
+        report = publish(producer, pipeline.topics.frames, STORE, items, key_by="camera")
     finally:
         producer.close(timeout=5)
     assert (report.sent, report.failed, report.skipped) == (3, 0, 1)
