@@ -4,7 +4,6 @@ window of event ids, kept by the apply script with the visits (real Redis)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -25,18 +24,6 @@ TOPIC = "matches.v1"
 def pipeline(live_stack: PipelineSettings) -> PipelineSettings:
     """Settings with a Redis prefix of the test's own (no topics: these tests need none)."""
     return live_stack.model_copy(update={"redis_prefix": f"t{uuid.uuid4().hex[:10]}"})
-
-
-@pytest.fixture
-def client(pipeline: PipelineSettings) -> Iterator[redis.Redis]:
-    """A text client; every key of the test's prefixes is deleted afterwards."""
-    r = redis.Redis.from_url(pipeline.redis_url, decode_responses=True)
-    yield r
-    for prefix in (pipeline.redis_prefix, pipeline.redis_prefix + "ref"):
-        keys = list(r.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            r.delete(*keys)
-    r.close()
 
 
 def at(

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -26,7 +25,7 @@ from facestream.schemas import Box, DeadLetter, MatchEvent, SchemaError, decode,
 from facestream.services.sink.cli import sink_command
 from facestream.services.sink.settings import SinkSettings
 from facestream.services.sink.stats import StoreStats, stats_command, store_stats
-from facestream.services.sink.store import Applier, StoreKeys, plan, purge, redis_client
+from facestream.services.sink.store import Applier, StoreKeys, plan, purge
 from facestream.services.sink.worker import SinkHandler
 from facestream.tools.crm_example import Greeter
 from tests.kafka_fixtures import pipeline_env
@@ -61,18 +60,6 @@ def match(
         box=Box(top=0, right=10, bottom=10, left=0),
         model_version="test",
     )
-
-
-@pytest.fixture
-def client(pipeline: PipelineSettings) -> Iterator[redis.Redis]:
-    """A Redis client; every key of the test's prefix is deleted afterwards."""
-    r = redis_client(pipeline)
-    yield r
-    for prefix in (pipeline.redis_prefix, pipeline.redis_prefix + "ref"):
-        keys = list(r.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            r.delete(*keys)
-    r.close()
 
 
 def apply(r: redis.Redis, prefix: str, *events: MatchEvent, sink: SinkSettings = SINK) -> list[Any]:
