@@ -108,24 +108,36 @@ def pid_alive(pid: int, marker: str) -> bool:
     """True if ``pid`` runs and its command line contains ``marker``.
 
     The marker guards against pid reuse: a stale pid file must never make us signal a stranger.
-    Zombies count as dead (``kill(pid, 0)`` alone would say they live).
+    Zombies count as dead (``kill(pid, 0)`` alone would say they live). A child this Python
+    process started and has not reaped is alive without the marker check: its pid cannot have
+    been reused, and its command line reads empty for a moment while it starts.
     """
     proc = _SPAWNED.get(pid)
-    if proc is not None and proc.poll() is not None:
+    if proc is not None:
+        if proc.poll() is None:
+            return True
+        # Exited; or reaped elsewhere, which poll() cannot tell apart (it then reports 0): the
+        # /proc check below settles it.
         _SPAWNED.pop(pid, None)
-        return False
     proc_dir = Path("/proc") / str(pid)
-    if not proc_dir.is_dir():
-        return False
-    try:
-        stat = (proc_dir / "stat").read_text(encoding="ascii", errors="replace")
-        cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    state = stat.rsplit(")", 1)[-1].split()[:1]
-    if state and state[0] in ("Z", "X"):
-        return False
-    return marker in cmdline
+    for _ in range(_EMPTY_CMDLINE_RETRIES):
+        try:
+            stat = (proc_dir / "stat").read_text(encoding="ascii", errors="replace")
+            raw = (proc_dir / "cmdline").read_bytes()
+        except OSError:
+            return False
+        state = stat.rsplit(")", 1)[-1].split()[:1]
+        if state and state[0] in ("Z", "X"):
+            return False
+        if raw:
+            return marker in raw.replace(b"\0", b" ").decode(errors="replace")
+        # A process in the middle of exec has no command line yet: look again shortly.
+        time.sleep(0.01)
+    return False
+
+
+_EMPTY_CMDLINE_RETRIES = 50
+"""Reads of an empty command line before a running process counts as not ours (0.5 s)."""
 
 
 def managed_pid(pid_file: Path, marker: str) -> int | None:
