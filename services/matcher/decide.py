@@ -21,6 +21,7 @@ from facestream.core.gallery import Decision
 from facestream.runtime.runner import Output
 from facestream.schemas import FaceObservation, IdentityRecord, MemberSamples, derived_id
 from facestream.services.matcher import metrics
+from facestream.services.matcher.erased import Decided, ErasedDecisions
 from facestream.services.matcher.learning import LearnPolicy, MemberLearnPolicy
 from facestream.services.matcher.member_tier import MemberTier
 from facestream.services.matcher.outputs import Outputs
@@ -48,12 +49,14 @@ class Decider:
         learning: LearnPolicy,
         out: Outputs,
         member_learning: MemberLearnPolicy | None = None,
+        erased: ErasedDecisions | None = None,
     ) -> None:
         self.members = members
         self.shards = shards
         self.learning = learning
         self.member_learning = member_learning
         self.out = out
+        self.erased = ErasedDecisions() if erased is None else erased
 
     def decide(self, obs: FaceObservation, partition: int) -> list[Output]:
         """The outputs for ``obs``, which arrived on ``partition``: the tombstones of the
@@ -69,6 +72,9 @@ class Decider:
         source = self.shards.source_of(obs.store_id, obs.observation_id)
         if source is not None:
             return self._replayed(obs, source, partition)
+        decided = self.erased.get(obs.observation_id)
+        if decided is not None:
+            return [self._decided_before(obs, decided)]
 
         member = self.members.identify(vector)
         if member.identity is not None:
@@ -180,6 +186,22 @@ class Decider:
         else:
             event = self._returning(obs, self.shards.as_of(obs.store_id, obs.vector, source))
         return [self.out.identity(record, partition), event]
+
+    def _decided_before(self, obs: FaceObservation, decided: Decided) -> Output:
+        """A replay of an observation decided as a person since erased: the same decision again
+        (the sink drops it, as every event of an erased person), and nothing minted or learned:
+        deciding anew would find nobody and mint the person back under a new FaceId."""
+        metrics.DECISIONS.labels("replayed").inc()
+        log.info("%s was decided as a person since erased: re-emitted", obs.observation_id)
+        if decided.kind == "member":
+            return self.out.match(obs, "member", member_id=decided.member_id)
+        matched = decided.store_id if decided.kind == "returning" else None
+        return self.out.match(
+            obs,
+            "new" if decided.kind == "new" else "returning",
+            face_id=decided.face_id,
+            matched_store_id=matched,
+        )
 
     def tombstones_again(self) -> list[Output]:
         """Tombstones for visitors whose record landed after their erasure (see .erased)."""

@@ -40,6 +40,7 @@ from facestream.schemas.keys import partition_for
 from facestream.services.matcher import metrics
 from facestream.services.matcher.changelog import ChangelogError
 from facestream.services.matcher.decide import Decider
+from facestream.services.matcher.erased import ErasedDecisions
 from facestream.services.matcher.learning import LearnPolicy, MemberLearnPolicy
 from facestream.services.matcher.member_tier import MemberTier
 from facestream.services.matcher.outputs import Outputs
@@ -85,6 +86,8 @@ class MatcherHandler(Handler):
             settings.heartbeat_seconds,
         )
         client = f"{pipeline.group('matcher')}-{settings.matcher_id}"
+        # Filled from the tombstones of both changelogs; consulted before every decision.
+        decisions = ErasedDecisions()
         self.members = MemberTier(
             kafka=pipeline,
             topic=self.topics.members,
@@ -95,6 +98,7 @@ class MatcherHandler(Handler):
             client_id=f"{client}-members",
             samples_topic=self.topics.member_samples if settings.member_max_learned else None,
             model_version=model_version,
+            decisions=decisions,
         )
         self.shards = VisitorShards(
             kafka=pipeline,
@@ -108,6 +112,7 @@ class MatcherHandler(Handler):
             on_erased=self._erased,
             client_id=f"{client}-identities",
             retention=settings.visitor_retention,
+            decisions=decisions,
         )
         self._use_policies(settings)
         self.decider = Decider(
@@ -116,6 +121,7 @@ class MatcherHandler(Handler):
             LearnPolicy.from_settings(settings),
             Outputs(self.topics),
             MemberLearnPolicy.from_settings(settings),
+            decisions,
         )
         self._checked_stores: set[str] = set()
         self._pending: set[int] = set()
