@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,8 +61,27 @@ def _stats_table(stats: StoreStats, truth: dict[str, Any] | None = None) -> str:
 @click.option(
     "--manifest",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    required=True,
+    default=None,
     help="CSV path,captured_at,camera (paths relative to the manifest).",
+)
+@click.option(
+    "--video",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A video file, replayed as one camera's frames (instead of --manifest).",
+)
+@click.option("--camera", default=None, help="Camera id of the video's frames (with --video).")
+@click.option(
+    "--start",
+    default=None,
+    help="When the video's first frame was taken, ISO 8601 with a UTC offset (with --video).",
+)
+@click.option(
+    "--fps",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="At most this many frames per second of video (with --video).",
 )
 @click.option("--timezone", default="UTC", show_default=True, help="The store's time zone.")
 @events_option
@@ -71,29 +91,72 @@ def _stats_table(stats: StoreStats, truth: dict[str, Any] | None = None) -> str:
 def replay(
     store: str,
     members: Path | None,
-    manifest: Path,
+    manifest: Path | None,
+    video: Path | None,
+    camera: str | None,
+    start: str | None,
+    fps: float,
     timezone: str,
     show_events: bool,
     quiet: bool,
     progress: bool | None,
     as_json: bool,
 ) -> None:
-    """Run a whole replay: stack, workers, members, frames; print the day's stats."""
+    """Run a whole replay: stack, workers, members, frames; print the day's stats.
+
+    The frames come from a manifest, or from a video file (--video with --camera and --start:
+    each frame is stamped START plus its time in the file; the stats are of START's day, and
+    also say how many frames were published and how many faces the detectors found in them).
+    """
     from facestream.tools import replay as replay_module
 
-    stats = replay_module.run(
+    if (manifest is None) == (video is None):
+        raise click.UsageError("give exactly one of --manifest or --video")
+    if video is None and (camera is not None or start is not None):
+        raise click.UsageError("--camera and --start go with --video")
+    settings, echo = local_settings(), commentary(progress)
+    events = show_events and not quiet
+    if manifest is not None:
+        stats = replay_module.run(
+            store=store,
+            members=members,
+            manifest=manifest,
+            settings=settings,
+            timezone=timezone,
+            echo=echo,
+            show_events=events,
+        )
+        if as_json:
+            emit(stats.as_dict())
+            return
+        click.echo(_stats_table(stats))
+        return
+    if camera is None or start is None:
+        raise click.UsageError("--video needs --camera and --start")
+    try:
+        started = datetime.fromisoformat(start)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {start}", param_hint="--start") from None
+    if started.tzinfo is None:
+        raise click.BadParameter("give a UTC offset (+00:00, Z)", param_hint="--start")
+    if fps <= 0:
+        raise click.BadParameter("must be positive", param_hint="--fps")
+    assert video is not None
+    result = replay_module.run_video(
         store=store,
         members=members,
-        manifest=manifest,
-        settings=local_settings(),
+        video=replay_module.VideoInput(video, camera, started, fps),
+        settings=settings,
         timezone=timezone,
-        echo=commentary(progress),
-        show_events=show_events and not quiet,
+        echo=echo,
+        show_events=events,
     )
     if as_json:
-        emit(stats.as_dict())
+        emit(result.as_dict())
         return
-    click.echo(_stats_table(stats))
+    click.echo(_stats_table(result.stats))
+    click.echo(f"  {'frames':<18} {result.frames}")
+    click.echo(f"  {'observations':<18} {result.observations}")
 
 
 @click.command()

@@ -4,7 +4,9 @@
 matcher and sink process each), enrolls the members, publishes the manifest's frames with their
 real timestamps, waits until every stage has committed everything its input topic holds (so
 every frame has been through the sink), prints the store's stats for the manifest's day, and
-stops what it started.
+stops what it started. With a video instead of a manifest (:func:`run_video`) it publishes the
+file's frames stamped ``start`` + their time in the file, and also says how many frames it
+published and how many observations the detectors made of them.
 """
 
 from __future__ import annotations
@@ -206,6 +208,38 @@ class Session:
         )
         return sent.published
 
+    def publish_video(self, video: VideoInput, store: str) -> int:
+        """Publish the video file's frames (at most ``video.fps`` a second), stamped with
+        ``video.start`` plus each frame's time in the file."""
+        from facestream.runtime.runner import make_producer
+        from facestream.services.camera.publisher import publish
+        from facestream.services.camera.video import frames_from_video
+
+        frames = frames_from_video(
+            str(video.path), video.camera, fps=video.fps, clock=lambda: video.start
+        )
+        producer = make_producer(self.settings)
+        try:
+            sent = publish(producer, self.settings.topics.frames, store, frames)
+        finally:
+            producer.close()
+        self.echo(
+            f"published {sent.published} frames of {video.path.name} (camera {video.camera}, "
+            f"{video.fps:g} a second at most); waiting for the pipeline"
+        )
+        return sent.published
+
+    def observations(self) -> int:
+        """Records now in encodings.v1 (every partition, from its start)."""
+        consumer = kafka_clients.consumer(self.settings, enable_auto_commit=False)
+        try:
+            topic = self.settings.topics.encodings
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            ends, starts = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
+            return sum(ends[tp] - starts[tp] for tp in tps)
+        finally:
+            consumer.close()
+
     def wait(self, timeout: float) -> None:
         """Until every stage has committed all of its input (twice in a row)."""
         _wait_drained(self.settings, self.echo, timeout)
@@ -279,6 +313,61 @@ def run(
         s.publish_manifest(manifest, store)
         s.wait(timeout)
         return store_stats(store, day, settings)
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """A video file to replay as one camera's frames."""
+
+    path: Path
+    camera: str
+    start: datetime
+    """When the video's first frame was taken (aware): frame times count from it."""
+    fps: float = 5.0
+    """At most this many frames of each second of video are published."""
+
+
+@dataclass(frozen=True)
+class VideoReplay:
+    """What a video replay printed: the store's stats for the day it started, the frames
+    published and the observations (faces) the detectors made of them."""
+
+    stats: StoreStats
+    frames: int
+    observations: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.stats.as_dict(), "frames": self.frames, "observations": self.observations}
+
+
+def run_video(
+    *,
+    store: str,
+    members: Path | None,
+    video: VideoInput,
+    settings: PipelineSettings,
+    timezone: str,
+    echo: Callable[[str], None],
+    show_events: bool = True,
+    timeout: float = 900.0,
+) -> VideoReplay:
+    """The whole replay of a video; the stats are of the store's day in which it started.
+    ``observations`` counts the records ``encodings.v1`` gained meanwhile: anything else that
+    publishes observations to the same topics at the same time is counted too."""
+    from facestream.services.sink.stats import store_stats
+
+    if video.start.tzinfo is None:
+        raise ReplayError("the video's start time needs a UTC offset (2026-12-03T10:00:00+01:00)")
+    if video.fps <= 0:
+        raise ReplayError("--fps must be positive")
+    day = video.start.astimezone(ZoneInfo(timezone)).date()
+    with session(settings, echo, {store: timezone}, show_events=show_events) as s:
+        if members is not None:
+            s.publish_members(members)
+        before = s.observations()
+        frames = s.publish_video(video, store)
+        s.wait(timeout)
+        return VideoReplay(store_stats(store, day, settings), frames, s.observations() - before)
 
 
 def read_values(settings: PipelineSettings, topic: str, timeout: float = 60.0) -> list[bytes]:
