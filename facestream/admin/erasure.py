@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from facestream.admin.dead_letters import DeadLetterPlace, dead_letters
 from facestream.admin.decisions import decided_as
-from facestream.admin.topic_reads import ReadTimeout
+from facestream.admin.topic_reads import ReadTimeout, topic_exists
 from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
@@ -146,8 +146,14 @@ def erase(
         )
         if kind == "member":
             # The samples the matchers learned for the member live under the same key in a
-            # topic of their own: they go too (a matcher also drops them with the member).
-            producer.send(topics.member_samples, key=subject.encode(), value=None).get(timeout=30)
+            # topic of their own: they go too (a matcher also drops them with the member). A
+            # deployment older than that topic has no learned samples to erase.
+            if topic_exists(settings, topics.member_samples):
+                producer.send(topics.member_samples, key=subject.encode(), value=None).get(
+                    timeout=30
+                )
+            else:
+                log.warning("%s does not exist: no learned samples to erase", topics.member_samples)
         log.info(
             "tombstone for %s %s at %s[%d]@%d", kind, subject, topic, meta.partition, meta.offset
         )

@@ -21,6 +21,16 @@ class ReadTimeout(RuntimeError):
     something false."""
 
 
+def topic_exists(settings: PipelineSettings, topic: str) -> bool:
+    """Whether the broker has ``topic`` (asked without creating it, and without the minute a
+    producer would wait for the metadata of a topic that does not exist)."""
+    consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None)
+    try:
+        return bool(consumer.partitions_for_topic(topic))
+    finally:
+        consumer.close(autocommit=False)
+
+
 def read_to_end(
     settings: PipelineSettings,
     topic: str,

@@ -188,3 +188,21 @@ def test_erase_with_no_live_matcher(pipeline: PipelineSettings) -> None:
         "partition": result.tombstone.partition,
         "offset": result.tombstone.offset,
     }
+
+
+def test_erase_a_member_where_member_samples_do_not_exist(pipeline: PipelineSettings) -> None:
+    """A deployment older than ``member-samples.v1``: the member's tombstone is written and
+    the erasure completes at once, instead of the producer waiting a minute for a topic that
+    will never exist and failing after the tombstone."""
+    from facestream.runtime import kafka_clients
+
+    admin = kafka_clients.admin(pipeline)
+    try:
+        admin.delete_topics([pipeline.topics.member_samples], timeout_ms=10_000)
+    finally:
+        admin.close()
+    started = time.monotonic()
+    result = erase("M-old", pipeline, timeout=5)
+    assert time.monotonic() - started < 30
+    assert (result.kind, result.confirmed) == ("member", True)
+    assert result.tombstone.topic == pipeline.topics.members
