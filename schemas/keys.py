@@ -10,8 +10,6 @@ that owns a store's observations also owns its FaceIds.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from typing import Final
 
 from kafka.partitioner.default import murmur2
@@ -25,57 +23,6 @@ nothing guards the key against being written again (a retired FaceId is never mi
 def is_retirement(headers: list[tuple[str, bytes]] | None) -> bool:
     """Whether a tombstone with these headers retires a visitor (see :data:`RETIRED`)."""
     return RETIRED in (headers or [])
-
-
-DECIDED: Final = "facestream-decided"
-"""The header of an erasure's second tombstone (``facestream erase`` writes it once the matchers
-have acknowledged the first): the observations the matchers decided as the erased person, read
-from ``matches.v1`` over the reach of a replay of ``encodings.v1``, as a JSON list of
-``[observation_id, kind]`` pairs. A matcher that replays one of them must emit its decision
-again without deciding anew: a new decision would find nobody (the person is erased) and mint
-a FaceId holding the erased person's encoding. Observation ids are not biometric data."""
-
-MAX_DECIDED_BYTES: Final = 900_000
-"""Longest :data:`DECIDED` header, under the 1 MB record limit of a broker's defaults: about
-20,000 decisions with short observation ids, far more than a member seen at every visit for a
-day."""
-
-DecidedKind = tuple[str, str]
-"""``(observation_id, kind)``: an observation and the kind of the decision it had."""
-
-
-def decided_header(decided: Sequence[DecidedKind]) -> tuple[str, bytes]:
-    """The :data:`DECIDED` header listing the latest of ``decided`` (in the order given) that
-    fit in :data:`MAX_DECIDED_BYTES`; the oldest are left out first."""
-    kept: list[str] = []
-    size = 2
-    for pair in reversed(decided):
-        item = json.dumps(list(pair), separators=(",", ":"))
-        if size + len(item) + 1 > MAX_DECIDED_BYTES:
-            break
-        kept.append(item)
-        size += len(item) + 1
-    return DECIDED, ("[" + ",".join(reversed(kept)) + "]").encode()
-
-
-def decided_in(headers: list[tuple[str, bytes]] | None) -> list[DecidedKind]:
-    """The decisions a tombstone's :data:`DECIDED` header lists; none if it has none, or one
-    that does not parse (it is advice to the matchers, never a reason to stop reading)."""
-    for name, value in headers or []:
-        if name != DECIDED:
-            continue
-        try:
-            pairs = json.loads(value)
-        except (ValueError, UnicodeDecodeError):
-            return []
-        if not isinstance(pairs, list):
-            return []
-        return [
-            (p[0], p[1])
-            for p in pairs
-            if isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
-        ]
-    return []
 
 
 def partition_for(store_id: str, partitions: int) -> int:

@@ -23,11 +23,15 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from facestream.admin.topic_reads import lifetimes, read_to_end
+from kafka.admin import ConfigResource, ConfigResourceType
+
+from facestream.admin.topic_reads import read_to_end
+from facestream.runtime import kafka_clients
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import DeadLetter, SchemaError, decode, derived_id
 from facestream.schemas.keys import split_identity_key
@@ -75,8 +79,8 @@ def dead_letters(
     Raises :class:`~facestream.admin.topic_reads.ReadTimeout` past ``timeout`` per topic."""
     topics = settings.topics
     names = [topics.dlq(t) for t in (topics.frames, topics.encodings, topics.matches)]
-    held = lifetimes(settings, names)
-    return tuple(_place(subject, settings, name, held[name], timeout) for name in names)
+    lifetimes = _lifetimes(settings, names)
+    return tuple(_place(subject, settings, name, lifetimes[name], timeout) for name in names)
 
 
 def _place(
@@ -133,3 +137,21 @@ def _minted_from(payload: bytes, face_id: str) -> bool:
         return False
     obs_id = data.get("observation_id") if isinstance(data, dict) else None
     return isinstance(obs_id, str) and derived_id("face", obs_id) == face_id
+
+
+def _lifetimes(settings: PipelineSettings, topics: Sequence[str]) -> dict[str, timedelta]:
+    """How long each topic keeps a record at most: ``retention.ms`` + ``segment.ms`` (a
+    segment is deleted whole once closed), as the broker has them."""
+    admin = kafka_clients.admin(settings)
+    try:
+        found = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in topics]
+        )["topic"]
+    finally:
+        admin.close()
+    out = {}
+    for name in topics:
+        configs = found.get(name, {})
+        ms = [int(configs[k]["value"]) for k in ("retention.ms", "segment.ms") if k in configs]
+        out[name] = timedelta(milliseconds=sum(ms))
+    return out

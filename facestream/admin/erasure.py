@@ -4,11 +4,8 @@
 :func:`erase` removes them from the API gallery files it is given, writes a tombstone on the
 compacted topic that holds them (for a member also on ``member-samples.v1``, which holds the
 samples the matchers learned for them), waits (bounded) until every live matcher has
-acknowledged it in Redis, then lists the observations the matchers decided as the person that a
-replay of ``encodings.v1`` could still bring back (:mod:`.decisions`) on a second tombstone, so
-that such a replay re-emits those decisions rather than minting the person back under a new
-FaceId, and waits for that one too. Then it asks the sink to purge their visits, when the sink
-provides that. Last it says what the dead-letter topics may still hold (:mod:`.dead_letters`).
+acknowledged it in Redis, then asks the sink to purge their visits, when the sink provides
+that. Last it says what the dead-letter topics may still hold (:mod:`.dead_letters`).
 """
 
 from __future__ import annotations
@@ -21,12 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from facestream.admin.dead_letters import DeadLetterPlace, dead_letters
-from facestream.admin.decisions import decided_as
 from facestream.admin.topic_reads import ReadTimeout, topic_exists
 from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
-from facestream.schemas.keys import decided_header, decided_in, partition_for, split_identity_key
+from facestream.schemas.keys import partition_for, split_identity_key
 from facestream.services.api.galleryfile import erase_identity
 from facestream.services.matcher.presence import acknowledgements, live_matchers
 
@@ -76,10 +72,6 @@ class Erasure:
     dead_letters: tuple[DeadLetterPlace, ...] | None = None
     """What the dead-letter topics still hold of the subject, until their retention deletes
     it (nothing erases a dead letter); None when they could not be read in time."""
-    decisions_guarded: int | None = None
-    """Observations decided as the subject that a replay could still bring back, listed on a
-    second tombstone so the matchers re-emit those decisions instead of minting the person
-    back (:mod:`.decisions`); None when ``matches.v1`` could not be read in time."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form that ``facestream erase --json`` prints."""
@@ -100,7 +92,6 @@ class Erasure:
             "dead_letters": (
                 None if self.dead_letters is None else [d.as_dict() for d in self.dead_letters]
             ),
-            "decisions_guarded": self.decisions_guarded,
         }
 
 
@@ -116,11 +107,9 @@ def erase(
     Removes the subject from each API gallery file in ``galleries`` (first: a wrong file fails
     the erasure before anything else is done), produces the tombstone, waits at most
     ``timeout`` seconds for every matcher that is alive (heartbeat in the last 30 s) to
-    acknowledge it, reads the decisions about the subject from ``matches.v1`` and lists them
-    on a second tombstone (waiting for that the same way), purges the subject's visits in Redis
-    through the sink, then reads the dead-letter topics (``read_timeout`` for each read).
-    ``confirmed`` is true when every such matcher acknowledged both. Raises
-    :class:`~facestream.core.gallery.GalleryError` or :class:`OSError`
+    acknowledge it, purges the subject's visits in Redis through the sink, then reads the
+    dead-letter topics (``read_timeout`` each). ``confirmed`` is true when every such matcher
+    acknowledged. Raises :class:`~facestream.core.gallery.GalleryError` or :class:`OSError`
     for a gallery file that cannot be read or written."""
     topics = settings.topics
     ident = split_identity_key(subject)
@@ -154,40 +143,19 @@ def erase(
                 )
             else:
                 log.warning("%s does not exist: no learned samples to erase", topics.member_samples)
-        log.info(
-            "tombstone for %s %s at %s[%d]@%d", kind, subject, topic, meta.partition, meta.offset
-        )
-        deadline = time.monotonic() + timeout
-        acked, waiting = _acknowledged(client, settings, subject, required, deadline, {})
-        # Only once the matchers hold nothing of the subject is the list of their decisions
-        # about it complete: none can be added after.
-        try:
-            decided = decided_as(subject, settings, read_timeout)
-        except ReadTimeout as exc:
-            log.error("%s: decisions not read, a replay could mint it again: %s", subject, exc)
-            guarded = None
-        else:
-            guarded = 0
-            if decided:
-                header = decided_header(decided)
-                guarded = len(decided_in([header]))
-                if guarded < len(decided):
-                    log.warning(
-                        "%s: %d decisions, the latest %d listed", subject, len(decided), guarded
-                    )
-                producer.send(
-                    topic,
-                    key=subject.encode(),
-                    value=None,
-                    partition=meta.partition,
-                    headers=[header],
-                ).get(timeout=30)
-                first = acked
-                acked, waiting = _acknowledged(
-                    client, settings, subject, required, time.monotonic() + timeout, first
-                )
     finally:
         producer.close(timeout=10)
+    log.info("tombstone for %s %s at %s[%d]@%d", kind, subject, topic, meta.partition, meta.offset)
+
+    deadline = time.monotonic() + timeout
+    acked: dict[str, float] = {}
+    while True:
+        acked = acknowledgements(client, settings.redis_prefix, subject)
+        # A matcher that died meanwhile cannot confirm; it holds nothing once it is gone.
+        waiting = (required & live_matchers(client, settings.redis_prefix)) - set(acked)
+        if not waiting or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     return Erasure(
         subject=subject,
         kind=kind,
@@ -199,33 +167,7 @@ def erase(
         visits_purged=_purge_visits(subject, settings),
         galleries=removed,
         dead_letters=_dead_letters(subject, settings, read_timeout),
-        decisions_guarded=guarded,
     )
-
-
-def _acknowledged(
-    client: Any,
-    settings: PipelineSettings,
-    subject: str,
-    required: set[str],
-    deadline: float,
-    before: dict[str, float],
-) -> tuple[dict[str, float], set[str]]:
-    """Wait until ``deadline`` (monotonic) for every required matcher still alive to
-    acknowledge the latest tombstone of ``subject``: an acknowledgement later than the one in
-    ``before`` (each matcher's own clock, so no clocks are compared). Returns the
-    acknowledgements and the matchers still waited for."""
-    while True:
-        acked = {
-            m: at
-            for m, at in acknowledgements(client, settings.redis_prefix, subject).items()
-            if at > before.get(m, float("-inf"))
-        }
-        # A matcher that died meanwhile cannot confirm; it holds nothing once it is gone.
-        waiting = (required & live_matchers(client, settings.redis_prefix)) - set(acked)
-        if not waiting or time.monotonic() > deadline:
-            return acked, waiting
-        time.sleep(0.2)
 
 
 def _dead_letters(

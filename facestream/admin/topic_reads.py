@@ -4,11 +4,9 @@ offset of now, with a deadline, outside any consumer group (nothing is committed
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from datetime import timedelta
+from collections.abc import Callable
 from typing import Any
 
-from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.structs import TopicPartition
 
 from facestream.runtime import kafka_clients
@@ -37,12 +35,10 @@ def read_to_end(
     keep: Callable[[Any], bool],
     timeout: float,
     store: str | None = None,
-    since_ms: int | None = None,
 ) -> list[Any]:
     """The records of ``topic`` for which ``keep`` is true, read from the first offset still
-    held (with ``since_ms``, the first written at or after that time, in ms since the epoch) to
-    the end offset of now; with ``store``, only from the partition the store's id maps to
-    (murmur2, as the store-keyed topics are partitioned). An absent topic holds nothing.
+    held to the end offset of now; with ``store``, only from the partition the store's id maps
+    to (murmur2, as the store-keyed topics are partitioned). An absent topic holds nothing.
     Raises :class:`ReadTimeout` past ``timeout`` seconds."""
     consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None)
     try:
@@ -54,14 +50,8 @@ def read_to_end(
             partitions = [partition_for(store, len(partitions))]
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
         ends = consumer.end_offsets(tps)
-        if since_ms is None:
-            consumer.seek_to_beginning(*tps)
-        else:
-            found_at = consumer.offsets_for_times({tp: since_ms for tp in tps})
-            for tp in tps:
-                at = found_at.get(tp)
-                consumer.seek(tp, at.offset if at is not None else ends[tp])
         deadline = time.monotonic() + timeout
         out: list[Any] = []
         while any(consumer.position(tp) < ends[tp] for tp in tps):
@@ -72,21 +62,3 @@ def read_to_end(
         return out
     finally:
         consumer.close(autocommit=False)
-
-
-def lifetimes(settings: PipelineSettings, topics: Sequence[str]) -> dict[str, timedelta]:
-    """How long each topic keeps a record at most: ``retention.ms`` + ``segment.ms`` (a
-    segment is deleted whole once closed), as the broker has them."""
-    admin = kafka_clients.admin(settings)
-    try:
-        found = admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, name) for name in topics]
-        )["topic"]
-    finally:
-        admin.close()
-    out = {}
-    for name in topics:
-        configs = found.get(name, {})
-        ms = [int(configs[k]["value"]) for k in ("retention.ms", "segment.ms") if k in configs]
-        out[name] = timedelta(milliseconds=sum(ms))
-    return out

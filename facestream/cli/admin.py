@@ -108,13 +108,6 @@ def _print_erasure(result: Erasure) -> None:
     )
     if result.visits_purged is None:
         click.echo("visits in Redis: not purged (the sink's purge is not available)")
-    if result.decisions_guarded is None:
-        click.echo(
-            "decisions about the person: matches.v1 not read in time; a replay of encodings.v1 "
-            "could mint them again"
-        )
-    else:
-        click.echo(f"decisions a replay could bring back: {result.decisions_guarded}, listed")
     for gallery in result.galleries:
         removed = gallery.samples_removed
         done = "not in it" if removed is None else f"removed ({removed} samples)"

@@ -27,8 +27,8 @@ FRAMES_RETENTION_MS = 6 * _HOUR
 FRAMES_DLQ_RETENTION_MS = _DAY
 ENCODINGS_RETENTION_MS = _DAY
 """Encodings are biometric: a day covers a matcher outage overnight and bounds how far back a
-replay of old encodings can reach (an erasure lists the decisions a replay could still bring
-back: facestream.admin.decisions)."""
+replay of old encodings can reach (a replayed observation gets the match event it had, read
+back from matches.v1, which is kept longer: services/matcher/decided.py)."""
 ENCODINGS_DLQ_RETENTION_MS = 2 * _DAY
 MATCHES_RETENTION_MS = 6 * _DAY
 """With daily segments a match event lives 6 to 7 days: never longer than the sink remembers

@@ -6,7 +6,8 @@ Members first (:mod:`.member_tier`), then the store's visitors with its neighbou
 samples, goes to ``identities.v1`` whenever it is minted, learns, or is seen a day or more
 after its recorded ``last_seen``; a member's learned samples to ``member-samples.v1``. One face
 at a time: a sample learned from a face is already there when the next face of the batch is
-decided.
+decided. A face decided before (its match event is held by :mod:`.decided`) gets that event
+again, whatever changed since: a member enrolled, a visitor erased.
 
 Before each decision the store's visitors unseen for the retention period are retired (their
 tombstones lead the decision's outputs): members never are.
@@ -21,7 +22,6 @@ from facestream.core.gallery import Decision
 from facestream.runtime.runner import Output
 from facestream.schemas import FaceObservation, IdentityRecord, MemberSamples, derived_id
 from facestream.services.matcher import metrics
-from facestream.services.matcher.erased import Decided, ErasedDecisions
 from facestream.services.matcher.learning import LearnPolicy, MemberLearnPolicy
 from facestream.services.matcher.member_tier import MemberTier
 from facestream.services.matcher.outputs import Outputs
@@ -49,32 +49,40 @@ class Decider:
         learning: LearnPolicy,
         out: Outputs,
         member_learning: MemberLearnPolicy | None = None,
-        erased: ErasedDecisions | None = None,
     ) -> None:
         self.members = members
         self.shards = shards
         self.learning = learning
         self.member_learning = member_learning
         self.out = out
-        self.erased = ErasedDecisions() if erased is None else erased
 
-    def decide(self, obs: FaceObservation, partition: int) -> list[Output]:
+    def decide(
+        self, obs: FaceObservation, partition: int, published: bytes | None = None
+    ) -> list[Output]:
         """The outputs for ``obs``, which arrived on ``partition``: the tombstones of the
         visitors it retired, then the visitor's record when one was minted, taught a sample,
-        seen again or replayed, then its match event."""
+        seen again or replayed, then its match event. ``published``: the match event already
+        published for ``obs`` (:mod:`.decided`), which is emitted again as it was."""
         retired = self.shards.retire(obs.store_id, obs.captured_at, MAX_RETIRED_PER_DECISION)
         tombstones = [self.out.retirement(key, partition) for key in retired]
-        return [*tombstones, *self._decided(obs, partition)]
+        return [*tombstones, *self._decided(obs, partition, published)]
 
-    def _decided(self, obs: FaceObservation, partition: int) -> list[Output]:
+    def _decided(
+        self, obs: FaceObservation, partition: int, published: bytes | None
+    ) -> list[Output]:
         # Log lines here carry the record's place, store and camera (the runner's log context).
         vector = obs.vector
         source = self.shards.source_of(obs.store_id, obs.observation_id)
         if source is not None:
-            return self._replayed(obs, source, partition)
-        decided = self.erased.get(obs.observation_id)
-        if decided is not None:
-            return [self._decided_before(obs, decided)]
+            replayed = self._replayed(obs, source, partition)
+            if published is None:
+                return replayed
+            # The visitor's record again (it may not have landed), the event as published.
+            return [*replayed[:-1], self.out.published(obs, published)]
+        if published is not None:
+            metrics.DECISIONS.labels("replayed").inc()
+            log.info("%s decided before: its match event re-emitted", obs.observation_id)
+            return [self.out.published(obs, published)]
 
         member = self.members.identify(vector)
         if member.identity is not None:
@@ -186,22 +194,6 @@ class Decider:
         else:
             event = self._returning(obs, self.shards.as_of(obs.store_id, obs.vector, source))
         return [self.out.identity(record, partition), event]
-
-    def _decided_before(self, obs: FaceObservation, decided: Decided) -> Output:
-        """A replay of an observation decided as a person since erased: the same decision again
-        (the sink drops it, as every event of an erased person), and nothing minted or learned:
-        deciding anew would find nobody and mint the person back under a new FaceId."""
-        metrics.DECISIONS.labels("replayed").inc()
-        log.info("%s was decided as a person since erased: re-emitted", obs.observation_id)
-        if decided.kind == "member":
-            return self.out.match(obs, "member", member_id=decided.member_id)
-        matched = decided.store_id if decided.kind == "returning" else None
-        return self.out.match(
-            obs,
-            "new" if decided.kind == "new" else "returning",
-            face_id=decided.face_id,
-            matched_store_id=matched,
-        )
 
     def tombstones_again(self) -> list[Output]:
         """Tombstones for visitors whose record landed after their erasure (see .erased)."""

@@ -1,5 +1,5 @@
 """The FaceIds this matcher has seen tombstoned on ``identities.v1``, and those written again
-after their tombstone; and the observations decided as people since erased.
+after their tombstone.
 
 A FaceId is derived from the observation that minted it, so nothing may legitimately write its
 key after an erasure. Two things still can: a matcher that learned a sample for the visitor
@@ -11,10 +11,7 @@ owner of the partition writes the tombstone again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
-
-from facestream.schemas.keys import decided_in
 
 MAX_ERASED: Final = 100_000
 """Tombstoned keys remembered (the oldest are forgotten first: by then compaction has long
@@ -57,52 +54,3 @@ class ErasedKeys:
         for key, _ in due:
             del self._again[key]
         return due
-
-
-MAX_GUARDED: Final = 200_000
-"""Observations remembered as decided about erased people (the oldest are forgotten first: a
-replay reaches back only the lifetime of ``encodings.v1``, a day by default)."""
-
-
-@dataclass(frozen=True)
-class Decided:
-    """The decision an observation had about a person since erased: what a replay re-emits."""
-
-    kind: str
-    """``member``, ``returning`` or ``new``."""
-    member_id: str | None = None
-    store_id: str | None = None
-    """A visitor's store: the one whose shard knew them."""
-    face_id: str | None = None
-
-
-class ErasedDecisions:
-    """The observations decided as erased people, from the
-    :data:`~facestream.schemas.keys.DECIDED` header of their tombstones (``facestream erase``
-    writes it once the matchers acknowledged the erasure, and compaction keeps the tombstone
-    for ``delete.retention.ms``: longer than a replay of ``encodings.v1`` reaches back)."""
-
-    def __init__(self, limit: int = MAX_GUARDED) -> None:
-        self.limit = limit
-        self._by_observation: dict[str, Decided] = {}
-
-    def get(self, observation_id: str) -> Decided | None:
-        return self._by_observation.get(observation_id)
-
-    def member(self, member_id: str, headers: list[tuple[str, bytes]] | None) -> None:
-        """A member's tombstone with these headers was read."""
-        for observation_id, kind in decided_in(headers):
-            if kind == "member":
-                self._put(observation_id, Decided(kind, member_id=member_id))
-
-    def visitor(self, store_id: str, face_id: str, headers: list[tuple[str, bytes]] | None) -> None:
-        """A visitor's tombstone with these headers was read."""
-        for observation_id, kind in decided_in(headers):
-            if kind in ("returning", "new"):
-                self._put(observation_id, Decided(kind, store_id=store_id, face_id=face_id))
-
-    def _put(self, observation_id: str, decided: Decided) -> None:
-        self._by_observation.pop(observation_id, None)
-        self._by_observation[observation_id] = decided
-        while len(self._by_observation) > self.limit:
-            del self._by_observation[next(iter(self._by_observation))]

@@ -30,7 +30,6 @@ from facestream.runtime.runner import KafkaRecord
 from facestream.schemas import MemberRecord, MemberSamples, SchemaError, decode, vector_to_wire
 from facestream.services.matcher import metrics
 from facestream.services.matcher.changelog import ChangelogReader, is_recent
-from facestream.services.matcher.erased import ErasedDecisions
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +91,12 @@ class MemberTier:
         client_id: str,
         samples_topic: str | None = None,
         model_version: str = "",
-        decisions: ErasedDecisions | None = None,
     ) -> None:
         self.topic = topic
         self.samples_topic = samples_topic
         self.model_version = model_version
         """The encoder of this matcher: learned samples of another are ignored."""
         self.gallery = Gallery(config)
-        self.decisions = ErasedDecisions() if decisions is None else decisions
-        """Observations decided as erased members, from their tombstones (see .erased)."""
         self.judge: Judge | None = None
         self._on_erased = on_erased
         self._partitions: list[int] = []
@@ -271,7 +267,6 @@ class MemberTier:
         if member_id is None:
             return
         if record.value is None:
-            self.decisions.member(member_id, record.headers)
             if self._enrolled.pop(member_id, None) is not None:
                 # Learned samples go with the member (erase also tombstones their own key).
                 self._set_learned(member_id, None)

@@ -7,8 +7,14 @@ from prometheus_client import Counter, Gauge, Histogram
 DECISIONS = Counter(
     "facestream_matcher_decisions_total",
     "Faces decided, by kind (member, returning, new; replayed = a decision re-emitted for an "
-    "observation handled before: a retried batch, or one that minted or taught a visitor).",
+    "observation handled before: a retried batch, one read back from matches.v1, or one that "
+    "minted or taught a visitor).",
     ["kind"],
+)
+DECISIONS_READ = Counter(
+    "facestream_matcher_decisions_read_total",
+    "Match events read back from matches.v1 on taking over a partition, to re-emit them for "
+    "observations handled again.",
 )
 IDENTITIES = Gauge(
     "facestream_matcher_identities",

@@ -43,6 +43,10 @@ class Outputs:
         )
         return Output(self.topics.matches, event.to_bytes(), obs.store_id.encode(), kind="match")
 
+    def published(self, obs: FaceObservation, event: bytes) -> Output:
+        """A match event published before for ``obs``, again, byte for byte."""
+        return Output(self.topics.matches, event, obs.store_id.encode(), kind="match")
+
     def identity(self, record: IdentityRecord, partition: int) -> Output:
         """A visitor's record, written to ``partition``: the one the store's observations
         arrive on, which its owner rebuilds the store's shard from."""

@@ -43,7 +43,7 @@ from facestream.schemas import IdentityRecord, SchemaError
 from facestream.schemas.keys import identity_key, is_retirement, split_identity_key
 from facestream.services.matcher import metrics, ownership
 from facestream.services.matcher.changelog import ChangelogReader, is_recent
-from facestream.services.matcher.erased import ErasedDecisions, ErasedKeys
+from facestream.services.matcher.erased import ErasedKeys
 from facestream.services.matcher.ownership import Keep
 from facestream.services.matcher.visitors import SampleSource, StoreShard
 
@@ -72,7 +72,6 @@ class VisitorShards:
         on_erased: Callable[[str], None],
         client_id: str,
         retention: timedelta | None = None,
-        decisions: ErasedDecisions | None = None,
     ) -> None:
         self.topic = topic
         self.config = config
@@ -86,8 +85,6 @@ class VisitorShards:
         self._owned: set[int] = set()
         self._ready: set[int] = set()
         self._erased = ErasedKeys()
-        self.decisions = ErasedDecisions() if decisions is None else decisions
-        """Observations decided as erased visitors, from their tombstones (see .erased)."""
         self._policy: Policy | None = None
         self._cohorts: list[Gallery] = []
         self._judges: dict[tuple[str, str], Judge] = {}
@@ -352,7 +349,6 @@ class VisitorShards:
                 shard.remove(face_id)
             return
         self._erased.tombstoned(key, record.partition, record.offset)
-        self.decisions.visitor(store_id, face_id, record.headers)
         shard = self._shards.get(store_id)
         if shard is not None and shard.remove(face_id):
             metrics.ERASURES.labels("visitor").inc()

@@ -40,7 +40,7 @@ from facestream.schemas.keys import partition_for
 from facestream.services.matcher import metrics
 from facestream.services.matcher.changelog import ChangelogError
 from facestream.services.matcher.decide import Decider
-from facestream.services.matcher.erased import ErasedDecisions
+from facestream.services.matcher.decided import CLOCK_MARGIN_MS, DecisionLog
 from facestream.services.matcher.learning import LearnPolicy, MemberLearnPolicy
 from facestream.services.matcher.member_tier import MemberTier
 from facestream.services.matcher.outputs import Outputs
@@ -86,8 +86,6 @@ class MatcherHandler(Handler):
             settings.heartbeat_seconds,
         )
         client = f"{pipeline.group('matcher')}-{settings.matcher_id}"
-        # Filled from the tombstones of both changelogs; consulted before every decision.
-        decisions = ErasedDecisions()
         self.members = MemberTier(
             kafka=pipeline,
             topic=self.topics.members,
@@ -98,7 +96,6 @@ class MatcherHandler(Handler):
             client_id=f"{client}-members",
             samples_topic=self.topics.member_samples if settings.member_max_learned else None,
             model_version=model_version,
-            decisions=decisions,
         )
         self.shards = VisitorShards(
             kafka=pipeline,
@@ -112,7 +109,6 @@ class MatcherHandler(Handler):
             on_erased=self._erased,
             client_id=f"{client}-identities",
             retention=settings.visitor_retention,
-            decisions=decisions,
         )
         self._use_policies(settings)
         self.decider = Decider(
@@ -121,8 +117,10 @@ class MatcherHandler(Handler):
             LearnPolicy.from_settings(settings),
             Outputs(self.topics),
             MemberLearnPolicy.from_settings(settings),
-            decisions,
         )
+        self.published = DecisionLog(pipeline, self.topics.matches, client_id=f"{client}-decided")
+        """Match events already published for observations of the owned partitions."""
+        self._published_margin_ms = int(pipeline.max_ahead_seconds * 1000) + CLOCK_MARGIN_MS
         self._checked_stores: set[str] = set()
         self._pending: set[int] = set()
         """Assigned encodings partitions whose shards are not built yet."""
@@ -188,6 +186,7 @@ class MatcherHandler(Handler):
         gone = {tp.partition for tp in partitions if tp.topic == self.topics.encodings}
         self._pending -= gone
         self.shards.release(gone)
+        self.published.forget(gone)
         self._unacked.clear()  # committed by now; the next owner decides anything replayed
 
     def _build_pending(self) -> None:
@@ -278,16 +277,31 @@ class MatcherHandler(Handler):
             # outputs, decided on the state the first attempt saw, not on what it changed.
             metrics.DECISIONS.labels("replayed").inc()
         else:
+            published = self._published_before(obs, record.partition)
             outputs = [
                 *self.decider.tombstones_again(),
-                *self.decider.decide(obs, record.partition),
+                *self.decider.decide(obs, record.partition, published),
             ]
+            event = outputs[-1]  # every decision ends with its match event
+            if event.kind == "match" and event.value is not None:
+                self.published.remember(obs.observation_id, record.partition, event.value)
             self._unacked[obs.observation_id] = outputs
             if len(self._unacked) > MAX_UNACKED:  # driven without a runner: no before_commit
                 del self._unacked[next(iter(self._unacked))]
         delay = (datetime.now(UTC) - obs.captured_at).total_seconds()
         runtime_metrics.EVENT_DELAY.labels(self.stage).observe(max(0.0, delay))
         return list(outputs)
+
+    def _published_before(self, obs: FaceObservation, partition: int) -> bytes | None:
+        """The match event already published for ``obs``, reading it back from matches.v1
+        when what is held does not reach back to the observation's capture (raises the read's
+        error: the batch is retried, not decided without it)."""
+        since = int(obs.captured_at.timestamp() * 1000) - self._published_margin_ms
+        if not self.published.covers(partition, since):
+            self.published.load(
+                partition, self.shards.partitions, since, self.settings.startup_timeout
+            )
+        return self.published.get(obs.observation_id)
 
     def _check_partitioner(self, store_id: str, partition: int) -> None:
         """Warn once per store when its records are not where murmur2 puts them: neighbour
