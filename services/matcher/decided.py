@@ -43,8 +43,12 @@ log = logging.getLogger(__name__)
 CLOCK_MARGIN_MS: Final = 5 * 60 * 1000
 """Added to a camera's allowed lead: the broker's and the matcher's clocks may differ too."""
 
-MAX_LOGGED: Final = 200_000
-"""Decisions held at most (the oldest read are forgotten first)."""
+MAX_LOGGED: Final = 100_000
+"""Decisions held at most, about 70 MB (a match event is about 500 bytes, and its entry costs as
+much again). The oldest are forgotten first, and their observations, if replayed, are decided
+anew: a replay of more decisions than this (a busy partition's day) is identical only for its
+latest part. The coverage does not move forward when an entry is forgotten, or every record of
+such a replay would read the day again."""
 
 
 class DecisionLog:
@@ -90,6 +94,15 @@ class DecisionLog:
         self._from[partition] = min(since_ms, self._from.get(partition, since_ms))
         metrics.DECISIONS_READ.inc(read)
         log.info("partition %d: %d decisions read back from %s", partition, read, self.topic)
+        if read > self.limit:
+            log.warning(
+                "partition %d: %d decisions read back, %d held: a replay of the oldest %d "
+                "decides them anew",
+                partition,
+                read,
+                self.limit,
+                read - self.limit,
+            )
         return read
 
     def get(self, observation_id: str) -> bytes | None:
