@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import fmt, load_average, markdown_table
-from facestream.core.engine import Encoding, FaceEngine, face_distance
-from facestream.core.tracking import Sighting, Tracker, iou
-from facestream.schemas.messages import Box
+from benchmarks.video.passes import pass_at, reidentification
+from facestream.core.engine import Encoding, FaceEngine
+from facestream.core.tracking import Sighting, Tracker
 from facestream.tools import walkby
 
 
@@ -82,7 +82,7 @@ def run_clip(images: Path, plan: walkby.ClipPlan, engine: FaceEngine) -> tuple[C
             good = [f for f in faces if f.quality.passed]
             gated += len(good)
             for face in good:  # the single-frame baseline: each pass's first good face
-                index = _pass_at(truth["passes"], frame, face.box)
+                index = pass_at(truth["passes"], frame, face.box)
                 if index is not None and index not in single:
                     single[index] = engine.encode(rgb, [face])[0]
             sightings += tracker.update(
@@ -98,10 +98,10 @@ def run_clip(images: Path, plan: walkby.ClipPlan, engine: FaceEngine) -> tuple[C
         sources = {
             i
             for e in s.best
-            if (i := _pass_at(truth["passes"], round(e.at * plan.fps), e.box)) is not None
+            if (i := pass_at(truth["passes"], round(e.at * plan.fps), e.box)) is not None
         }
         merged += len(sources) > 1
-        index = _pass_at(
+        index = pass_at(
             truth["passes"], round(s.representative.at * plan.fps), s.representative.box
         )
         if index is None:
@@ -124,43 +124,6 @@ def run_clip(images: Path, plan: walkby.ClipPlan, engine: FaceEngine) -> tuple[C
         seconds=elapsed,
     )
     return result, truth
-
-
-def _pass_at(passes: list[dict[str, Any]], frame: int, box: Box) -> int | None:
-    """The truth pass whose face box at ``frame`` overlaps ``box`` most (at least a third of
-    their union: where two faces cross, a box overlaps both)."""
-    best, index = 1 / 3, None
-    for i, p in enumerate(passes):
-        for f, top, right, bottom, left, _ in p["boxes"]:
-            if f == frame:
-                overlap = iou(Box(top=top, right=right, bottom=bottom, left=left), box)
-                if overlap > best:
-                    best, index = overlap, i
-    return index
-
-
-def reidentification(
-    passes: list[dict[str, Any]], encodings: dict[int, Encoding]
-) -> tuple[list[float], int, int]:
-    """For each person's second pass: its distance to their first pass, and whether their first
-    pass is the nearest first pass of anyone. Returns (distances, right, asked)."""
-    first: dict[str, int] = {}
-    second: dict[str, int] = {}
-    for i, p in enumerate(passes):
-        (second if p["person"] in first else first).setdefault(p["person"], i)
-    distances, right, asked = [], 0, 0
-    for person, j in second.items():
-        if j not in encodings or first[person] not in encodings:
-            continue
-        asked += 1
-        ranked = sorted(
-            (face_distance(encodings[j], encodings[i]), who)
-            for who, i in first.items()
-            if i in encodings
-        )
-        distances.append(face_distance(encodings[j], encodings[first[person]]))
-        right += ranked[0][1] == person
-    return distances, right, asked
 
 
 def main() -> None:

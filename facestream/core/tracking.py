@@ -207,6 +207,11 @@ class Tracker:
     def open_tracks(self) -> int:
         return len(self._tracks)
 
+    def expected_boxes(self, at: float) -> list[Box]:
+        """Where each open track's face should be at ``at`` (its last box moved on by its
+        velocity): where a detector looks first (:mod:`facestream.core.regions`)."""
+        return [t.expected(at) for t in self._tracks]
+
     def update(
         self,
         at: float,
