@@ -18,6 +18,9 @@ root (5-6 minutes on two cores; ``--quick`` is a smoke check of about 30 s); res
 their reading are in docs/pipeline-benchmarks.md::
 
     .venv/bin/python -m benchmarks.pipeline [--quick] [--json out.json]
+
+``--rebuild-sizes N [N ...]`` runs only the take-over measurement (a shard and a member tier
+rebuilt from changelogs of N records each, and where the shard's time goes), at each size.
 """
 
 from __future__ import annotations
@@ -83,6 +86,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="append",
         help="run only these sections (repeatable)",
     )
+    p.add_argument(
+        "--rebuild-sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="run only the changelog rebuilds (take-over), with N records at each size",
+    )
     return p.parse_args(argv)
 
 
@@ -95,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     # Heavy imports (numpy, dlib, faiss) only now, after the thread limits.
+    from benchmarks.pipeline import rebuild
     from benchmarks.pipeline.report import report
     from benchmarks.pipeline.runs import FULL, QUICK, Runs
     from benchmarks.pipeline.workers import sweep
@@ -104,8 +115,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     sampler.start()
     runs = Runs(plan=asdict(plan), quick=args.quick)
     runs.start(PACKAGES)
-    only = set(args.only or SECTIONS)
+    only = set() if args.rebuild_sizes else set(args.only or SECTIONS)
     try:
+        if args.rebuild_sizes:
+            with section("rebuild", sampler, runs.sections):
+                rebuilds = rebuild.measure_sizes(runs.base, runs.engine, args.rebuild_sizes)
+            runs.matcher_results = {"rebuilds": rebuilds}
         if "detector" in only:
             with section("detector", sampler, runs.sections):
                 runs.detector(plan)
@@ -125,7 +140,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         sampler.stop()
         sweep()
     runs.finish([load for _, load in sampler.samples])
-    print(report(runs))
+    if args.rebuild_sizes:
+        load = runs.sections["rebuild"]
+        print(rebuild.report(runs.matcher_results["rebuilds"]))
+        print(f"\nLoad average (1 min) during it: {load['load_min']:.1f}-{load['load_max']:.1f}")
+    else:
+        print(report(runs))
     if args.json:
         args.json.write_text(json.dumps(runs.as_dict(), indent=2, default=str))
 

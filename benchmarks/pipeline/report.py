@@ -191,13 +191,6 @@ def _matcher(m: dict[str, Any]) -> str:
         "one-sample identity (a mint into a shard of that size).\n\n"
         f"{table}\n\nRebuilding from the changelogs (real broker, real code path):\n\n{rebuild}"
     )
-    if "projection" in m:
-        p = m["projection"]
-        text += (
-            f"\n\nProjected rebuild of a {p['records']:,}-visitor shard (per-record cost above "
-            f"plus the growth of Gallery.add with size, summed): {p['seconds']:,.0f} s "
-            f"(= {p['seconds'] / 3600:,.1f} h)."
-        )
     return text
 
 

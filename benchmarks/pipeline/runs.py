@@ -205,19 +205,6 @@ class Runs:
             out["rebuild"] = rebuild.measure_rebuild(
                 settings, model, plan.rebuild_records, workers.PARTITIONS, rng, timeout=900
             )
-        sizes = out["sizes"]
-        if len(sizes) >= 2:
-            small, large = sizes[0], sizes[-1]
-            out["projection"] = {
-                "records": large["samples"],
-                "seconds": rebuild.project_rebuild(
-                    out["rebuild"]["visitors"],
-                    out["rebuild"]["shard_seconds"],
-                    (small["samples"], small["galleries"][0]["add_ms"] / 1e3),
-                    (large["samples"], large["galleries"][0]["add_ms"] / 1e3),
-                    large["samples"],
-                ),
-            }
         self.matcher_results = out
 
     def _matcher_size(

@@ -9,6 +9,11 @@ matchers learned from confident sightings (:class:`MemberSamples`). A member's i
 gallery is their enrolled encodings plus their learned ones; the two come from separate topics
 with separate writers (enrollment, matchers), so neither can overwrite the other. A tombstone on
 either key drops what that key held; ``facestream erase`` writes both.
+
+Records change the member dicts one by one; the gallery follows when a read hands back
+(:meth:`MemberTier._settle`): every member changed meanwhile is added in one ``add_many``, so
+that reading the topics at start costs one gallery build, not one per record, and a member whose
+learned samples arrive after the enrolled record is placed once, not removed and added again.
 """
 
 from __future__ import annotations
@@ -105,6 +110,9 @@ class MemberTier:
         self._learned: dict[str, _Learned] = {}
         self._source: dict[str, str] = {}
         """Observation id -> the member it taught a sample."""
+        self._unplaced: dict[str, None] = {}
+        """Members changed since the gallery last followed (:meth:`_settle`), the last changed
+        last: the order the record-by-record path would have added them in."""
         self.reader = ChangelogReader(kafka, topic, self._apply, client_id=client_id)
         self.samples_reader = (
             ChangelogReader(
@@ -123,12 +131,15 @@ class MemberTier:
         partitions = self._partitions = self.reader.partitions(timeout)
         self.reader.assign(partitions)
         self.reader.rewind(partitions)
-        count = self.reader.catch_up(partitions, timeout)
-        if self.samples_reader is not None:
-            learned = self._sample_partitions = self.samples_reader.partitions(timeout)
-            self.samples_reader.assign(learned)
-            self.samples_reader.rewind(learned)
-            count += self.samples_reader.catch_up(learned, timeout)
+        try:
+            count = self.reader.catch_up(partitions, timeout)
+            if self.samples_reader is not None:
+                learned = self._sample_partitions = self.samples_reader.partitions(timeout)
+                self.samples_reader.assign(learned)
+                self.samples_reader.rewind(learned)
+                count += self.samples_reader.catch_up(learned, timeout)
+        finally:
+            self._settle()
         elapsed = time.perf_counter() - started
         metrics.REBUILD.labels("member").observe(elapsed)
         metrics.IDENTITIES.labels("member").set(len(self.gallery))
@@ -148,6 +159,7 @@ class MemberTier:
         applied = self.reader.poll(timeout_ms=0)
         if self.samples_reader is not None:
             applied += self.samples_reader.poll(timeout_ms=0)
+        self._settle()
         if applied:
             metrics.IDENTITIES.labels("member").set(len(self.gallery))
         return applied
@@ -155,9 +167,12 @@ class MemberTier:
     def catch_up(self, timeout: float) -> int:
         """Apply every update up to the end offsets of now (raises
         :class:`~.changelog.ChangelogError` past ``timeout``); returns the records applied."""
-        applied = self.reader.catch_up(self._partitions, timeout)
-        if self.samples_reader is not None:
-            applied += self.samples_reader.catch_up(self._sample_partitions, timeout)
+        try:
+            applied = self.reader.catch_up(self._partitions, timeout)
+            if self.samples_reader is not None:
+                applied += self.samples_reader.catch_up(self._sample_partitions, timeout)
+        finally:
+            self._settle()
         if applied:
             metrics.IDENTITIES.labels("member").set(len(self.gallery))
         return applied
@@ -204,6 +219,7 @@ class MemberTier:
         vectors = [*(held.vectors if held else []), np.asarray(vector, dtype=np.float32)]
         sources = [*(held.learned_from if held else []), observation_id]
         self._set_learned(member_id, _Learned(vectors, sources, seen_at))
+        self._settle()
         return MemberSamples(
             member_id=member_id,
             model_version=self.model_version,
@@ -223,15 +239,27 @@ class MemberTier:
         self._place(member_id)
 
     def _place(self, member_id: str) -> None:
-        """Put the member in the gallery as enrolled + learned (or take them out)."""
-        if member_id in self.gallery:
-            self.gallery.remove(member_id)
-        enrolled = self._enrolled.get(member_id)
-        if enrolled is None:
+        """Have the member put in the gallery anew (or taken out) at the next :meth:`_settle`."""
+        self._unplaced.pop(member_id, None)
+        self._unplaced[member_id] = None
+
+    def _settle(self) -> None:
+        """Put the members changed since the last call in the gallery as enrolled + learned:
+        out of it first, then every one still enrolled back in, in one ``add_many``."""
+        if not self._unplaced:
             return
+        unplaced, self._unplaced = self._unplaced, {}
+        for member_id in unplaced:
+            if member_id in self.gallery:
+                self.gallery.remove(member_id)
+        self.gallery.add_many(self._samples(m) for m in unplaced if m in self._enrolled)
+
+    def _samples(self, member_id: str) -> tuple[Identity, NDArray[np.float32]]:
+        """The member's identity and gallery samples: enrolled, then learned."""
+        enrolled = self._enrolled[member_id]
         learned = self._learned.get(member_id)
         vectors = np.vstack([enrolled.vectors, *learned.vectors]) if learned else enrolled.vectors
-        self.gallery.add(enrolled.identity, vectors)
+        return enrolled.identity, vectors
 
     def _apply_samples(self, record: KafkaRecord) -> None:
         member_id = _member_key(record, "member_samples")

@@ -17,6 +17,9 @@ written since, not a rebuild.
 
 A record is a visitor's whole state: applying one replaces the visitor, unless every sample of
 it is held already. A record that lands after its key's tombstone is not applied (:mod:`.erased`).
+Records are applied one by one, in offset order, but their samples are only staged: they reach
+the galleries in bulk when the read hands back (:meth:`VisitorShards._settle`), so that taking
+over a partition costs one gallery build per shard, not one per record.
 
 Retention: before each decision in an owned store, :meth:`VisitorShards.retire` drops the
 store's visitors whose ``last_seen`` is more than the retention period behind the store's clock
@@ -85,6 +88,8 @@ class VisitorShards:
         self._owned: set[int] = set()
         self._ready: set[int] = set()
         self._erased = ErasedKeys()
+        self._staged: set[str] = set()
+        """Stores whose shards hold staged samples (see :meth:`_settle`)."""
         self._policy: Policy | None = None
         self._cohorts: list[Gallery] = []
         self._judges: dict[tuple[str, str], Judge] = {}
@@ -106,7 +111,10 @@ class VisitorShards:
         owned = self._owned | set(partitions)
         started = time.perf_counter()
         rebuilt = self._reconcile(ownership.wanted(owned, self.neighbours, self.partitions))
-        self.reader.catch_up(self._keep, timeout)
+        try:
+            self.reader.catch_up(self._keep, timeout)
+        finally:
+            self._settle()
         self._owned = owned
         self._ready = set(owned)
         elapsed = time.perf_counter() - started
@@ -137,13 +145,17 @@ class VisitorShards:
         """Apply what has arrived on the changelog (tombstones above all); never waits."""
         applied = self.reader.poll(timeout_ms=0)
         if applied:
+            self._settle()
             self._gauges()
         return applied
 
     def catch_up(self, timeout: float) -> int:
         """Apply the changelog of every kept partition up to its end offset of now (raises
         :class:`~.changelog.ChangelogError` past ``timeout``); returns the records applied."""
-        applied = self.reader.catch_up(self._keep, timeout)
+        try:
+            applied = self.reader.catch_up(self._keep, timeout)
+        finally:
+            self._settle()
         if applied:
             self._gauges()
         return applied
@@ -386,7 +398,17 @@ class VisitorShards:
             metrics.SKIPPED.labels("visitor", "key_mismatch").inc()
             log.error("identity record: key %s/%s, body differs; skipped", *key)
             return
-        self._shard(store, record.partition).apply(ident)
+        if self._shard(store, record.partition).stage(ident):
+            self._staged.add(store)
+
+    def _settle(self) -> None:
+        """Add the staged samples of every shard to its gallery (before anything searches it;
+        a read that failed half-way still leaves the records it applied in place)."""
+        for store in self._staged:
+            shard = self._shards.get(store)
+            if shard is not None:  # not forgotten since
+                shard.settle()
+        self._staged.clear()
 
     def _gauges(self) -> None:
         metrics.SHARDS.set(len(self._shards))

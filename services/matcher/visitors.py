@@ -10,6 +10,13 @@ sighting at least :data:`LAST_SEEN_STEP` after the recorded one, which re-writes
 never in memory alone; so a shard rebuilt from the changelog retires exactly the visitors the
 live one would have. The shard's clock is the latest event time it has seen (observations of the
 store and ``last_seen`` of its records), and only moves forward.
+
+Bulk loading: a shard rebuilt from the changelog stages its records (:meth:`~StoreShard.stage`)
+and adds their samples to the gallery in one :meth:`~StoreShard.settle`. One gallery add per record
+would update the index once per record, and a visitor replaced by a later record (it learned)
+would be removed from the gallery, which copies every sample held; staged, it is replaced before
+it reaches the gallery. The gallery ends as the record-by-record path leaves it: the same
+visitors with the same samples, added in the order of their last records.
 """
 
 from __future__ import annotations
@@ -70,6 +77,9 @@ class StoreShard:
         """Samples held, over every visitor of the store."""
         self._visitors: dict[str, _Visitor] = {}
         self._source: dict[str, SampleSource] = {}
+        self._staged: dict[str, NDArray[np.float32]] = {}
+        """Samples of visitors staged but not yet in the gallery (see :meth:`settle`), in the
+        order their records were staged."""
         self.clock: datetime | None = None
         """The latest event time seen of the store (see :meth:`expired`)."""
         self._by_seen: list[tuple[datetime, str]] = []
@@ -95,6 +105,13 @@ class StoreShard:
         """Make the visitor what ``record`` says, unless every sample of it is held already
         (this matcher's own record read back, or an older record of the visitor). Returns
         whether anything changed."""
+        changed = self.stage(record)
+        self.settle()
+        return changed
+
+    def stage(self, record: IdentityRecord) -> bool:
+        """:meth:`apply`, except that the samples reach the gallery only at the next
+        :meth:`settle` (until then nothing may search the shard or read its samples)."""
         held = self._visitors.get(record.face_id)
         if held is not None and set(record.learned_from) <= set(held.learned_from):
             # The same samples, perhaps seen later (a record re-written for last_seen).
@@ -103,7 +120,7 @@ class StoreShard:
         if held is not None:
             self.remove(record.face_id)
         vectors = record.vectors
-        self.gallery.add(self._identity(record.face_id), vectors)
+        self._staged[record.face_id] = vectors
         self._visitors[record.face_id] = _Visitor(
             record.first_seen, record.seen, list(record.learned_from), [_print(v) for v in vectors]
         )
@@ -113,6 +130,12 @@ class StoreShard:
             self._source[observation_id] = SampleSource(record.face_id, index)
         self.samples += len(vectors)
         return True
+
+    def settle(self) -> None:
+        """Add every staged visitor's samples to the gallery, in one ``add_many``."""
+        if self._staged:
+            staged, self._staged = self._staged, {}
+            self.gallery.add_many((self._identity(f), v) for f, v in staged.items())
 
     def sighted(self, face_id: str, at: datetime) -> IdentityRecord | None:
         """A sighting of the visitor at ``at`` (event time): the record to write when it moves
@@ -158,7 +181,8 @@ class StoreShard:
         visitor = self._visitors.pop(face_id, None)
         if visitor is None:
             return False
-        self.gallery.remove(face_id)
+        if self._staged.pop(face_id, None) is None:
+            self.gallery.remove(face_id)
         for observation_id in visitor.learned_from:
             self._source.pop(observation_id, None)
         self.samples -= len(visitor.learned_from)

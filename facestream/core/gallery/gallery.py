@@ -127,12 +127,25 @@ class Gallery:
         return self._counts[self._number[identity.id]]
 
     def add_many(self, items: Iterable[tuple[Identity, VectorInput]]) -> None:
-        """Add many identities' samples at once: one index update (or one build) for all."""
-        prepared = [(ident, self._prepare(as_vectors(enc))) for ident, enc in items]
-        if not prepared:
+        """Add many identities' samples at once: one index update (or one build) for all.
+
+        The samples are checked, stored and indexed as one block: a bulk load (a shard taken
+        over, a million one-sample identities) costs per sample, not numpy calls per identity."""
+        identities: list[Identity] = []
+        blocks: list[Vectors] = []
+        for ident, enc in items:
+            arr = np.asarray(enc, dtype=np.float32)
+            if arr.ndim == 1:
+                arr = arr[None, :]
+            identities.append(ident)
+            # Anything but (n, 128) goes through as_vectors, which refuses it with its shape.
+            blocks.append(arr if arr.ndim == 2 and arr.shape[1] == DIM else as_vectors(arr))
+        if not identities:
             return
+        vecs = self._prepare(as_vectors(np.concatenate(blocks)))
+        counts = [len(b) for b in blocks]
         with self._lock.write():
-            build = self._add_locked(prepared)
+            build = self._add_locked(identities, counts, vecs)
         if build is not None:
             self._start_build(build)
 
@@ -306,11 +319,14 @@ class Gallery:
             self._index = index
             self._trained_at = len(vecs)
 
-    def _add_locked(self, prepared: list[tuple[Identity, Vectors]]) -> builds.Build | None:
-        """Store and index ``prepared`` under the write lock; returns a compressed build that
-        has become due (``auto``), for the caller to start once the lock is released."""
+    def _add_locked(
+        self, identities: list[Identity], counts: list[int], vecs: Vectors
+    ) -> builds.Build | None:
+        """Store and index ``vecs`` under the write lock, the first ``counts[0]`` rows for
+        ``identities[0]`` and so on; returns a compressed build that has become due (``auto``),
+        for the caller to start once the lock is released."""
         numbers = []
-        for identity, vecs in prepared:
+        for identity, count in zip(identities, counts, strict=True):
             number = self._number.get(identity.id)
             if number is None:
                 number = self._next_number
@@ -318,16 +334,14 @@ class Gallery:
                 self._number[identity.id] = number
             self._by_number[number] = identity
             self._identities[identity.id] = identity
-            ids = np.arange(self._next_sample, self._next_sample + len(vecs), dtype=np.int64)
-            self._next_sample += len(vecs)
-            self._store.append(ids, np.full(len(vecs), number, dtype=np.int64), vecs)
-            self._counts[number] = self._counts.get(number, 0) + len(vecs)
-            self._max_samples = max(self._max_samples, self._counts[number])
+            held = self._counts[number] = self._counts.get(number, 0) + count
+            self._max_samples = max(self._max_samples, held)
             numbers.append(number)
+        ids = np.arange(self._next_sample, self._next_sample + len(vecs), dtype=np.int64)
+        self._next_sample += len(vecs)
+        self._store.append(ids, np.repeat(np.array(numbers, dtype=np.int64), counts), vecs)
         self._generation += 1
-        added = sum(len(v) for _, v in prepared)
-        new_ids = self._store.ids[-added:]
-        self._index_add(numbers, new_ids, np.concatenate([v for _, v in prepared]))
+        self._index_add(numbers, ids, vecs)
         return self._due_build()
 
     def _index_add(self, numbers: list[int], ids: NDArray[np.int64], vecs: Vectors) -> None:
