@@ -25,6 +25,7 @@ from facestream.core.regions import (
 from facestream.core.tracking import Tracker, iou
 from facestream.schemas.messages import Box
 from facestream.tools import walkby
+from tests.tools.test_walkby import frames_of
 
 # Two people, the second coming in from the right while the first is still in view.
 PLAN = walkby.ClipPlan(people=2, returning=0, fps=5.0, seed=7)
@@ -39,21 +40,6 @@ class Run:
     frames: list[NDArray[np.uint8]]
     scans: list[Scan]
     whole: list[list[Candidate]]
-
-
-def frames_of(folder: Path) -> list[NDArray[np.uint8]]:
-    import cv2
-
-    capture = cv2.VideoCapture(str(folder / walkby.CLIP))
-    frames: list[NDArray[np.uint8]] = []
-    try:
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                return frames
-            frames.append(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8))
-    finally:
-        capture.release()
 
 
 @pytest.fixture(scope="module")

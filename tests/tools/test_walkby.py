@@ -27,6 +27,7 @@ def clip(lfw: Path, engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory
 
 
 def frames_of(folder: Path) -> list[NDArray[np.uint8]]:
+    """Every frame of the clip in ``folder``, RGB (contiguous: dlib wants it so)."""
     import cv2
 
     capture = cv2.VideoCapture(str(folder / walkby.CLIP))
@@ -36,7 +37,7 @@ def frames_of(folder: Path) -> list[NDArray[np.uint8]]:
             ok, bgr = capture.read()
             if not ok:
                 return frames
-            frames.append(np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8))
+            frames.append(np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8))
     finally:
         capture.release()
 
