@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from facestream.admin.dead_letters import dead_letters
-from facestream.admin.topic_reads import read_to_end
 from facestream.core.gallery import Gallery
 from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.settings import PipelineSettings
+from facestream.runtime.topic_reads import of_store, read_to_end
 from facestream.schemas.keys import split_identity_key
 from facestream.services.matcher.presence import acknowledgements
 from facestream.services.sink.store import traces
@@ -95,8 +95,8 @@ def audit(
     timeout: float = 60.0,
 ) -> Audit:
     """Read every place that can hold ``subject`` (a member id, or ``store/face_id``) and say
-    what each holds. Raises :class:`~.topic_reads.ReadTimeout` when a topic cannot be read in
-    ``timeout``."""
+    what each holds. Raises :class:`~facestream.runtime.topic_reads.ReadTimeout` when a topic
+    cannot be read in ``timeout``."""
     topics = settings.topics
     ident = split_identity_key(subject)
     client = redis_client(settings)
@@ -141,7 +141,8 @@ def _topic_place(
     """The records of ``key`` in ``topic`` (the store's partition for a visitor)."""
     values, tombstoned = 0, False
     raw = key.encode()
-    for record in read_to_end(settings, topic, lambda r: r.key == raw, timeout, store):
+    select = None if store is None else of_store(store)
+    for record in read_to_end(settings, topic, lambda r: r.key == raw, timeout, select):
         if record.value is None:
             tombstoned = True
         else:

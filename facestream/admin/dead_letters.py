@@ -30,9 +30,9 @@ from typing import Any
 
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from facestream.admin.topic_reads import read_to_end
 from facestream.runtime import kafka_clients
 from facestream.runtime.settings import PipelineSettings
+from facestream.runtime.topic_reads import read_to_end
 from facestream.schemas import DeadLetter, SchemaError, decode, derived_id
 from facestream.schemas.keys import split_identity_key
 
@@ -76,7 +76,7 @@ def dead_letters(
     subject: str, settings: PipelineSettings, timeout: float = 60.0
 ) -> tuple[DeadLetterPlace, ...]:
     """What each dead-letter topic holds of ``subject`` (a member id, or ``store/face_id``).
-    Raises :class:`~facestream.admin.topic_reads.ReadTimeout` past ``timeout`` per topic."""
+    Raises :class:`~facestream.runtime.topic_reads.ReadTimeout` past ``timeout`` per topic."""
     topics = settings.topics
     names = [topics.dlq(t) for t in (topics.frames, topics.encodings, topics.matches)]
     lifetimes = _lifetimes(settings, names)

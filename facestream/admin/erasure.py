@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from facestream.admin.dead_letters import DeadLetterPlace, dead_letters
-from facestream.admin.topic_reads import ReadTimeout, topic_exists
 from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
+from facestream.runtime.topic_reads import ReadTimeout, topic_exists
 from facestream.schemas.keys import partition_for, split_identity_key
 from facestream.services.api.galleryfile import erase_identity
 from facestream.services.matcher.presence import acknowledgements, live_matchers

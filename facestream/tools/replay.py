@@ -32,6 +32,7 @@ from facestream.devstack import stack
 from facestream.devstack.workers import spawn_worker, stop_workers
 from facestream.runtime import kafka_clients
 from facestream.runtime.settings import PipelineSettings
+from facestream.runtime.topic_reads import ReadTimeout, read_to_end
 from facestream.schemas import MatchEvent, SchemaError, decode
 
 if TYPE_CHECKING:
@@ -371,26 +372,13 @@ def run_video(
 
 
 def read_values(settings: PipelineSettings, topic: str, timeout: float = 60.0) -> list[bytes]:
-    """The values of every record now in ``topic`` (tombstones left out), in offset order
-    within each partition."""
-    consumer = kafka_clients.consumer(settings, enable_auto_commit=False)
+    """The values of every record now in ``topic`` (tombstones left out), partition by
+    partition, in offset order."""
     try:
-        parts = [
-            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        records: list[tuple[int, int, bytes]] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            if time.monotonic() > deadline:
-                raise ReplayError(f"timed out reading {topic}")
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend((r.partition, r.offset, r.value) for r in batch if r.value)
-        return [v for _, _, v in sorted(records)]
-    finally:
-        consumer.close()
+        records = read_to_end(settings, topic, lambda r: bool(r.value), timeout)
+    except ReadTimeout as exc:
+        raise ReplayError(str(exc)) from None
+    return [r.value for r in sorted(records, key=lambda r: (r.partition, r.offset))]
 
 
 def _wait_drained(settings: PipelineSettings, echo: Callable[[str], None], timeout: float) -> None:

@@ -25,18 +25,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from kafka.structs import TopicPartition
-
-from facestream.runtime import kafka_clients
 from facestream.runtime.kafka_clients import KafkaSettings
+from facestream.runtime.topic_reads import read_to_end
 from facestream.services.matcher import metrics
-
-if TYPE_CHECKING:
-    from kafka import KafkaConsumer
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +72,28 @@ class DecisionLog:
     def load(self, partition: int, of: int, since_ms: int, timeout: float) -> int:
         """Read the decisions of the observations of ``partition`` (of ``of`` in
         ``encodings.v1``) published from ``since_ms`` (epoch ms) to the end of now; returns
-        how many. Raises :class:`TimeoutError` past ``timeout`` seconds (the coverage is then
-        unchanged)."""
-        consumer = kafka_clients.consumer(
-            self.kafka, enable_auto_commit=False, group_id=None, client_id=self.client_id
-        )
-        try:
-            found = sorted(consumer.partitions_for_topic(self.topic) or ())
+        how many. Raises :class:`~facestream.runtime.topic_reads.ReadTimeout` past ``timeout``
+        seconds (the coverage is then unchanged)."""
+
+        def ours(count: int) -> list[int]:
             # With another partition count than encodings.v1's, the events could be anywhere.
-            wanted = [partition] if len(found) == of else found
-            tps = [TopicPartition(self.topic, p) for p in wanted]
-            read = self._read(consumer, tps, max(0, since_ms), partition, timeout)
-        finally:
-            consumer.close(autocommit=False)
+            return [partition] if count == of else list(range(count))
+
+        events = read_to_end(
+            self.kafka,
+            self.topic,
+            lambda record: bool(record.value),
+            timeout,
+            ours,
+            since_ms=max(0, since_ms),
+            client_id=self.client_id,
+        )
+        read = 0
+        for record in events:
+            observation_id = _observation_id(record.value)
+            if observation_id is not None:
+                self._put(observation_id, partition, record.value)
+                read += 1
         self._from[partition] = min(since_ms, self._from.get(partition, since_ms))
         metrics.DECISIONS_READ.inc(read)
         log.info("partition %d: %d decisions read back from %s", partition, read, self.topic)
@@ -116,35 +119,6 @@ class DecisionLog:
         for partition in gone:
             self._from.pop(partition, None)
         self._events = {k: v for k, v in self._events.items() if v[0] not in gone}
-
-    def _read(
-        self,
-        consumer: KafkaConsumer,
-        tps: list[TopicPartition],
-        since_ms: int,
-        partition: int,
-        timeout: float,
-    ) -> int:
-        if not tps:
-            return 0
-        consumer.assign(tps)
-        ends = consumer.end_offsets(tps)
-        starts = consumer.offsets_for_times({tp: since_ms for tp in tps})
-        for tp in tps:
-            at = starts.get(tp)
-            consumer.seek(tp, at.offset if at is not None else ends[tp])
-        deadline = time.monotonic() + timeout
-        read = 0
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.topic} not read back in {timeout:.0f} s")
-            for batch in consumer.poll(timeout_ms=200, max_records=2000).values():
-                for record in batch:
-                    observation_id = _observation_id(record.value)
-                    if observation_id is not None:
-                        self._put(observation_id, partition, record.value)
-                        read += 1
-        return read
 
     def _put(self, observation_id: str, partition: int, value: bytes) -> None:
         self._events.pop(observation_id, None)
