@@ -1,6 +1,7 @@
 """Message contracts of the facestream pipeline: versioned, frozen, validated at one boundary."""
 
 from facestream.schemas.messages import (
+    UNSTATED_MODEL_VERSION,
     Box,
     DeadLetter,
     FaceObservation,
@@ -15,6 +16,7 @@ from facestream.schemas.messages import (
 from facestream.schemas.wire import Message, SchemaError, decode, vector_from_wire, vector_to_wire
 
 __all__ = [
+    "UNSTATED_MODEL_VERSION",
     "Box",
     "DeadLetter",
     "FaceObservation",

@@ -168,14 +168,32 @@ class MatchEvent(Message):
     model_version: Label
 
 
-class MemberRecord(Message):
-    """An enrolled member with their encodings (``members.v1``, compacted, key = member id)."""
+UNSTATED_MODEL_VERSION: Final = "dlib_face_recognition_resnet_model_v1+mirror"
+"""The encoder of a :class:`MemberRecord` or :class:`IdentityRecord` that names none: records
+written before ``model_version`` was added to them were all made by this one, the engine's
+default then and now (``facestream.core.engine.MODEL_VERSION``)."""
 
+
+class MemberRecord(Message):
+    """An enrolled member with their encodings (``members.v1``, compacted, key = member id).
+
+    ``model_version`` (optional, added within version 1) is the encoder that made the
+    encodings; a matcher of another model ignores the record (distances between two models'
+    encodings mean nothing). Records without it read as :data:`UNSTATED_MODEL_VERSION`."""
+
+    ADDED_WITHIN_VERSION: ClassVar[frozenset[str]] = frozenset({"model_version"})
     v: Literal[1] = 1
     member_id: Id
     name: str = Field(default="", max_length=200)
     encodings: list[Vector] = Field(min_length=1, max_length=64)
     enrolled_at: Timestamp
+    model_version: Label | None = None
+
+    @property
+    def model(self) -> str:
+        """The encoder of :attr:`encodings`: ``model_version``, or the one records had before
+        they named it."""
+        return self.model_version or UNSTATED_MODEL_VERSION
 
     @property
     def vectors(self) -> NDArray[np.float32]:
@@ -245,9 +263,14 @@ class IdentityRecord(Message):
     ``last_seen`` (optional, added within version 2) is when the visitor was last sighted, as
     far as the changelog knows: the owning matcher retires a visitor unseen for its retention
     period, and a shard rebuilt from this topic must know who that is. Records without it (from
-    matchers before it) read as last seen at ``first_seen``: see :attr:`seen`."""
+    matchers before it) read as last seen at ``first_seen``: see :attr:`seen`.
+
+    ``model_version`` (optional, added within version 2 after ``last_seen``) is the encoder that
+    made the samples: a matcher of another model does not load the visitor. Records without it
+    read as :data:`UNSTATED_MODEL_VERSION` (:attr:`model`)."""
 
     VERSION: ClassVar[int] = 2
+    ADDED_WITHIN_VERSION: ClassVar[frozenset[str]] = frozenset({"last_seen", "model_version"})
     v: Literal[2] = 2
     face_id: Id
     store_id: Id
@@ -260,6 +283,14 @@ class IdentityRecord(Message):
     last_seen: Timestamp | None = None
     """``captured_at`` of a recent sighting (the latest one that moved it): never before
     ``first_seen``. Refreshed in coarse steps, so it may lag the last sighting by up to one."""
+    model_version: Label | None = None
+    """The encoder of :attr:`encodings` (optional, added within version 2; see :attr:`model`)."""
+
+    @property
+    def model(self) -> str:
+        """The encoder of the samples: ``model_version``, or the one records had before they
+        named it (version 1 records, and version 2 ones written before the field)."""
+        return self.model_version or UNSTATED_MODEL_VERSION
 
     @property
     def seen(self) -> datetime:
@@ -292,6 +323,7 @@ class IdentityRecord(Message):
         encoding: str,
         first_seen: datetime,
         observation_id: str,
+        model_version: str | None = None,
     ) -> IdentityRecord:
         """The record of a FaceId just minted from one observation (one sample)."""
         return cls(
@@ -302,6 +334,7 @@ class IdentityRecord(Message):
             encodings=[encoding],
             learned_from=[observation_id],
             last_seen=first_seen,
+            model_version=model_version,
         )
 
     @classmethod

@@ -93,9 +93,13 @@ class Message(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     VERSION: ClassVar[int] = 1
+    ADDED_WITHIN_VERSION: ClassVar[frozenset[str]] = frozenset()
+    """Optional fields added after their version was published: left out of the JSON when
+    unset, so that a record without them is exactly what readers from before them accept."""
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json().encode()
+        unset = {name for name in self.ADDED_WITHIN_VERSION if getattr(self, name) is None}
+        return self.model_dump_json(exclude=unset or None).encode()
 
 
 M = TypeVar("M", bound=Message)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from facestream.core.engine import EngineConfig
 from facestream.core.enrollment import EnrollReport, enroll_photos, scan
 from facestream.core.gallery import Gallery
 from facestream.runtime.runner import make_producer
@@ -69,6 +70,7 @@ def publish_members(
     staging = Gallery()  # the enrollment machinery collects encodings per identity here
     report = enroll_photos(photos, staging, workers=workers, progress=progress)
     now = datetime.now(UTC)
+    model_version = EngineConfig().model_version  # what enroll_photos encoded with
     records: list[MemberRecord] = []
     invalid: dict[str, str] = {}
     for identity in staging.identities():
@@ -87,6 +89,7 @@ def publish_members(
                     name=identity.name,
                     encodings=list(samples[:MAX_ENCODINGS]),
                     enrolled_at=now,
+                    model_version=model_version,
                 )
             )
         except ValidationError as exc:

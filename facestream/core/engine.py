@@ -110,6 +110,12 @@ class EngineConfig:
     landmarks: Literal["small", "large"] = "small"
     max_pixels: int = DEFAULT_MAX_PIXELS
 
+    @property
+    def model_version(self) -> str:
+        """The version of the encodings made with this configuration: the mirror average is
+        a model of its own (see :data:`MODEL_VERSION`)."""
+        return MODEL_VERSION if self.mirror else BASE_MODEL
+
 
 def _laplacian_variance(gray: NDArray[np.float32]) -> float:
     lap = (
@@ -270,7 +276,7 @@ class FaceEngine:
     @property
     def model_version(self) -> str:
         """The version of the encodings this engine makes (see :data:`MODEL_VERSION`)."""
-        return MODEL_VERSION if self.config.mirror else BASE_MODEL
+        return self.config.model_version
 
     def _encode(self, image: RGBImage, rects: Sequence[Any]) -> list[Encoding]:
         predictor = self._m.pose68 if self.config.landmarks == "large" else self._m.pose5

@@ -115,6 +115,7 @@ class Decider:
             encoding=obs.encoding,
             first_seen=obs.captured_at,
             observation_id=obs.observation_id,
+            model_version=obs.model_version,
         )
         self.shards.mint(partition, minted)
         log.debug("minted %s from %s", face_id, obs.observation_id)

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from facestream.core.engine import MODEL_VERSION
 from facestream.core.gallery import Decision, Gallery, GalleryConfig, Identity
 from facestream.core.policy import Judge, Policy
 from facestream.runtime.kafka_clients import KafkaSettings
@@ -95,12 +96,13 @@ class MemberTier:
         on_erased: Callable[[str], None],
         client_id: str,
         samples_topic: str | None = None,
-        model_version: str = "",
+        model_version: str = MODEL_VERSION,
     ) -> None:
         self.topic = topic
         self.samples_topic = samples_topic
         self.model_version = model_version
-        """The encoder of this matcher: learned samples of another are ignored."""
+        """The encoder of this matcher: members enrolled, and samples learned, with another
+        are ignored."""
         self.gallery = Gallery(config)
         self.judge: Judge | None = None
         self._on_erased = on_erased
@@ -307,6 +309,18 @@ class MemberTier:
         # better than losing them.
         member = _decoded(MemberRecord, record.value, member_id, "member")
         if member is None:
+            return
+        if member.model != self.model_version:
+            # Enrolled with another encoder (a model change under way): its distances to this
+            # matcher's encodings mean nothing. Whatever was enrolled before stays, as for a
+            # record that does not decode; a matcher of that model loads it.
+            metrics.SKIPPED.labels("member", "model_mismatch").inc()
+            log.warning(
+                "member %s is enrolled with %s, not %s; skipped",
+                member_id,
+                member.model,
+                self.model_version,
+            )
             return
         # A new record is the member's whole enrolled set: replace, never merge. The learned
         # samples stay: they are of the same person, and have a key of their own.

@@ -38,6 +38,7 @@ from typing import Any
 
 from numpy.typing import NDArray
 
+from facestream.core.engine import MODEL_VERSION
 from facestream.core.gallery import Gallery, GalleryConfig
 from facestream.core.policy import Judge, Judgement, Policy
 from facestream.runtime.kafka_clients import KafkaSettings
@@ -75,9 +76,12 @@ class VisitorShards:
         on_erased: Callable[[str], None],
         client_id: str,
         retention: timedelta | None = None,
+        model_version: str = MODEL_VERSION,
     ) -> None:
         self.topic = topic
         self.config = config
+        self.model_version = model_version
+        """The encoder of this matcher: visitors recorded with another are not loaded."""
         self.retention = retention
         """How long an owned store's visitor is kept unseen (None: for ever)."""
         self.neighbours = {store: tuple(near) for store, near in neighbours.items()}
@@ -340,7 +344,8 @@ class VisitorShards:
     def _shard(self, store_id: str, partition: int) -> StoreShard:
         shard = self._shards.get(store_id)
         if shard is None:
-            shard = self._shards[store_id] = StoreShard(self.config, store_id, partition)
+            shard = StoreShard(self.config, store_id, partition, self.model_version)
+            self._shards[store_id] = shard
         elif shard.partition != partition:
             log.warning(
                 "store %s seen in %s partitions %d and %d (producers disagree on partitioning)",
@@ -397,6 +402,14 @@ class VisitorShards:
         if (ident.store_id, ident.face_id) != key:
             metrics.SKIPPED.labels("visitor", "key_mismatch").inc()
             log.error("identity record: key %s/%s, body differs; skipped", *key)
+            return
+        if ident.model != self.model_version:
+            # Samples of another encoder (a model change under way) cannot be compared with
+            # this matcher's: the visitor is not loaded, and is a stranger to this model.
+            metrics.SKIPPED.labels("visitor", "model_mismatch").inc()
+            log.warning(
+                "visitor %s/%s is of %s, not %s; skipped", *key, ident.model, self.model_version
+            )
             return
         if self._shard(store, record.partition).stage(ident):
             self._staged.add(store)

@@ -30,6 +30,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from facestream.core.engine import MODEL_VERSION
 from facestream.core.gallery import Gallery, GalleryConfig, Identity
 from facestream.schemas import IdentityRecord, vector_to_wire
 
@@ -66,13 +67,21 @@ def _print(vector: NDArray[Any]) -> bytes:
 class StoreShard:
     """The visitors of one store, in a gallery of their own (no Kafka here)."""
 
-    def __init__(self, config: GalleryConfig, store_id: str, partition: int) -> None:
+    def __init__(
+        self,
+        config: GalleryConfig,
+        store_id: str,
+        partition: int,
+        model_version: str = MODEL_VERSION,
+    ) -> None:
         if config.metric != "l2":
             # Records are rebuilt from the gallery's samples: they must come back unchanged.
             raise ValueError("visitor shards keep raw encodings: the metric must be l2")
         self.gallery = Gallery(config)
         self.store_id = store_id
         self.partition = partition
+        self.model_version = model_version
+        """The encoder of the samples, written into every record."""
         self.samples = 0
         """Samples held, over every visitor of the store."""
         self._visitors: dict[str, _Visitor] = {}
@@ -201,6 +210,7 @@ class StoreShard:
             encodings=encodings,
             learned_from=list(visitor.learned_from),
             last_seen=visitor.last_seen,
+            model_version=self.model_version,
         )
 
     def distances(self, face_id: str, vector: NDArray[Any]) -> NDArray[np.float32]:

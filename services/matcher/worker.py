@@ -109,6 +109,7 @@ class MatcherHandler(Handler):
             on_erased=self._erased,
             client_id=f"{client}-identities",
             retention=settings.visitor_retention,
+            model_version=model_version,
         )
         self._use_policies(settings)
         self.decider = Decider(

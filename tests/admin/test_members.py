@@ -17,7 +17,7 @@ import redis
 from facestream.admin.audit import audit
 from facestream.admin.erasure import erase
 from facestream.admin.members import publish_members
-from facestream.core.engine import Encoding
+from facestream.core.engine import MODEL_VERSION, Encoding
 from facestream.core.gallery import Gallery, Identity
 from facestream.core.photos import encode_many, image_files
 from facestream.runtime.settings import PipelineSettings
@@ -80,6 +80,7 @@ def test_enroll_recognise_and_erase(
     records = read_all(pipeline, pipeline.topics.members, 2)
     hugo = decode(MemberRecord, next(r.value for r in records if r.key == b"Hugo_Chavez"))
     assert (hugo.name, len(hugo.encodings)) == ("Hugo Chavez", 3)
+    assert hugo.model_version == MODEL_VERSION  # the encoder the matchers check it against
 
     matcher = start_matcher(pipeline, idle=60, FACESTREAM_MATCHER_MATCHER_ID="m1")
     try:

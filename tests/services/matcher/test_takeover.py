@@ -207,6 +207,7 @@ def test_the_member_tier_read_in_bulk_is_the_one_built_record_by_record(
             name=name,
             encodings=[vector_to_wire(v) for v in vectors],
             enrolled_at=T0,
+            model_version=MODEL,
         ).to_bytes()
 
     def samples(member_id: str, vectors: list[NDArray[np.float32]]) -> bytes:
