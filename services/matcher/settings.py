@@ -48,8 +48,14 @@ class MatcherSettings(BaseSettings):
     """A folder written by ``facestream calibrate``: the deployment's own member and visitor
     policies and the cohort of reference people they were fitted with. Without it the shipped
     thresholds apply and the members are the visitors' only cohort."""
-    index: IndexType = "flat"
-    """Faiss index of both tiers (flat, ivf, ivfsq8, hnsw); IVF stays exact until trained."""
+    index: IndexType = "auto"
+    """Faiss index of both tiers: ``auto`` (the default) searches exactly, as ``flat``, below
+    20,000 samples and on a compressed index re-ranked at the true distances above, built off
+    the hot path (docs/benchmarks.md, ``index="auto"``); or flat, ivf, ivfsq8, hnsw (IVF stays
+    exact until trained)."""
+    vector_dir: str = ""
+    """Where ``auto`` galleries keep their raw vectors, in unlinked files mapped into memory
+    (512 bytes a sample): a disk-backed folder, not a tmpfs. Empty: the temporary directory."""
     threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=2)
     """With ``policy=distance``: largest distance at which a face is taken for a member."""
     margin: float = Field(default=DEFAULT_MARGIN, ge=0, le=2)

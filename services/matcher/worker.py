@@ -90,7 +90,10 @@ class MatcherHandler(Handler):
             kafka=pipeline,
             topic=self.topics.members,
             config=GalleryConfig(
-                index=settings.index, threshold=settings.threshold, margin=settings.margin
+                index=settings.index,
+                threshold=settings.threshold,
+                margin=settings.margin,
+                vector_dir=settings.vector_dir,
             ),
             on_erased=self._erased,
             client_id=f"{client}-members",
@@ -104,6 +107,7 @@ class MatcherHandler(Handler):
                 index=settings.index,
                 threshold=settings.visitor_threshold,
                 margin=settings.visitor_margin,
+                vector_dir=settings.vector_dir,
             ),
             neighbours=settings.neighbours,
             on_erased=self._erased,
