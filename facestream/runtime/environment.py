@@ -52,6 +52,8 @@ TOOL_VARIABLES: Final = frozenset(
         "FACESTREAM_CAMERA_SOURCE",
         "FACESTREAM_CAMERA_STORE",
         "FACESTREAM_CAMERA_ID",
+        # facestream camera's own option (--key-by), read by click.
+        "FACESTREAM_CAMERA_KEY_BY",
     }
 )
 """Variables read by tools, tests and deploy scripts rather than by a settings model."""

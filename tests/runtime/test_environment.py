@@ -124,3 +124,30 @@ def test_a_worker_with_a_misspelt_variable_does_not_start() -> None:
         "did you mean FACESTREAM_SINK_VISIT_GAP_SECONDS?"
     ) in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_command_line_variable_is_known() -> None:
+    # An option read from the environment (click's envvar) that the check does not know makes
+    # its command exit 2 with "unknown variable" as soon as the variable is set.
+    import click
+
+    from facestream.cli import main
+
+    def options(command: click.Command, context: click.Context) -> list[str]:
+        found = [
+            name
+            for param in command.params
+            for name in (
+                [param.envvar] if isinstance(param.envvar, str) else list(param.envvar or [])
+            )
+        ]
+        if isinstance(command, click.Group):
+            for sub in command.list_commands(context):
+                child = command.get_command(context, sub)
+                if child is not None:
+                    found += options(child, click.Context(child, parent=context, info_name=sub))
+        return found
+
+    read = options(main, click.Context(main, info_name="facestream"))
+    assert "FACESTREAM_CAMERA_KEY_BY" in read
+    assert [name for name in read if name not in known_variables()] == []
