@@ -5,6 +5,9 @@ One source per run: ``--source DIR`` (the folder's images in name order, stamped
 ``--video FILE_OR_URL`` (a file or an RTSP/HTTP stream, at most ``--fps`` frames a second).
 Kafka and the topic prefix come from ``FACESTREAM_*``. Prints a one-line summary.
 
+``--detect`` finds the faces in the frames here instead and publishes their observations to
+``encodings.v1`` (:mod:`.edge`), tuned by ``FACESTREAM_DETECTOR_*`` as the detector is.
+
 Not a consumer, so not a :class:`~facestream.runtime.entry.Worker`, but its start-up errors read
 the same: invalid settings exit with code 2, an unreachable Kafka with one message.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -29,6 +33,10 @@ from facestream.services.camera.publisher import (
     publish,
 )
 from facestream.services.camera.video import frames_from_video
+
+if TYPE_CHECKING:
+    # Imports dlib: only --detect loads it, so that a camera publishing frames stays light.
+    from facestream.core.detection import DetectorSettings
 
 
 @click.command("camera")
@@ -77,7 +85,14 @@ from facestream.services.camera.video import frames_from_video
     "--max-frames",
     type=click.IntRange(min=1),
     default=None,
-    help="Stop after publishing this many frames.",
+    help="Stop after publishing (with --detect, analysing) this many frames.",
+)
+@click.option(
+    "--detect",
+    is_flag=True,
+    help="Find the faces here and publish observations to encodings.v1, keyed by store, "
+    "instead of frames to frames.v1 (detection at the edge: no image leaves the store). "
+    "Tuned by FACESTREAM_DETECTOR_*, as the detector is.",
 )
 def camera_command(
     store_id: str,
@@ -88,9 +103,14 @@ def camera_command(
     fps: float,
     key_by: str,
     max_frames: int | None,
+    detect: bool,
 ) -> None:
     """Publish camera frames to frames.v1 (key = the store, or store/camera; FrameMeta in the
-    headers)."""
+    headers), or with --detect the faces found in them to encodings.v1."""
+    if detect and key_by == "camera" and _given(click.get_current_context(), "key_by"):
+        raise click.UsageError(
+            "--key-by is for frames; with --detect observations are keyed by store"
+        )
     chosen = [
         name
         for name, v in (("--source", source), ("--manifest", manifest), ("--video", video))
@@ -99,6 +119,11 @@ def camera_command(
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --source, --manifest or --video")
     settings = load_settings(PipelineSettings)
+    detector = None
+    if detect:
+        from facestream.core.detection import DetectorSettings
+
+        detector = load_settings(DetectorSettings)
     try:
         check_id(store_id, "store")
         if camera_id is not None:
@@ -116,6 +141,9 @@ def camera_command(
             items = frames_from_video(video, camera_id, fps=fps)
     except CameraError as exc:
         raise click.ClickException(str(exc)) from exc
+    if detector is not None:
+        _detect(settings, detector, store_id, items, max_frames)
+        return
     with reaching(settings):
         producer = make_producer(settings)
     try:
@@ -139,3 +167,52 @@ def camera_command(
         click.echo(f"  skipped {where}", err=True)
     if report.failed:
         raise click.ClickException(f"{report.failed} frames were not acknowledged by Kafka")
+
+
+def _given(context: click.Context, name: str) -> bool:
+    """Whether the option was given on the command line (not its default or environment)."""
+    return context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+
+
+def _detect(
+    settings: PipelineSettings,
+    detector: DetectorSettings,
+    store_id: str,
+    items: Iterable[Frame | Skipped],
+    max_frames: int | None,
+) -> None:
+    """``--detect``: the frames' observations to encodings.v1, and a summary with the bytes
+    that went out against those the frames would have sent."""
+    from facestream.core.engine import FaceEngine
+    from facestream.services.camera.edge import detect_and_publish
+
+    engine = FaceEngine(detector.engine_config())
+    with reaching(settings):
+        producer = make_producer(settings)
+    try:
+        report = detect_and_publish(
+            producer,
+            settings.topics.encodings,
+            store_id,
+            items,
+            engine,
+            max_frames=max_frames,
+        )
+    except CameraError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        producer.close(timeout=10)
+    per_frame = report.detect_seconds / report.frames * 1000 if report.frames else 0.0
+    click.echo(
+        f"published {report.published} observations to {report.topic} (store {store_id}) "
+        f"from {report.frames} frames ({report.faces} faces found); "
+        f"{report.skipped} skipped, {report.failed} failed"
+    )
+    click.echo(
+        f"  {report.observation_bytes} bytes of observations instead of "
+        f"{report.frame_bytes} bytes of frames; {per_frame:.0f} ms a frame to detect"
+    )
+    for where in report.skipped_sources[:10]:
+        click.echo(f"  skipped {where}", err=True)
+    if report.failed:
+        raise click.ClickException(f"{report.failed} observations were not acknowledged by Kafka")

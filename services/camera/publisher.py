@@ -113,6 +113,19 @@ def derive_frame_id(store_id: str, camera_id: str, captured_at: datetime, source
     return derived_id("frame", store_id, camera_id, captured_at.isoformat(), source)
 
 
+def frame_meta(store_id: str, frame: Frame) -> FrameMeta:
+    """The frame's metadata (the headers it is published with): its own store where it names
+    one (a manifest's ``store`` column), else ``store_id``."""
+    store = frame.store_id or store_id
+    return FrameMeta(
+        frame_id=frame_id(store, frame),
+        store_id=store,
+        camera_id=frame.camera_id,
+        captured_at=frame.captured_at,
+        content_type=frame.content_type,
+    )
+
+
 def content_type(path: Path) -> str:
     """The frame's content type, from the file's extension."""
     return IMAGE_TYPES.get(path.suffix.lower(), "application/octet-stream")
@@ -290,14 +303,8 @@ def publish(
             report.skipped_sources.append(item.source)
             log.warning("store=%s: skipped %s: %s", store_id, item.source, item.reason)
             continue
-        store = item.store_id or store_id
-        meta = FrameMeta(
-            frame_id=frame_id(store, item),
-            store_id=store,
-            camera_id=item.camera_id,
-            captured_at=item.captured_at,
-            content_type=item.content_type,
-        )
+        meta = frame_meta(store_id, item)
+        store = meta.store_id
         key = frame_key(store, item.camera_id) if key_by == "camera" else store
         future = producer.send(topic, key=key.encode(), value=item.data, headers=meta.to_headers())
         future.add_errback(on_error)

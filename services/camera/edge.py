@@ -1,0 +1,162 @@
+"""Detection at the edge (``facestream camera --detect``): the camera finds the faces itself and
+publishes observations to ``encodings.v1``; no frame goes to ``frames.v1``.
+
+For a store with a small box beside its cameras: an observation is about 1 KB (a 128-d encoding
+and its metadata) where a frame is a JPEG of tens of kilobytes, and no image of a face leaves
+the store. docs/video.md ("Detection at the edge") has the measured bytes and when to choose it.
+
+The contract is the central detector's, by construction rather than by imitation: the frames
+are the ones the camera would have published (a video's frames JPEG-encoded at the same
+quality), their metadata and frame ids are :func:`~.publisher.frame_meta`'s, and each frame is
+decoded, detected, gated and turned into observations by
+:func:`facestream.core.detection.observe_frame`, the code the detector runs, tuned by the same
+``FACESTREAM_DETECTOR_*`` settings. So a frame gives the same observation ids, boxes, encodings
+and ``model_version`` here as centrally, keyed by store as the detector keys them, and the
+matcher cannot tell where a face was found. One difference: a frame whose bytes are not a
+usable image is skipped and counted here (the central detector dead-letters it), as the
+camera already skips a file it cannot read.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
+
+from facestream.core.detection import observation_key, observe_frame
+from facestream.core.engine import FaceEngine
+from facestream.core.images import ImageError
+from facestream.services.camera.publisher import CameraError, Frame, Skipped, check_id, frame_meta
+
+log = logging.getLogger(__name__)
+
+
+def record_bytes(key: bytes, value: bytes, headers: Iterable[tuple[str, bytes]] = ()) -> int:
+    """The bytes of a record's key, value and headers: what it adds to the uplink, before
+    Kafka's framing (a few dozen bytes a record, batched) and compression (the producers use
+    none, and a JPEG would not shrink)."""
+    return len(key) + len(value) + sum(len(name) + len(data) for name, data in headers)
+
+
+@dataclass
+class EdgeReport:
+    """What one run of a camera detecting at the edge analysed and published."""
+
+    topic: str
+    frames: int = 0
+    """Frames analysed (decoded and searched for faces)."""
+    faces: int = 0
+    """Faces found in them, whether they passed the quality gate or not."""
+    sent: int = 0
+    """Observations sent."""
+    failed: int = 0
+    """Observations the broker did not acknowledge."""
+    skipped: int = 0
+    """Inputs that could not be read, or whose bytes are not a usable image."""
+    skipped_sources: list[str] = field(default_factory=list)
+    rejected: Counter[str] = field(default_factory=Counter)
+    """The quality gate's reasons over the faces not observed."""
+    observation_bytes: int = 0
+    """The observation records sent (:func:`record_bytes`)."""
+    frame_bytes: int = 0
+    """What the analysed frames would have sent as ``frames.v1`` records, keyed by store."""
+    detect_seconds: float = 0.0
+    """Wall time spent decoding, detecting and encoding."""
+
+    @property
+    def published(self) -> int:
+        """Observations the broker acknowledged."""
+        return self.sent - self.failed
+
+
+def detect_and_publish(
+    producer: KafkaProducer,
+    topic: str,
+    store_id: str,
+    items: Iterable[Frame | Skipped],
+    engine: FaceEngine,
+    *,
+    max_frames: int | None = None,
+    flush_timeout: float = 30.0,
+) -> EdgeReport:
+    """Find the faces of ``items`` in order and send their observations to ``topic`` (the
+    ``encodings.v1`` of the deployment), keyed by store; flush, and count what happened.
+
+    ``store_id`` is the store of the frames that do not name their own (as for
+    :func:`~.publisher.publish`). Stops after ``max_frames`` frames analysed. A failed send is
+    counted in the report (and logged), not raised, so that one run reports every failure.
+    """
+    store_id = check_id(store_id, "store")
+    report = EdgeReport(topic=topic)
+    lock = threading.Lock()
+
+    def on_error(exc: BaseException) -> None:
+        with lock:
+            report.failed += 1
+        log.error("store=%s: an observation was not acknowledged by %s: %s", store_id, topic, exc)
+
+    if max_frames is not None and max_frames <= 0:
+        return report
+    for item in items:
+        if isinstance(item, Skipped):
+            _skip(report, store_id, item.source, item.reason)
+            continue
+        meta = frame_meta(store_id, item)
+        started = time.perf_counter()
+        try:
+            seen = observe_frame(engine, meta, item.data)
+        except ImageError as exc:
+            _skip(report, store_id, item.source, f"image_{exc.reason}: {exc.message}")
+            continue
+        finally:
+            report.detect_seconds += time.perf_counter() - started
+        report.frames += 1
+        report.faces += len(seen.faces)
+        report.rejected.update(seen.rejections)
+        # What the camera would have sent instead: this frame, keyed by its store.
+        report.frame_bytes += record_bytes(meta.store_id.encode(), item.data, meta.to_headers())
+        for observation in seen.observations:
+            key, value = observation_key(observation), observation.to_bytes()
+            producer.send(topic, key=key, value=value).add_errback(on_error)
+            report.sent += 1
+            report.observation_bytes += record_bytes(key, value)
+        log.debug(
+            "store=%s camera=%s frame=%s: %s, %d faces, %d observations -> %s",
+            meta.store_id,
+            meta.camera_id,
+            meta.frame_id,
+            item.source,
+            len(seen.faces),
+            len(seen.observations),
+            topic,
+        )
+        if max_frames is not None and report.frames >= max_frames:
+            break  # before pulling another item: a video is not read further
+    try:
+        producer.flush(timeout=flush_timeout)
+    except KafkaTimeoutError as exc:
+        raise CameraError(
+            f"Kafka did not acknowledge the observations within {flush_timeout}s"
+        ) from exc
+    log.info(
+        "store=%s: %d frames analysed, %d observations sent to %s, %d failed, %d skipped",
+        store_id,
+        report.frames,
+        report.sent,
+        topic,
+        report.failed,
+        report.skipped,
+    )
+    return report
+
+
+def _skip(report: EdgeReport, store_id: str, source: str, reason: str) -> None:
+    report.skipped += 1
+    report.skipped_sources.append(source)
+    log.warning("store=%s: skipped %s: %s", store_id, source, reason)
