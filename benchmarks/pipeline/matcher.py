@@ -232,17 +232,35 @@ class MatcherBench:
             out.append(Probe("new", v, key))
         return [out[i] for i in rng.permutation(len(out))]
 
-    def run(self, gallery: Gallery, probes: list[Probe], result: RoundResult) -> None:
-        """Handle every probe once, timing each call; tally the decisions into ``result``."""
-        self.handler.members.gallery = gallery
+    def run(
+        self, gallery: Gallery, probes: list[Probe], result: RoundResult, batch: int = 0
+    ) -> None:
+        """Handle every probe once, timing each call; tally the decisions into ``result``.
+
+        ``batch``: hand the handler ``batch`` records at a time first (``prepare``, as the
+        runner does with a poll batch), each probe's time then including its share of that;
+        0 handles them one by one without it."""
+        if self.handler.members.gallery is not gallery:
+            self.handler.members.gallery = gallery
+            # The normalised policy's judges hold the gallery they were made for (the members'
+            # for their tier, and as the visitors' cohort): made again for this one, or the
+            # members would be decided against the gallery the handler started with.
+            self.handler._use_policies(self.handler.settings)
         records = [self._record(p.vector) for p in probes]
         outputs = []
         handle = self.handler.handle
+        step = batch or len(records)
         started = time.perf_counter()
-        for probe, record in zip(probes, records, strict=True):
+        for first in range(0, len(records), step):
+            chunk = records[first : first + step]
             t = time.perf_counter()
-            outputs.append(handle(record))
-            result.seconds[probe.expected].append(time.perf_counter() - t)
+            if batch:
+                self.handler.prepare(chunk)
+            share = (time.perf_counter() - t) / len(chunk)
+            for probe, record in zip(probes[first : first + step], chunk, strict=True):
+                t = time.perf_counter()
+                outputs.append(handle(record))
+                result.seconds[probe.expected].append(time.perf_counter() - t + share)
         result.total_seconds += time.perf_counter() - started
         result.count += len(probes)
         # identify asks Faiss for this many neighbours (top_k + the most samples of anyone).

@@ -161,6 +161,13 @@ class Handler:
         store and camera with :func:`~facestream.runtime.logs.add_log_context`."""
         raise NotImplementedError
 
+    def prepare(self, records: Sequence[KafkaRecord]) -> None:
+        """The whole poll batch, before its records are handled one by one, in this order:
+        for work that is cheaper done once for all of them (the matcher's searches). It must
+        not change what :meth:`handle` returns, only how fast; an exception here is logged
+        and the batch handled as if it had not been called. Records may be invalid: leave
+        them to :meth:`handle`, which dead-letters them."""
+
     def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         """Partitions of the input topic now ours (before any of their records is handled).
 
@@ -316,6 +323,10 @@ class Runner:
         first = {tp: records[0].offset for tp, records in batch.items() if records}
         commit: dict[TopicPartition, OffsetAndMetadata] = {}
         futures = []
+        try:
+            self.handler.prepare([record for records in batch.values() for record in records])
+        except Exception:
+            log.exception("preparing the batch failed; handling its records without it")
         for tp, records in batch.items():
             for record in records:
                 with log_context(where(record)):

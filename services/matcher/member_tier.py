@@ -185,6 +185,11 @@ class MemberTier:
             return self.judge.judge(vector).decision
         return self.gallery.identify(vector)
 
+    def galleries(self) -> list[Gallery]:
+        """The galleries :meth:`identify` searches: the members', and the cohorts with the
+        normalised policy."""
+        return [self.gallery, *(self.judge.cohorts if self.judge is not None else ())]
+
     def use_policy(self, policy: Policy, cohorts: Sequence[Gallery] = ()) -> None:
         """Decide with the normalised ``policy``, against the other members and ``cohorts``."""
         self.judge = Judge(policy, self.gallery, cohorts)

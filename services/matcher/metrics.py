@@ -108,3 +108,8 @@ MEMBER_LEARN_SKIPPED = Counter(
     "duplicate, known).",
     ["reason"],
 )
+BATCH_FACES = Histogram(
+    "facestream_matcher_batch_faces",
+    "Faces per poll batch searched together before they are decided one by one.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)

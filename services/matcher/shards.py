@@ -206,6 +206,13 @@ class VisitorShards:
             return None
         return VisitorMatch(face_id, store, distance, margin)
 
+    def galleries_for(self, store_id: str) -> list[Gallery]:
+        """The galleries :meth:`identify` searches for a face of ``store_id``: the store's
+        shard and its neighbours' replicas, and the cohorts with the normalised policy."""
+        stores = (store_id, *self.neighbours.get(store_id, ()))
+        shards = [self._shards[s].gallery for s in stores if s in self._shards]
+        return [*shards, *(self._cohorts if self._policy is not None else ())]
+
     def as_of(self, store_id: str, vector: NDArray[Any], source: SampleSource) -> VisitorMatch:
         """The match an observation that gave a visitor its sample ``source.index`` had: the
         distance to the samples the visitor had before it, and the margin over the others (a

@@ -24,18 +24,20 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
+import numpy as np
 import redis
 from kafka.structs import TopicPartition
+from numpy.typing import NDArray
 
 from facestream.core.engine import MODEL_VERSION
-from facestream.core.gallery import GalleryConfig
+from facestream.core.gallery import Gallery, GalleryConfig
 from facestream.core.policy import PolicySet, load_policies
 from facestream.runtime import metrics as runtime_metrics
 from facestream.runtime.logs import add_log_context
 from facestream.runtime.redis_clients import redis_client as new_redis_client
 from facestream.runtime.runner import Fatal, Handler, KafkaRecord, Output, Poison, where
 from facestream.runtime.settings import PipelineSettings
-from facestream.schemas import FaceObservation, decode
+from facestream.schemas import FaceObservation, SchemaError, decode
 from facestream.schemas.keys import partition_for
 from facestream.services.matcher import metrics
 from facestream.services.matcher.changelog import ChangelogError
@@ -245,6 +247,42 @@ class MatcherHandler(Handler):
             if applied:
                 metrics.CAUGHT_UP.labels(tier).inc(applied)
                 log.info("caught up on %d %s record(s) before the batch", applied, tier)
+
+    # -- a batch, then one face at a time ----------------------------------------------------
+
+    def prepare(self, records: Sequence[KafkaRecord]) -> None:
+        """Search every gallery the batch's faces will be decided against once, for all of
+        them (:meth:`Gallery.prefetch`), after the catch-up that :meth:`handle` would do first.
+        The faces are still decided one at a time, in order, by :meth:`handle`: a gallery a
+        decision changes (a visitor minted, a sample learned, a visitor retired) searches
+        afresh for the faces after it, so the decisions are exactly those made without this
+        (``tests/services/matcher/test_batches.py``). Invalid records are left to handle()."""
+        try:
+            self._build_pending()  # as handle() would first (idle() has, between polls)
+        except ChangelogError:
+            return  # handle() raises it for the first record, as without prepare
+        faces: list[tuple[FaceObservation, NDArray[np.float32]]] = []
+        for record in records:
+            try:
+                obs = decode(FaceObservation, record.value)
+            except SchemaError:
+                continue
+            if obs.model_version == self.model_version and self.shards.ready(record.partition):
+                faces.append((obs, obs.vector))
+        if not faces:
+            return
+        if not self._caught_up:
+            self._catch_up()
+            self._caught_up = True
+        wanted: dict[int, tuple[Gallery, dict[str, NDArray[np.float32]]]] = {}
+        for obs, vector in faces:
+            searched = (*self.members.galleries(), *self.shards.galleries_for(obs.store_id))
+            for gallery in searched:
+                wanted.setdefault(id(gallery), (gallery, {}))[1][obs.observation_id] = vector
+        for gallery, vectors in wanted.values():
+            if len(gallery):
+                gallery.prefetch(np.stack(list(vectors.values())))
+        metrics.BATCH_FACES.observe(len(faces))
 
     # -- one face ----------------------------------------------------------------------------
 

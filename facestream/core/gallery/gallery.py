@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,20 @@ log = logging.getLogger(__name__)
 VectorInput = Sequence[NDArray[Any]] | NDArray[Any]
 
 
+@dataclass(frozen=True)
+class _Prefetched:
+    """Decisions made ahead by :meth:`Gallery.prefetch`, by probe bytes, and the state of the
+    gallery they were made on."""
+
+    generation: int
+    index: Any
+    decisions: dict[bytes, Decision]
+
+    def valid_for(self, gallery: Gallery) -> bool:
+        # The index too: a compressed index swapped in does not change the samples.
+        return gallery._generation == self.generation and gallery._index is self.index
+
+
 class Gallery:
     """Identities and their samples behind a Faiss index. Reads are thread-safe and parallel."""
 
@@ -61,6 +76,7 @@ class Gallery:
         self._build: builds.Build | None = None  # auto: a compressed index being built
         self._build_error: BaseException | None = None
         self._generation = 0  # bumped by every change: caches of derived figures compare it
+        self._prefetched: _Prefetched | None = None  # see prefetch()
 
     # -- introspection -----------------------------------------------------------------------
 
@@ -159,6 +175,7 @@ class Gallery:
             del self._by_number[number]
             del self._identities[identity_id]
             self._generation += 1
+            self._prefetched = None  # nor held: it may name what was just removed
             removed_ids = self._store.remove_owner(number)
             if self._build is not None:
                 self._build.removed.append(removed_ids)
@@ -219,16 +236,48 @@ class Gallery:
         return self.identify_batch(as_vectors(encoding))[0]
 
     def identify_batch(self, encodings: VectorInput) -> list[Decision]:
-        """Open-set decisions for many encodings in one Faiss call."""
+        """Open-set decisions for many encodings in one Faiss call (those :meth:`prefetch`
+        decided on the gallery as it still is are not searched again)."""
         q = self._prepare(as_vectors(encodings))
         with self._lock.read():
-            dist, owners = self._search(q, neighbours_needed(self.config, self._max_samples))
-            # Decided under the read lock: the map stays consistent with the search without
-            # copying it (a copy of 300k identities costs more than the search itself).
-            return [
-                decide(d, o, self._by_number, self.config)
-                for d, o in zip(dist, owners, strict=True)
-            ]
+            held = self._prefetched
+            if held is None or not held.valid_for(self):
+                return self._decide(q)
+            found = [held.decisions.get(row.tobytes()) for row in q]
+            missing = [i for i, d in enumerate(found) if d is None]
+            if missing:
+                for i, decision in zip(missing, self._decide(q[missing]), strict=True):
+                    found[i] = decision
+            return [d for d in found if d is not None]
+
+    def prefetch(self, encodings: VectorInput) -> None:
+        """Decide ``encodings`` now, in one search, for the :meth:`identify` calls that will
+        ask about them one by one (a worker's poll batch, decided face by face).
+
+        The decisions are used only while the gallery is unchanged (no sample added or
+        removed, the same index): a change makes every later call search again. So a call
+        answers exactly as without the prefetch: a probe's neighbours do not depend on the
+        other probes searched with it (``tests/core/test_gallery_prefetch.py`` checks it on
+        every kind of index). Only the latest prefetch is held."""
+        q = self._prepare(as_vectors(encodings))
+        if not len(q):
+            return
+        with self._lock.read():
+            decisions = self._decide(q)
+            self._prefetched = _Prefetched(
+                self._generation,
+                self._index,
+                {row.tobytes(): d for row, d in zip(q, decisions, strict=True)},
+            )
+
+    def _decide(self, q: Vectors) -> list[Decision]:
+        """The decisions for prepared probes ``q``, searched now (under the read lock)."""
+        dist, owners = self._search(q, neighbours_needed(self.config, self._max_samples))
+        # Decided under the read lock: the map stays consistent with the search without
+        # copying it (a copy of 300k identities costs more than the search itself).
+        return [
+            decide(d, o, self._by_number, self.config) for d, o in zip(dist, owners, strict=True)
+        ]
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -341,6 +390,7 @@ class Gallery:
         self._next_sample += len(vecs)
         self._store.append(ids, np.repeat(np.array(numbers, dtype=np.int64), counts), vecs)
         self._generation += 1
+        self._prefetched = None  # nor held: it may name what was just removed
         self._index_add(numbers, ids, vecs)
         return self._due_build()
 
@@ -396,6 +446,7 @@ class Gallery:
             with self._lock.write():
                 builds.replay(build, index, self._store)
                 self._index, self._compressed = index, True
+                self._prefetched = None
                 self._trained_at = int(index.ntotal)
                 self._build = None
                 after = self._due_build()

@@ -1,0 +1,66 @@
+"""The runner hands a handler each poll batch whole (``Handler.prepare``) before its records one
+by one, on the real broker; a failing ``prepare`` costs only its speed-up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from facestream.runtime.runner import Handler, KafkaRecord, Output, Runner, make_producer
+from facestream.runtime.settings import PipelineSettings
+from tests.kafka_fixtures import read_topic
+
+
+class Recording(Handler):
+    """Echoes each record to ``out``, noting what prepare was handed before."""
+
+    stage = "test"
+
+    def __init__(self, out: str, fail: bool = False) -> None:
+        self.out = out
+        self.fail = fail
+        self.batches: list[list[bytes | None]] = []
+        self.handled: list[tuple[bytes | None, int]] = []
+        """(value, the number of the batch prepare was last handed)"""
+
+    def prepare(self, records: Sequence[KafkaRecord]) -> None:
+        self.batches.append([r.value for r in records])
+        if self.fail:
+            raise RuntimeError("prepare broke")
+
+    def handle(self, record: KafkaRecord) -> Sequence[Output]:
+        self.handled.append((record.value, len(self.batches) - 1))
+        return [Output(self.out, record.value, key=record.key)]
+
+
+def _run(pipeline: PipelineSettings, handler: Recording, group: str) -> None:
+    runner = Runner(handler, kafka=pipeline, topic=pipeline.topics.frames, group=group)
+    try:
+        runner.run(max_idle_seconds=3)
+    finally:
+        runner.close()
+
+
+def test_each_poll_batch_is_prepared_whole_before_its_records_are_handled(
+    pipeline: PipelineSettings,
+) -> None:
+    values = [f"r{i}".encode() for i in range(12)]
+    producer = make_producer(pipeline)
+    try:
+        for v in values:
+            producer.send(pipeline.topics.frames, v, key=b"s1").get(timeout=20)
+    finally:
+        producer.close()
+
+    handler = Recording(pipeline.topics.encodings)
+    _run(pipeline, handler, pipeline.group("prepared"))
+    assert [v for v, _ in handler.handled] == values
+    # Every record was handled after the prepare of the batch holding it, in batch order.
+    assert [v for batch in handler.batches for v in batch] == values
+    for value, batch in handler.handled:
+        assert value in handler.batches[batch]
+    assert any(len(batch) > 1 for batch in handler.batches)  # whole batches, not records
+
+    failing = Recording(pipeline.topics.matches, fail=True)
+    _run(pipeline, failing, pipeline.group("failing"))
+    assert [v for v, _ in failing.handled] == values  # handled as if prepare had not run
+    assert [r.value for r in read_topic(pipeline, pipeline.topics.matches)] == values
