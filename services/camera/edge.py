@@ -20,19 +20,24 @@ camera already skips a file it cannot read.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaTimeoutError
 
 from facestream.core.detection import observation_key, observe_frame
 from facestream.core.engine import FaceEngine
 from facestream.core.images import ImageError
-from facestream.services.camera.publisher import CameraError, Frame, Skipped, check_id, frame_meta
+from facestream.services.camera.publisher import (
+    Frame,
+    PublishReport,
+    Skipped,
+    check_id,
+    flush,
+    frame_meta,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +50,15 @@ def record_bytes(key: bytes, value: bytes, headers: Iterable[tuple[str, bytes]] 
 
 
 @dataclass
-class EdgeReport:
-    """What one run of a camera detecting at the edge analysed and published."""
+class EdgeReport(PublishReport):
+    """What one run of a camera detecting at the edge analysed and published: ``sent`` and
+    ``failed`` count observations, ``skipped`` inputs that could not be read or whose bytes are
+    not a usable image."""
 
-    topic: str
     frames: int = 0
     """Frames analysed (decoded and searched for faces)."""
     faces: int = 0
     """Faces found in them, whether they passed the quality gate or not."""
-    sent: int = 0
-    """Observations sent."""
-    failed: int = 0
-    """Observations the broker did not acknowledge."""
-    skipped: int = 0
-    """Inputs that could not be read, or whose bytes are not a usable image."""
-    skipped_sources: list[str] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
     """The quality gate's reasons over the faces not observed."""
     observation_bytes: int = 0
@@ -68,11 +67,6 @@ class EdgeReport:
     """What the analysed frames would have sent as ``frames.v1`` records, keyed by store."""
     detect_seconds: float = 0.0
     """Wall time spent decoding, detecting and encoding."""
-
-    @property
-    def published(self) -> int:
-        """Observations the broker acknowledged."""
-        return self.sent - self.failed
 
 
 def detect_and_publish(
@@ -94,25 +88,19 @@ def detect_and_publish(
     """
     store_id = check_id(store_id, "store")
     report = EdgeReport(topic=topic)
-    lock = threading.Lock()
-
-    def on_error(exc: BaseException) -> None:
-        with lock:
-            report.failed += 1
-        log.error("store=%s: an observation was not acknowledged by %s: %s", store_id, topic, exc)
-
+    on_error = report.on_failure(store_id, "an observation")
     if max_frames is not None and max_frames <= 0:
         return report
     for item in items:
         if isinstance(item, Skipped):
-            _skip(report, store_id, item.source, item.reason)
+            report.skip(store_id, item.source, item.reason)
             continue
         meta = frame_meta(store_id, item)
         started = time.perf_counter()
         try:
             seen = observe_frame(engine, meta, item.data)
         except ImageError as exc:
-            _skip(report, store_id, item.source, f"image_{exc.reason}: {exc.message}")
+            report.skip(store_id, item.source, f"image_{exc.reason}: {exc.message}")
             continue
         finally:
             report.detect_seconds += time.perf_counter() - started
@@ -138,12 +126,7 @@ def detect_and_publish(
         )
         if max_frames is not None and report.frames >= max_frames:
             break  # before pulling another item: a video is not read further
-    try:
-        producer.flush(timeout=flush_timeout)
-    except KafkaTimeoutError as exc:
-        raise CameraError(
-            f"Kafka did not acknowledge the observations within {flush_timeout}s"
-        ) from exc
+    flush(producer, flush_timeout, "observations")
     log.info(
         "store=%s: %d frames analysed, %d observations sent to %s, %d failed, %d skipped",
         store_id,
@@ -154,9 +137,3 @@ def detect_and_publish(
         report.skipped,
     )
     return report
-
-
-def _skip(report: EdgeReport, store_id: str, source: str, reason: str) -> None:
-    report.skipped += 1
-    report.skipped_sources.append(source)
-    log.warning("store=%s: skipped %s: %s", store_id, source, reason)

@@ -76,7 +76,7 @@ class Skipped:
 
 @dataclass
 class PublishReport:
-    """What one run published."""
+    """What one run published (frames, or with ``--detect`` observations)."""
 
     topic: str
     sent: int = 0
@@ -88,8 +88,36 @@ class PublishReport:
 
     @property
     def published(self) -> int:
-        """Frames the broker acknowledged."""
+        """Records the broker acknowledged."""
         return self.sent - self.failed
+
+    def skip(self, store_id: str, source: str, reason: str) -> None:
+        """Count (and log) an input that is not sent."""
+        self.skipped += 1
+        self.skipped_sources.append(source)
+        log.warning("store=%s: skipped %s: %s", store_id, source, reason)
+
+    def on_failure(self, store_id: str, what: str) -> Callable[[BaseException], None]:
+        """A send's errback that counts (and logs) the ``what`` the broker did not take: it
+        runs on the producer's thread, so the count is locked."""
+        lock = threading.Lock()
+
+        def failed(exc: BaseException) -> None:
+            with lock:
+                self.failed += 1
+            log.error(
+                "store=%s: %s was not acknowledged by %s: %s", store_id, what, self.topic, exc
+            )
+
+        return failed
+
+
+def flush(producer: KafkaProducer, timeout: float, what: str) -> None:
+    """Wait for every send; a :class:`CameraError` when Kafka takes longer than ``timeout``."""
+    try:
+        producer.flush(timeout=timeout)
+    except KafkaTimeoutError as exc:
+        raise CameraError(f"Kafka did not acknowledge the {what} within {timeout}s") from exc
 
 
 def check_id(value: str, what: str) -> str:
@@ -288,20 +316,12 @@ def publish(
     """
     store_id = check_id(store_id, "store")
     report = PublishReport(topic=topic)
-    lock = threading.Lock()
-
-    def on_error(exc: BaseException) -> None:
-        with lock:
-            report.failed += 1
-        log.error("store=%s: a frame was not acknowledged by %s: %s", store_id, topic, exc)
-
+    on_error = report.on_failure(store_id, "a frame")
     if max_frames is not None and max_frames <= 0:
         return report
     for item in items:
         if isinstance(item, Skipped):
-            report.skipped += 1
-            report.skipped_sources.append(item.source)
-            log.warning("store=%s: skipped %s: %s", store_id, item.source, item.reason)
+            report.skip(store_id, item.source, item.reason)
             continue
         meta = frame_meta(store_id, item)
         store = meta.store_id
@@ -320,10 +340,7 @@ def publish(
         )
         if max_frames is not None and report.sent >= max_frames:
             break  # before pulling another item: a video is not read further
-    try:
-        producer.flush(timeout=flush_timeout)
-    except KafkaTimeoutError as exc:
-        raise CameraError(f"Kafka did not acknowledge the frames within {flush_timeout}s") from exc
+    flush(producer, flush_timeout, "frames")
     log.info(
         "store=%s: %d frames sent to %s, %d failed, %d skipped",
         store_id,
