@@ -31,11 +31,18 @@ from facestream.services.matcher.visitors import SampleSource
 log = logging.getLogger(__name__)
 
 
-MAX_RETIRED_PER_DECISION: Final = 16
+MAX_RETIRED_PER_DECISION: Final = 256
 """Visitors retired at most before one decision. A busy store retires about as many visitors as
 it mints, under one per decision; a store back from a silence longer than the retention owes
-its whole shard, which then goes 16 per decision (each removal costs a pass over the store's
-index, about 13 ms at 65k visitors) instead of stalling one decision for minutes."""
+its whole shard, which then goes this many per decision instead of stalling one decision. The
+retirements of a decision are one gallery removal, a pass over the store's shard that costs
+about the same however few it erases (flat index, 80k visitors, on this 2-core machine: 1.6 ms
+for one visitor, 1.5 ms for 256), plus some 20 us a visitor of bookkeeping. Measured with
+``benchmarks.pipeline.retention`` (docs/pipeline-benchmarks.md, section 6): an 85k-visitor
+shard is emptied in 333 decisions of 6.5 ms CPU (median), where 16 a decision took 5,313 of
+1 ms, five days of a busy store's traffic during which visitors past the retention could still
+be matched. A count, not a time budget: which visitors a decision can match must depend on event
+time alone."""
 
 
 class Decider:

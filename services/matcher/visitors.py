@@ -14,7 +14,7 @@ store and ``last_seen`` of its records), and only moves forward.
 Bulk loading: a shard rebuilt from the changelog stages its records (:meth:`~StoreShard.stage`)
 and adds their samples to the gallery in one :meth:`~StoreShard.settle`. One gallery add per record
 would update the index once per record, and a visitor replaced by a later record (it learned)
-would be removed from the gallery, which copies every sample held; staged, it is replaced before
+would be removed from the gallery, a pass over every sample held; staged, it is replaced before
 it reaches the gallery. The gallery ends as the record-by-record path leaves it: the same
 visitors with the same samples, added in the order of their last records.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -187,15 +188,26 @@ class StoreShard:
 
     def remove(self, face_id: str) -> bool:
         """Forget a visitor and every sample of it; False when it was not here."""
-        visitor = self._visitors.pop(face_id, None)
-        if visitor is None:
-            return False
-        if self._staged.pop(face_id, None) is None:
-            self.gallery.remove(face_id)
-        for observation_id in visitor.learned_from:
-            self._source.pop(observation_id, None)
-        self.samples -= len(visitor.learned_from)
-        return True
+        return bool(self.remove_many([face_id]))
+
+    def remove_many(self, face_ids: Iterable[str]) -> list[str]:
+        """Forget these visitors and every sample of them, in one gallery removal (which costs
+        a pass over the shard however few it erases); returns those that were here."""
+        gone: list[str] = []
+        held: list[str] = []  # in the gallery, not just staged
+        for face_id in face_ids:
+            visitor = self._visitors.pop(face_id, None)
+            if visitor is None:
+                continue
+            gone.append(face_id)
+            if self._staged.pop(face_id, None) is None:
+                held.append(face_id)
+            for observation_id in visitor.learned_from:
+                self._source.pop(observation_id, None)
+            self.samples -= len(visitor.learned_from)
+        if held:  # most decisions retire nobody: no write lock for them
+            self.gallery.remove_many(held)
+        return gone
 
     def record(self, face_id: str) -> IdentityRecord:
         """The visitor's current ``identities.v1`` record: every sample, in learning order."""

@@ -225,3 +225,86 @@ def test_searches_run_through_the_build_and_swap(faces: Dataset) -> None:
     for t in threads:
         t.join(timeout=60)
     assert gallery.compressed and not errors, errors[:1]
+
+
+# Erased in one remove_many: unknown ids and repeats among them (skipped), people read by a
+# compressed build and people added after it, one with the most samples (p1000, below).
+ERASED = ["p5", "nobody", "p500", "p5", *(f"p{i}" for i in range(7, 1000, 9)), "p1000", "p0"]
+
+
+@pytest.mark.parametrize(
+    ("cfg", "compressed"),
+    [
+        ({"index": "flat"}, False),
+        ({"index": "flat", "aggregate": "mean"}, False),
+        ({"index": "ivf"}, False),
+        ({"index": "auto", "exact_below": 100_000}, False),
+        ({"index": "auto", "exact_below": 1500, "background_build": False}, True),
+    ],
+    ids=["flat", "flat-mean", "ivf", "auto-exact", "auto-compressed"],
+)
+def test_remove_many_leaves_what_removes_one_by_one_leave(
+    faces: Dataset, cfg: dict[str, Any], compressed: bool
+) -> None:
+    def gallery() -> Gallery:
+        g = Gallery(GalleryConfig(**cfg))
+        g.add_many(_people(faces, 0, 1000))
+        g.add(Identity("p1000"), faces.vectors[faces.owners == 1000][:1].repeat(6, axis=0) + 0.01)
+        return g
+
+    batch, one_by_one = gallery(), gallery()
+    assert batch.compressed == one_by_one.compressed == compressed
+    erased = list(dict.fromkeys(i for i in ERASED if i in one_by_one))
+    assert len(erased) == len(ERASED) - 2
+    removed = 3 * (len(erased) - 1) + 6
+    assert batch.remove_many(ERASED) == sum(one_by_one.remove(i) for i in erased) == removed
+    assert batch.remove_many(["nobody", "p5"]) == 0 and batch.remove_many([]) == 0
+
+    assert len(batch) == len(one_by_one) == 1001 - len(erased)
+    assert batch.sample_count == one_by_one.sample_count == 3006 - removed
+    assert batch.identities() == one_by_one.identities()
+    for i in (1, 6, 8, 999):
+        assert np.array_equal(batch.samples(f"p{i}"), one_by_one.samples(f"p{i}"))
+    probes = np.concatenate([faces.queries[:300], faces.vectors[:300]])
+    want, got = one_by_one.identify_batch(probes), batch.identify_batch(probes)
+    assert [(d.identity, d.reason) for d in got] == [(d.identity, d.reason) for d in want]
+    assert [[c.identity.id for c in d.candidates] for d in got] == [
+        [c.identity.id for c in d.candidates] for d in want
+    ]
+    assert all(
+        g.distance == pytest.approx(w.distance, abs=1e-5) for g, w in zip(got, want, strict=True)
+    )
+    # The person with the most samples went: a search looks as far past one person as before.
+    assert np.array_equal(batch.search(probes, 10).labels, one_by_one.search(probes, 10).labels)
+    for gone in erased:
+        assert _never_found(batch, gone, faces.vectors[faces.owners == int(gone[1:])])
+
+
+def test_remove_many_during_a_build_survives_the_swap(
+    faces: Dataset, paused_training: tuple[threading.Event, ...]
+) -> None:
+    reading_done, go = paused_training
+    gallery = _auto(exact_below=3000)
+    gallery.add_many(_people(faces, 0, 1000))
+    assert reading_done.wait(60) and not gallery.compressed
+    gallery.add_many(_people(faces, 1000, 1100))  # added during the build
+    # Erased during it, in one call: read by the build, and added meanwhile.
+    assert gallery.remove_many(["p5", "p500", "p1050", "p5"]) == 9
+    exact = [d.identity for d in gallery.identify_batch(faces.vectors[:3600])]
+    go.set()
+    gallery.wait_for_build()
+    assert gallery.compressed and gallery.sample_count == 3300 - 9
+    assert [d.identity for d in gallery.identify_batch(faces.vectors[:3600])] == exact
+    for i in (5, 500, 1050):
+        assert _never_found(gallery, f"p{i}", faces.vectors[faces.owners == i])
+
+
+def test_remove_many_overwrites_the_vector_file(faces: Dataset, tmp_path: Path) -> None:
+    gallery = _auto(exact_below=1500, background_build=False, vector_dir=str(tmp_path))
+    gallery.add_many(_people(faces, 0, 600))
+    erased = faces.vectors[np.isin(faces.owners, [7, 300, 599])]
+    assert gallery.remove_many(["p7", "p300", "p599"]) == 9
+    held = _vector_file(tmp_path)
+    assert not any(v.tobytes() in held for v in erased)
+    for i in (0, 8, 598):
+        assert np.array_equal(gallery.samples(f"p{i}"), faces.vectors[faces.owners == i])

@@ -1,9 +1,11 @@
 """Faiss internals: which index to build, how to train it, how to search it, its parameters.
 
-Every vector keeps a stable id: Flat and HNSW sit behind an ``IndexIDMap2``, the compressed
-index of ``auto`` behind an ``IndexIDMap``; IVF indexes keep ids natively. Distances leave
-this module in dlib's Euclidean unit (its own tolerance is 0.6), whatever the index: Faiss L2
-indexes return squared distances and are converted here, in one place.
+Every vector keeps a stable id: HNSW sits behind an ``IndexIDMap2``, Flat and the compressed
+index of ``auto`` behind an ``IndexIDMap``; IVF indexes keep ids natively. Flat indexes are
+never saved (they cost less to rebuild than to read), so their wrapper is free to change: the
+reverse map of ``IndexIDMap2``, which nothing here reads, is rebuilt on every removal.
+Distances leave this module in dlib's Euclidean unit (its own tolerance is 0.6), whatever the
+index: Faiss L2 indexes return squared distances and are converted here, in one place.
 """
 
 from __future__ import annotations
@@ -57,8 +59,44 @@ def new_index(config: GalleryConfig, n: int) -> Any:
         # Flat does (after remove_ids the wrong people come back).
         return inner
     else:
-        inner = faiss.IndexFlatIP(DIM) if ip else faiss.IndexFlatL2(DIM)
+        return faiss.IndexIDMap(faiss.IndexFlatIP(DIM) if ip else faiss.IndexFlatL2(DIM))
     return faiss.IndexIDMap2(inner)
+
+
+def remove_ids(index: Any, keys: Keys) -> None:
+    """Remove the vectors held under ``keys`` (absent keys are ignored).
+
+    Faiss removes from a flat index by shifting every vector after the first removed one down
+    by one: a pass over the whole index, the same for one key as for thousands (7 ms at 80k
+    vectors, where a store's shard retires about one visitor per decision). Here a flat index
+    behind an ``IndexIDMap`` has its last live vectors moved into the removed ones' rows and
+    the tail zeroed, as the sample store does; then the tail, now at the end, is cut by Faiss
+    itself (a scan, no shift), which keeps its own bookkeeping (an ``IndexIDMap2`` rebuilds its
+    reverse map). The erased vectors are overwritten in memory, as by Faiss's own shift. Other
+    indexes remove their own way."""
+    index = faiss.downcast_index(index)
+    flat = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else None
+    if not isinstance(flat, faiss.IndexFlat):
+        index.remove_ids(keys)
+        return
+    n = int(index.ntotal)
+    if not n:
+        return
+    # Views of Faiss's own arrays (written in place; valid while nothing is added).
+    ids: Keys = faiss.rev_swig_ptr(index.id_map.data(), n)
+    rows = faiss.rev_swig_ptr(flat.get_xb(), n * DIM).reshape(n, DIM)
+    gone = np.flatnonzero(np.isin(ids, keys))
+    if not gone.size:
+        return
+    end = n - gone.size
+    holes = gone[gone < end]
+    movers = np.setdiff1d(np.arange(end, n), gone, assume_unique=True)
+    rows[holes] = rows[movers]
+    ids[holes] = ids[movers]
+    rows[end:] = 0
+    # Distinct negative keys (the gallery's are >= 0) mark the tail for Faiss to cut.
+    ids[end:] = -1 - np.arange(n - end)
+    index.remove_ids(ids[end:].copy())
 
 
 def build_index(config: GalleryConfig, keys: NDArray[np.int64], vecs: Vectors) -> Any | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +70,9 @@ class Gallery:
             VectorFile(self.config.vector_dir) if self.config.index == "auto" else SampleStore()
         )
         self._counts: dict[int, int] = {}  # identity number -> its sample count
+        # How many identities hold each count, so that the largest is found again without a pass
+        # over every identity when its last holder goes (in a visitor shard most hold one).
+        self._holding: Counter[int] = Counter()
         self._max_samples = 0  # the largest count: how far a search must look past one person
         self._index: Any = None
         self._trained_at = 0
@@ -169,28 +173,18 @@ class Gallery:
         """Erase an identity and all its samples from the gallery and its index. Returns the
         number of samples erased. Raises :class:`UnknownIdentity`."""
         with self._lock.write():
-            number = self._number.pop(identity_id, None)
-            if number is None:
+            if identity_id not in self._number:
                 raise UnknownIdentity(identity_id)
-            del self._by_number[number]
-            del self._identities[identity_id]
-            self._generation += 1
-            self._prefetched = None  # nor held: it may name what was just removed
-            removed_ids = self._store.remove_owner(number)
-            if self._build is not None:
-                self._build.removed.append(removed_ids)
-            if self._counts.pop(number) == self._max_samples:
-                self._max_samples = max(self._counts.values(), default=0)
-            if self._index is not None:
-                keys = np.array([number]) if self.config.per_identity else removed_ids
-                if self.config.index == "hnsw":
-                    # HNSW graphs cannot delete a node: rebuild without the erased vectors so
-                    # that nothing of the person stays in memory. O(N log N).
-                    log.info("HNSW cannot remove in place; rebuilding the index")
-                    self._rebuild()
-                else:
-                    self._index.remove_ids(keys.astype(np.int64))
-            return int(removed_ids.size)
+            return self._erase_locked(self._forget_locked([identity_id]))
+
+    def remove_many(self, identity_ids: Iterable[str]) -> int:
+        """Erase these identities and all their samples, as :meth:`remove` would one after the
+        other, in one pass: one write lock, one pass over the samples, one index update (or
+        one HNSW rebuild). A removal costs a pass over what the gallery holds however few it
+        erases, so a batch (the visitors retired before a decision) costs about one removal.
+        Ids not in the gallery are skipped, as are repeats. Returns the samples erased."""
+        with self._lock.write():
+            return self._erase_locked(self._forget_locked(identity_ids))
 
     def rebuild(self) -> None:
         """Rebuild (and for IVF retrain) the index from the stored samples. With ``auto`` past
@@ -313,7 +307,8 @@ class Gallery:
         g._store.replace(contents.sample_ids, contents.owners, contents.vectors)
         numbers, counts = np.unique(g._store.owners, return_counts=True)
         g._counts = dict(zip(numbers.tolist(), counts.tolist(), strict=True))
-        g._max_samples = max(g._counts.values(), default=0)
+        g._holding = Counter(g._counts.values())
+        g._max_samples = max(g._holding, default=0)
         if contents.index is not None:
             g._index = contents.index
             g._trained_at = g.sample_count
@@ -383,7 +378,11 @@ class Gallery:
                 self._number[identity.id] = number
             self._by_number[number] = identity
             self._identities[identity.id] = identity
-            held = self._counts[number] = self._counts.get(number, 0) + count
+            before = self._counts.get(number, 0)
+            if before:
+                self._uncount(before)
+            held = self._counts[number] = before + count
+            self._holding[held] += 1
             self._max_samples = max(self._max_samples, held)
             numbers.append(number)
         ids = np.arange(self._next_sample, self._next_sample + len(vecs), dtype=np.int64)
@@ -393,6 +392,48 @@ class Gallery:
         self._prefetched = None  # nor held: it may name what was just removed
         self._index_add(numbers, ids, vecs)
         return self._due_build()
+
+    def _forget_locked(self, identity_ids: Iterable[str]) -> NDArray[np.int64]:
+        """Drop these identities (those held) from the maps; returns their numbers."""
+        numbers = []
+        for identity_id in identity_ids:
+            number = self._number.pop(identity_id, None)
+            if number is not None:
+                del self._by_number[number]
+                del self._identities[identity_id]
+                numbers.append(number)
+        return np.array(numbers, dtype=np.int64)
+
+    def _erase_locked(self, numbers: NDArray[np.int64]) -> int:
+        """Erase the samples of the identities ``numbers`` (already forgotten) from the store
+        and the index; returns how many there were."""
+        if not numbers.size:
+            return 0
+        self._generation += 1
+        self._prefetched = None  # nor held: it may name what was just removed
+        removed_ids = self._store.remove_owners(numbers)
+        if self._build is not None:
+            self._build.removed.append(removed_ids)
+        for number in numbers.tolist():
+            self._uncount(self._counts.pop(number))
+        if self._index is not None:
+            keys = numbers if self.config.per_identity else removed_ids
+            if self.config.index == "hnsw":
+                # HNSW graphs cannot delete a node: rebuild without the erased vectors so
+                # that nothing of the person stays in memory. O(N log N).
+                log.info("HNSW cannot remove in place; rebuilding the index")
+                self._rebuild()
+            else:
+                faiss_index.remove_ids(self._index, keys)
+        return int(removed_ids.size)
+
+    def _uncount(self, held: int) -> None:
+        """One identity no longer holds ``held`` samples (it grew, or went)."""
+        self._holding[held] -= 1
+        if not self._holding[held]:
+            del self._holding[held]
+            if held == self._max_samples:
+                self._max_samples = max(self._holding, default=0)
 
     def _index_add(self, numbers: list[int], ids: NDArray[np.int64], vecs: Vectors) -> None:
         total = len(self._by_number) if self.config.per_identity else self.sample_count

@@ -5,7 +5,7 @@ for the retention period (event time) is tombstoned and forgotten, one seen with
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,10 +16,12 @@ from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
 from facestream.core.engine import Encoding
+from facestream.core.gallery import Gallery
 from facestream.runtime.runner import Output
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import IdentityRecord, MemberRecord, derived_id
 from facestream.schemas.keys import RETIRED, identity_key, partition_for
+from facestream.services.matcher import decide
 from facestream.services.matcher.presence import acknowledgements
 from facestream.services.matcher.settings import MatcherSettings
 from facestream.services.matcher.worker import MatcherHandler
@@ -177,3 +179,45 @@ def test_members_are_never_retired(
     later = see(pipeline, handler, "g2:0", gordon[2], 3 * RETENTION)
     assert [o.kind for o in later] == ["match"]
     assert (match_of(later).kind, match_of(later).member_id) == ("member", "m-gb")
+
+
+def test_the_visitors_due_at_a_decision_go_in_one_removal_at_most_the_cap(
+    pipeline: PipelineSettings,
+    faces: dict[str, list[Encoding]],
+    matcher: Make,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    amber, carl, gordon = faces["Amber_Tamblyn"], faces["Carl_Reiner"], faces["Gordon_Brown"]
+    removals: list[list[str]] = []
+    remove_many = Gallery.remove_many
+
+    def spied(gallery: Gallery, identity_ids: Iterable[str]) -> int:
+        removals.append(list(identity_ids))
+        return remove_many(gallery, removals[-1])
+
+    monkeypatch.setattr(Gallery, "remove_many", spied)
+    monkeypatch.setattr(decide, "MAX_RETIRED_PER_DECISION", 2)
+    handler = matcher()
+    for obs_id, vector, at in (
+        ("a1:0", amber[0], 0),
+        ("c1:0", carl[0], 10),
+        ("g1:0", gordon[0], 20),
+    ):
+        see(pipeline, handler, obs_id, vector, at)
+    visitors = [derived_id("face", i) for i in ("a1:0", "c1:0", "g1:0")]
+
+    # All three are due; the two longest unseen go first, in one gallery removal.
+    outputs = see(pipeline, handler, "a2:0", amber[1], RETENTION + 30)
+    retired = [o.key for o in outputs if o.kind == "retirement"]
+    assert retired == [identity_key(STORE, f).encode() for f in visitors[:2]]
+    assert removals == [visitors[:2]]
+    assert match_of(outputs).kind == "new"  # Amber's visitor is gone
+    assert handler.shards.sample_count(STORE, visitors[2]) == 1  # over the cap: still held
+    # The next decision retires the rest (and nothing when nobody is due).
+    outputs = see(pipeline, handler, "c2:0", carl[1], RETENTION + 40)
+    assert [o.key for o in outputs if o.kind == "retirement"] == [
+        identity_key(STORE, visitors[2]).encode()
+    ]
+    assert removals == [visitors[:2], visitors[2:]]
+    see(pipeline, handler, "c3:0", carl[1], RETENTION + 50)
+    assert len(removals) == 2
