@@ -18,6 +18,7 @@ from facestream.runtime import kafka_clients
 from facestream.runtime.kafka_clients import KafkaSettings
 from facestream.runtime.logs import log_context
 from facestream.runtime.runner import KafkaRecord, where
+from facestream.services.matcher import metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,17 @@ rebuild)."""
 
 class ChangelogError(RuntimeError):
     """A changelog could not be read (missing topic, or not to its end in time)."""
+
+
+def of_another_model(tier: str, what: str, model: str, mine: str) -> bool:
+    """Whether a changelog record's encodings (``what``: "member m-1", ...) are of another
+    encoder than this matcher's; if so it is counted and logged, for the caller to skip.
+    Distances between two models' encodings mean nothing: they never share a gallery."""
+    if model == mine:
+        return False
+    metrics.SKIPPED.labels(tier, "model_mismatch").inc()
+    log.warning("%s is of %s, not %s; skipped", what, model, mine)
+    return True
 
 
 def is_recent(record: KafkaRecord, window: float = ACK_WINDOW_SECONDS) -> bool:

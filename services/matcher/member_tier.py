@@ -35,7 +35,7 @@ from facestream.runtime.kafka_clients import KafkaSettings
 from facestream.runtime.runner import KafkaRecord
 from facestream.schemas import MemberRecord, MemberSamples, SchemaError, decode, vector_to_wire
 from facestream.services.matcher import metrics
-from facestream.services.matcher.changelog import ChangelogReader, is_recent
+from facestream.services.matcher.changelog import ChangelogReader, is_recent, of_another_model
 
 log = logging.getLogger(__name__)
 
@@ -280,15 +280,8 @@ class MemberTier:
         found = _decoded(MemberSamples, record.value, member_id, "member_samples")
         if found is None:
             return
-        if found.model_version != self.model_version:
-            # Distances between two models' encodings mean nothing: never mix them.
-            metrics.SKIPPED.labels("member_samples", "model_mismatch").inc()
-            log.warning(
-                "learned samples of member %s are of %s, not %s; skipped",
-                member_id,
-                found.model_version,
-                self.model_version,
-            )
+        what = f"learned samples of member {member_id}"
+        if of_another_model("member_samples", what, found.model_version, self.model_version):
             return
         held = self._learned.get(member_id)
         if held is not None and found.learned_from == held.learned_from:
@@ -315,17 +308,9 @@ class MemberTier:
         member = _decoded(MemberRecord, record.value, member_id, "member")
         if member is None:
             return
-        if member.model != self.model_version:
-            # Enrolled with another encoder (a model change under way): its distances to this
-            # matcher's encodings mean nothing. Whatever was enrolled before stays, as for a
-            # record that does not decode; a matcher of that model loads it.
-            metrics.SKIPPED.labels("member", "model_mismatch").inc()
-            log.warning(
-                "member %s is enrolled with %s, not %s; skipped",
-                member_id,
-                member.model,
-                self.model_version,
-            )
+        # Enrolled with another encoder (a model change under way): whatever was enrolled
+        # before stays, as for a record that does not decode; a matcher of that model loads it.
+        if of_another_model("member", f"member {member_id}", member.model, self.model_version):
             return
         # A new record is the member's whole enrolled set: replace, never merge. The learned
         # samples stay: they are of the same person, and have a key of their own.

@@ -46,7 +46,7 @@ from facestream.runtime.runner import KafkaRecord
 from facestream.schemas import IdentityRecord, SchemaError
 from facestream.schemas.keys import identity_key, is_retirement, split_identity_key
 from facestream.services.matcher import metrics, ownership
-from facestream.services.matcher.changelog import ChangelogReader, is_recent
+from facestream.services.matcher.changelog import ChangelogReader, is_recent, of_another_model
 from facestream.services.matcher.erased import ErasedKeys
 from facestream.services.matcher.ownership import Keep
 from facestream.services.matcher.visitors import SampleSource, StoreShard
@@ -409,13 +409,9 @@ class VisitorShards:
             metrics.SKIPPED.labels("visitor", "key_mismatch").inc()
             log.error("identity record: key %s/%s, body differs; skipped", *key)
             return
-        if ident.model != self.model_version:
-            # Samples of another encoder (a model change under way) cannot be compared with
-            # this matcher's: the visitor is not loaded, and is a stranger to this model.
-            metrics.SKIPPED.labels("visitor", "model_mismatch").inc()
-            log.warning(
-                "visitor %s/%s is of %s, not %s; skipped", *key, ident.model, self.model_version
-            )
+        # A model change under way: the visitor is not loaded, a stranger to this model.
+        what = f"visitor {store}/{face_id}"
+        if of_another_model("visitor", what, ident.model, self.model_version):
             return
         if self._shard(store, record.partition).stage(ident):
             self._staged.add(store)
