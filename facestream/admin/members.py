@@ -68,9 +68,9 @@ def publish_members(
     those of earlier runs. Members whose record the schema refuses are reported, not sent."""
     photos = scan(folder)
     staging = Gallery()  # the enrollment machinery collects encodings per identity here
-    report = enroll_photos(photos, staging, workers=workers, progress=progress)
+    engine = EngineConfig()  # the records name the encoder that made their encodings
+    report = enroll_photos(photos, staging, engine=engine, workers=workers, progress=progress)
     now = datetime.now(UTC)
-    model_version = EngineConfig().model_version  # what enroll_photos encoded with
     records: list[MemberRecord] = []
     invalid: dict[str, str] = {}
     for identity in staging.identities():
@@ -89,7 +89,7 @@ def publish_members(
                     name=identity.name,
                     encodings=list(samples[:MAX_ENCODINGS]),
                     enrolled_at=now,
-                    model_version=model_version,
+                    model_version=engine.model_version,
                 )
             )
         except ValidationError as exc:
