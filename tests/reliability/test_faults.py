@@ -382,7 +382,12 @@ class Schedule:
         """A second matcher joins (1 -> 2), decides part of a chunk, and leaves (2 -> 1)."""
         run = self.run
         run.start("matcher-b")
-        run.wait(lambda _: run.matcher_members() == 2, "second matcher in the group")
+        # The group turns Stable at the broker a moment before matcher-b's assignment callback
+        # has run and logged what it took: wait for both.
+        run.wait(
+            lambda _: run.matcher_members() == 2 and run.consuming(),
+            "second matcher in the group, consuming",
+        )
         partition = partition_for(run.day.store, PARTITIONS)
         assert partition in run.assigned("matcher-b"), "the store stayed with the first matcher"
         before = run.progress().total["matcher"]
