@@ -62,8 +62,13 @@ class Contract:
     headers: bool = False
     """Carried as Kafka headers (every value a UTF-8 string), not as a JSON value."""
     optional: tuple[str, ...] = ()
-    """Fields added within the version: written by today's producers, absent from records
-    written before them (not required)."""
+    """Fields added within the version: absent from records written before them (not
+    required). The model's ``ADDED_WITHIN_VERSION`` are added to these."""
+
+    @property
+    def not_required(self) -> frozenset[str]:
+        """``optional`` and the model's ``ADDED_WITHIN_VERSION``."""
+        return frozenset({*self.optional, *getattr(self.model, "ADDED_WITHIN_VERSION", ())})
 
     @property
     def name(self) -> str:
@@ -149,7 +154,7 @@ def json_schema(contract: Contract) -> dict[str, Any]:
             properties[name] = dict(_VECTOR)
     if contract.headers:
         _as_headers(properties)
-    generated["required"] = [n for n in generated["required"] if n not in contract.optional]
+    generated["required"] = [n for n in generated["required"] if n not in contract.not_required]
     head = {
         "$schema": DIALECT,
         "$id": f"urn:facestream:schema:{contract.name}:v{contract.version}",

@@ -92,7 +92,7 @@ def test_every_message_model_has_a_schema_and_every_schema_is_valid() -> None:
         assert schema["$schema"] == generator.DIALECT
         assert schema["additionalProperties"] is False
         # Every field is required but those added within the version (older records lack them).
-        assert set(schema["required"]) == set(schema["properties"]) - set(contract.optional)
+        assert set(schema["required"]) == set(schema["properties"]) - contract.not_required
         assert schema["properties"]["v"]["const"] in (contract.version, str(contract.version))
 
 
