@@ -82,17 +82,29 @@ class Box(Message):
 
 
 class FrameMeta(Message):
-    """Metadata of a frame; travels as Kafka headers beside the image bytes."""
+    """Metadata of a frame; travels as Kafka headers beside the image bytes.
 
+    ``video`` (optional, added within version 1) marks a frame of a camera's video: the
+    detector follows faces across such frames and publishes one observation per person pass
+    (:mod:`facestream.core.passes`). ``end`` is a record without an image, sent when the video
+    ends, that closes the camera's open passes. A frame without it is a still: its faces are
+    observed one by one, as before the field."""
+
+    ADDED_WITHIN_VERSION: ClassVar[frozenset[str]] = frozenset({"video"})
     v: Literal[1] = 1
     frame_id: Id
     store_id: Id
     camera_id: Id
     captured_at: EventTime
     content_type: Label = "image/jpeg"
+    video: Literal["frame", "end"] | None = None
 
     def to_headers(self) -> list[tuple[str, bytes]]:
-        return [(k, str(v).encode()) for k, v in self.model_dump(mode="json").items()]
+        return [
+            (k, str(v).encode())
+            for k, v in self.model_dump(mode="json").items()
+            if not (v is None and k in self.ADDED_WITHIN_VERSION)
+        ]
 
     @classmethod
     def from_headers(cls, headers: list[tuple[str, bytes]] | None) -> FrameMeta:
@@ -123,8 +135,19 @@ class FrameMeta(Message):
 
 
 class FaceObservation(Message):
-    """One face found in one frame (``encodings.v1``)."""
+    """One face found in one frame (``encodings.v1``), or one person's pass through a video
+    camera's view (the pass fields set).
 
+    A pass (optional fields, added within version 1): ``captured_at`` is when the face came
+    into view and ``last_seen`` when it was last seen; ``frames`` the frames it was found in,
+    ``encoded`` how many of them were encoded, ``averaged`` how many of those (the best) the
+    ``encoding`` is the mean of. ``frame_id``, ``face_index``, ``box``, ``size_px`` and
+    ``sharpness`` are those of the pass's best face, so the id stays ``{frame_id}:{face_index}``.
+    """
+
+    ADDED_WITHIN_VERSION: ClassVar[frozenset[str]] = frozenset(
+        {"last_seen", "frames", "encoded", "averaged"}
+    )
     v: Literal[1] = 1
     observation_id: ObservationId
     """``{frame_id}:{face_index}``: unique, and the same on every replay of the frame."""
@@ -139,6 +162,24 @@ class FaceObservation(Message):
     detector: Label
     model_version: Label
     encoding: Vector
+    last_seen: EventTime | None = None
+    frames: int | None = Field(default=None, ge=1, le=1_000_000)
+    encoded: int | None = Field(default=None, ge=1, le=1_000_000)
+    averaged: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _a_whole_pass(self) -> FaceObservation:
+        passes = (self.last_seen, self.frames, self.encoded, self.averaged)
+        if any(v is not None for v in passes):
+            if any(v is None for v in passes):
+                raise ValueError("a pass sets last_seen, frames, encoded and averaged together")
+            assert self.last_seen is not None and self.frames is not None
+            assert self.encoded is not None and self.averaged is not None
+            if self.last_seen < self.captured_at:
+                raise ValueError("last_seen is before captured_at")
+            if not self.averaged <= self.encoded <= self.frames:
+                raise ValueError("a pass needs averaged <= encoded <= frames")
+        return self
 
     @property
     def vector(self) -> NDArray[np.float32]:
@@ -146,8 +187,13 @@ class FaceObservation(Message):
 
 
 class MatchEvent(Message):
-    """The decision about one face (``matches.v1``): what the CRM and the sink consume."""
+    """The decision about one face (``matches.v1``): what the CRM and the sink consume.
 
+    ``last_seen`` (optional, added within version 1) is set when the observation was a person's
+    pass through a video camera's view: the person was in view from ``captured_at`` to
+    ``last_seen`` (the sink counts that span in the visit's dwell)."""
+
+    ADDED_WITHIN_VERSION: ClassVar[frozenset[str]] = frozenset({"last_seen"})
     v: Literal[1] = 1
     event_id: Id
     """Derived from the observation id: a replayed observation gives the same event id."""
@@ -166,6 +212,13 @@ class MatchEvent(Message):
     observation_id: ObservationId
     box: Box
     model_version: Label
+    last_seen: EventTime | None = None
+
+    @model_validator(mode="after")
+    def _seen_in_order(self) -> MatchEvent:
+        if self.last_seen is not None and self.last_seen < self.captured_at:
+            raise ValueError("last_seen is before captured_at")
+        return self
 
 
 UNSTATED_MODEL_VERSION: Final = "dlib_face_recognition_resnet_model_v1+mirror"

@@ -53,6 +53,18 @@ class DetectorSettings(BaseSettings):
     max_batch: int = Field(default=10, ge=1, le=500)
     """Records per poll. A frame costs 0.1-0.4 s on one core, so 10 keeps a batch (and what a
     crash replays) to a few seconds."""
+    video_passes: bool = True
+    """Frames a camera marks as video (``FrameMeta.video``) are followed face by face, and
+    each person's pass through the view is one observation (:mod:`facestream.core.passes`).
+    False: every face of every frame is an observation, as for still photos."""
+    video_search: bool = True
+    """On video, search no frame where nothing moved and near the faces followed before the
+    whole frame (:mod:`facestream.core.regions`). False: every whole frame is searched."""
+    pass_max_gap_seconds: float = Field(default=1.0, gt=0, le=60)
+    """A face not seen for this long (of its camera's event time) has left: its pass ends."""
+    pass_max_open_seconds: float = Field(default=10.0, gt=0, le=600)
+    """A face in view this long is published anyway and goes on as a new pass (bounds the
+    latency of a person standing in view, and what a crash can lose)."""
     group_instance_id: str | None = Field(default=None, min_length=1, max_length=200)
     """Static group membership (KIP-345), as the sink's: a detector restarted with the same id
     gets its partitions back at once instead of waiting out its dead predecessor's session

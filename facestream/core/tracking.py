@@ -109,6 +109,12 @@ class EncodedFace:
     encoding: Encoding
     cut: bool
     """The face was cut by the frame's edge: its encoding is a poor description."""
+    frame_id: str = ""
+    """The frame it was found in, as given to :meth:`Tracker.update` (empty when none was)."""
+    face_index: int = -1
+    """Its place among that frame's faces as given to :meth:`Tracker.update`."""
+    detector: str = ""
+    """The detector that found it (the candidate's)."""
 
 
 @dataclass
@@ -200,6 +206,9 @@ class Tracker:
         self._last_at: float | None = None
         self._frame: tuple[int, int] | None = None
         """The size of the frame being handled."""
+        self._frame_id = ""
+        self._indices: dict[int, int] = {}
+        """The place of each face (by object id) among the faces of the frame being handled."""
         self.encoded = 0
         """Faces encoded so far (the cost the tracker saves is frames minus this)."""
 
@@ -218,15 +227,19 @@ class Tracker:
         faces: Sequence[Candidate],
         encode: Encoder,
         frame: tuple[int, int] | None = None,
+        frame_id: str = "",
     ) -> list[Sighting]:
         """Take one frame's faces at event time ``at`` (seconds); ``encode`` encodes faces of
         this frame on demand; ``frame`` is its ``(width, height)``, so that faces cut by its
-        edge count less. Returns the sightings of tracks that ended by ``at``."""
+        edge count less; ``frame_id`` names it in the encoded faces (with each face's place
+        in ``faces``). Returns the sightings of tracks that ended by ``at``."""
         if self._last_at is not None and at < self._last_at:
             raise ValueError(f"frames out of order: {at} after {self._last_at}")
         self._last_at = at
         done = self._expire(at)
         self._frame = frame
+        self._frame_id = frame_id
+        self._indices = {id(face): i for i, face in enumerate(faces)}
         assigned = self._associate(at, faces, encode)
         # Which faces to encode: a new track's first good face, a better face of an old one.
         wanted: list[tuple[_Track, Candidate]] = []
@@ -374,6 +387,9 @@ class Tracker:
                 self._utility(face),
                 encoding,
                 cut_by_edge(face.box, self._frame),
+                self._frame_id,
+                self._indices.get(id(face), -1),
+                face.detector,
             )
         )
 

@@ -162,6 +162,7 @@ def camera_command(
     click.echo(
         f"published {report.published} frames to {report.topic} (store {store_id}); "
         f"{report.skipped} skipped, {report.failed} failed"
+        + (f"; the video's end sent for {report.ends} camera(s)" if report.ends else "")
     )
     for where in report.skipped_sources[:10]:
         click.echo(f"  skipped {where}", err=True)
@@ -184,9 +185,11 @@ def _detect(
     """``--detect``: the frames' observations to encodings.v1, and a summary with the bytes
     that went out against those the frames would have sent."""
     from facestream.core.engine import FaceEngine
+    from facestream.core.passes import VideoPasses
     from facestream.services.camera.edge import detect_and_publish
 
     engine = FaceEngine(detector.engine_config())
+    passes = VideoPasses.from_settings(engine, detector) if detector.video_passes else None
     with reaching(settings):
         producer = make_producer(settings)
     try:
@@ -196,6 +199,7 @@ def _detect(
             store_id,
             items,
             engine,
+            passes=passes,
             max_frames=max_frames,
         )
     except CameraError as exc:
@@ -205,7 +209,8 @@ def _detect(
     per_frame = report.detect_seconds / report.frames * 1000 if report.frames else 0.0
     click.echo(
         f"published {report.published} observations to {report.topic} (store {store_id}) "
-        f"from {report.frames} frames ({report.faces} faces found); "
+        f"from {report.frames} frames ({report.faces} faces found, {report.passes} person "
+        f"passes); "
         f"{report.skipped} skipped, {report.failed} failed"
     )
     click.echo(

@@ -27,9 +27,11 @@ from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
 
-from facestream.core.detection import observation_key, observe_frame
+from facestream.core.detection import FrameObservations, observation_key, observe_frame
 from facestream.core.engine import FaceEngine
 from facestream.core.images import ImageError
+from facestream.core.passes import PassFrame, VideoPasses
+from facestream.schemas import FaceObservation
 from facestream.services.camera.publisher import (
     Frame,
     PublishReport,
@@ -67,6 +69,8 @@ class EdgeReport(PublishReport):
     """What the analysed frames would have sent as ``frames.v1`` records, keyed by store."""
     detect_seconds: float = 0.0
     """Wall time spent decoding, detecting and encoding."""
+    passes: int = 0
+    """Observations that are a video's person passes (the rest are stills' faces)."""
 
 
 def detect_and_publish(
@@ -76,6 +80,7 @@ def detect_and_publish(
     items: Iterable[Frame | Skipped],
     engine: FaceEngine,
     *,
+    passes: VideoPasses | None = None,
     max_frames: int | None = None,
     flush_timeout: float = 30.0,
 ) -> EdgeReport:
@@ -83,49 +88,66 @@ def detect_and_publish(
     ``encodings.v1`` of the deployment), keyed by store; flush, and count what happened.
 
     ``store_id`` is the store of the frames that do not name their own (as for
-    :func:`~.publisher.publish`). Stops after ``max_frames`` frames analysed. A failed send is
-    counted in the report (and logged), not raised, so that one run reports every failure.
+    :func:`~.publisher.publish`). Video frames go through ``passes`` when given (one
+    observation per person pass, as the central detector makes them; every pass still open is
+    published when the input ends); without it every face of every frame is an observation.
+    Stops after ``max_frames`` frames analysed. A failed send is counted in the report (and
+    logged), not raised, so that one run reports every failure.
     """
     store_id = check_id(store_id, "store")
     report = EdgeReport(topic=topic)
     on_error = report.on_failure(store_id, "an observation")
     if max_frames is not None and max_frames <= 0:
         return report
+
+    def send(observations: Iterable[FaceObservation], video: bool) -> None:
+        for observation in observations:
+            key, value = observation_key(observation), observation.to_bytes()
+            producer.send(topic, key=key, value=value).add_errback(on_error)
+            report.sent += 1
+            report.passes += video
+            report.observation_bytes += record_bytes(key, value)
+
     for item in items:
         if isinstance(item, Skipped):
             report.skip(store_id, item.source, item.reason)
             continue
         meta = frame_meta(store_id, item)
         started = time.perf_counter()
+        video = item.video and passes is not None
         try:
-            seen = observe_frame(engine, meta, item.data)
+            if passes is not None and item.video:
+                seen: FrameObservations | PassFrame = passes.frame(meta, item.data)
+            else:
+                seen = observe_frame(engine, meta, item.data)
         except ImageError as exc:
             report.skip(store_id, item.source, f"image_{exc.reason}: {exc.message}")
             continue
         finally:
             report.detect_seconds += time.perf_counter() - started
         report.frames += 1
-        report.faces += len(seen.faces)
+        faces = seen.faces if isinstance(seen, PassFrame) else len(seen.faces)
+        report.faces += faces
         report.rejected.update(seen.rejections)
         # What the camera would have sent instead: this frame, keyed by its store.
         report.frame_bytes += record_bytes(meta.store_id.encode(), item.data, meta.to_headers())
-        for observation in seen.observations:
-            key, value = observation_key(observation), observation.to_bytes()
-            producer.send(topic, key=key, value=value).add_errback(on_error)
-            report.sent += 1
-            report.observation_bytes += record_bytes(key, value)
+        send(seen.observations, video)
         log.debug(
             "store=%s camera=%s frame=%s: %s, %d faces, %d observations -> %s",
             meta.store_id,
             meta.camera_id,
             meta.frame_id,
             item.source,
-            len(seen.faces),
+            faces,
             len(seen.observations),
             topic,
         )
         if max_frames is not None and report.frames >= max_frames:
             break  # before pulling another item: a video is not read further
+    if passes is not None:
+        started = time.perf_counter()
+        send(passes.end_all(), True)
+        report.detect_seconds += time.perf_counter() - started
     flush(producer, flush_timeout, "observations")
     log.info(
         "store=%s: %d frames analysed, %d observations sent to %s, %d failed, %d skipped",

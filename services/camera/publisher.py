@@ -64,6 +64,9 @@ class Frame:
     store_id: str | None = None
     """The store, where the input names one per frame (a manifest's ``store`` column); else the
     store given to :func:`publish`."""
+    video: bool = False
+    """A frame of a video: the detector follows its faces across the camera's frames and
+    observes each person's pass once (``FrameMeta.video``)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,9 @@ class PublishReport:
     topic: str
     sent: int = 0
     failed: int = 0
-    """Sends the broker did not acknowledge."""
+    """Sends the broker did not acknowledge (end records included)."""
+    ends: int = 0
+    """End-of-video records sent (:func:`end_meta`), one per video camera; not in ``sent``."""
     skipped: int = 0
     """Inputs that could not be read (missing files)."""
     skipped_sources: list[str] = field(default_factory=list)
@@ -151,7 +156,43 @@ def frame_meta(store_id: str, frame: Frame) -> FrameMeta:
         camera_id=frame.camera_id,
         captured_at=frame.captured_at,
         content_type=frame.content_type,
+        video="frame" if frame.video else None,
     )
+
+
+END_CONTENT_TYPE: Final = "application/octet-stream"
+
+
+def end_meta(last: FrameMeta, last_source: str) -> FrameMeta:
+    """The end-of-video record of a camera whose last frame was ``last``: no image, stamped
+    with that frame's time, so the detector ends the camera's open passes (publishes them)
+    instead of waiting for frames that will not come."""
+    return FrameMeta(
+        frame_id=derive_frame_id(
+            last.store_id, last.camera_id, last.captured_at, f"{last_source}#end"
+        ),
+        store_id=last.store_id,
+        camera_id=last.camera_id,
+        captured_at=last.captured_at,
+        content_type=END_CONTENT_TYPE,
+        video="end",
+    )
+
+
+class VideoEnds:
+    """The last frame of each video camera in a run, to end each camera's video once the
+    input ends (or stops at ``--max-frames``)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[FrameMeta, str]] = {}
+
+    def saw(self, meta: FrameMeta, source: str) -> None:
+        if meta.video == "frame":
+            self._last[(meta.store_id, meta.camera_id)] = (meta, source)
+
+    def ends(self) -> list[FrameMeta]:
+        """One end record per video camera seen, in the order the cameras first appeared."""
+        return [end_meta(meta, source) for meta, source in self._last.values()]
 
 
 def content_type(path: Path) -> str:
@@ -317,6 +358,7 @@ def publish(
     store_id = check_id(store_id, "store")
     report = PublishReport(topic=topic)
     on_error = report.on_failure(store_id, "a frame")
+    videos = VideoEnds()
     if max_frames is not None and max_frames <= 0:
         return report
     for item in items:
@@ -329,6 +371,7 @@ def publish(
         future = producer.send(topic, key=key.encode(), value=item.data, headers=meta.to_headers())
         future.add_errback(on_error)
         report.sent += 1
+        videos.saw(meta, item.source)
         log.debug(
             "store=%s camera=%s frame=%s: %s (%d bytes) -> %s",
             store,
@@ -340,6 +383,13 @@ def publish(
         )
         if max_frames is not None and report.sent >= max_frames:
             break  # before pulling another item: a video is not read further
+    for end in videos.ends():
+        # Keyed as the camera's frames were, so that it comes after them.
+        key = frame_key(end.store_id, end.camera_id) if key_by == "camera" else end.store_id
+        producer.send(topic, key=key.encode(), value=b"", headers=end.to_headers()).add_errback(
+            on_error
+        )
+        report.ends += 1
     flush(producer, flush_timeout, "frames")
     log.info(
         "store=%s: %d frames sent to %s, %d failed, %d skipped",

@@ -93,6 +93,6 @@ def _video_frames(
                 )
                 continue
             captured_at = now if live else started + timedelta(seconds=at)
-            yield Frame(encoded.tobytes(), camera_id, captured_at, f"{name}#{index}")
+            yield Frame(encoded.tobytes(), camera_id, captured_at, f"{name}#{index}", video=True)
     finally:
         capture.release()

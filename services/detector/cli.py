@@ -37,12 +37,14 @@ def subscribe(
 ) -> Subscription:
     """The detector's handler over ``frames.v1`` (loads the dlib models)."""
     from facestream.core.engine import FaceEngine
+    from facestream.core.passes import VideoPasses
     from facestream.runtime.entry import Subscription
     from facestream.services.detector.worker import DetectorHandler
 
     engine = FaceEngine(detector.engine_config())
+    passes = VideoPasses.from_settings(engine, detector) if detector.video_passes else None
     return Subscription(
-        DetectorHandler(engine, encodings_topic=pipeline.topics.encodings),
+        DetectorHandler(engine, encodings_topic=pipeline.topics.encodings, passes=passes),
         topic=pipeline.topics.frames,
         max_batch=detector.max_batch,
         # Static membership (KIP-345) when configured, as the sink's.
@@ -51,7 +53,8 @@ def subscribe(
             if detector.group_instance_id
             else None
         ),
-        note=f"-> {pipeline.topics.encodings}, fallbacks {','.join(detector.fallbacks) or 'none'}",
+        note=f"-> {pipeline.topics.encodings}, fallbacks {','.join(detector.fallbacks) or 'none'}"
+        f", video {'passes' if passes else 'face by face'}",
     )
 
 

@@ -8,6 +8,12 @@ keyed by ``store/camera`` (one camera's frames in order on one detector, a store
 of them); observations go out keyed by store, so that all of a store's faces land in one
 partition of ``encodings.v1`` and the matcher keeps its per-store order. A frame that can never
 be handled raises :class:`Poison` and is dead-lettered by the runner.
+
+Frames a camera marks as video go to :class:`~facestream.core.passes.VideoPasses` instead: one
+observation per person pass, published when the pass ends. Its state (the open passes) is kept
+as of the last commit, and a batch handled again (its outputs were not acknowledged) starts
+from that copy, so it gives the same observations; partitions that move away take their
+cameras' open passes with them (lost, counted in ``facestream_passes_total{outcome="dropped"}``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
+from kafka import TopicPartition
 from prometheus_client import Counter
 
 # DetectorSettings is re-exported for the CLI, tests and benchmarks that import it from here;
@@ -25,10 +32,11 @@ from facestream.core.detection import DetectorSettings as DetectorSettings
 from facestream.core.detection import observation_key, observe_frame
 from facestream.core.engine import FaceEngine
 from facestream.core.images import ImageError
+from facestream.core.passes import CameraKey, CameraPasses, VideoPasses
 from facestream.runtime import metrics
 from facestream.runtime.logs import add_log_context
 from facestream.runtime.runner import Handler, KafkaRecord, Output, Poison
-from facestream.schemas import FrameMeta, SchemaError
+from facestream.schemas import FaceObservation, FrameMeta, SchemaError
 from facestream.schemas.keys import frame_key
 
 log = logging.getLogger(__name__)
@@ -42,7 +50,8 @@ FACES_REJECTED = Counter(
 )
 FRAMES = Counter(
     "facestream_frames_total",
-    "Frames handled by the detector: with usable faces, with faces all rejected, or none.",
+    "Frames handled by the detector: stills with usable faces, with faces all rejected, or "
+    "none; video frames (result=video: their faces go to passes).",
     ["result"],
 )
 FRAME_KEYS = Counter(
@@ -51,6 +60,21 @@ FRAME_KEYS = Counter(
     "cameras not yet upgraded). An upgrade is complete once form=store stops growing.",
     ["form"],
 )
+VIDEO_FRAMES = Counter(
+    "facestream_video_frames_total",
+    "Video frames by what was searched: the whole frame, only near the faces followed, or "
+    "nothing (nothing moved and nobody in view).",
+    ["search"],
+)
+PASSES = Counter(
+    "facestream_passes_total",
+    "Person passes on video cameras: published as an observation, or dropped open (their "
+    "partition moved to another detector).",
+    ["outcome"],
+)
+
+Place = tuple[str, int]
+"""A record's ``(topic, partition)``."""
 
 
 class DetectorHandler(Handler):
@@ -63,11 +87,20 @@ class DetectorHandler(Handler):
         engine: FaceEngine,
         *,
         encodings_topic: str,
+        passes: VideoPasses | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.engine = engine
         self.encodings_topic = encodings_topic
+        self.passes = passes
+        """None: video frames are observed face by face, as stills."""
         self.clock = clock
+        self._handled: dict[Place, int] = {}
+        """The last offset handled per partition: a record at or below it is handled again."""
+        self._where: dict[CameraKey, Place] = {}
+        """The partition of each video camera's frames."""
+        self._committed: tuple[dict[CameraKey, CameraPasses], dict[Place, int]] = ({}, {})
+        """The cameras' passes and ``_handled`` as of the last commit."""
 
     def handle(self, record: KafkaRecord) -> Sequence[Output]:
         """The frame's observations (one per face that passed the gate, best score first).
@@ -79,22 +112,18 @@ class DetectorHandler(Handler):
         """
         meta = self._meta(record)
         add_log_context(store=meta.store_id, camera=meta.camera_id, frame=meta.frame_id)
-        try:
-            seen = observe_frame(self.engine, meta, record.value or b"")
-        except ImageError as exc:
-            raise Poison(f"image_{exc.reason}", exc.message) from exc
-        for reason in seen.rejections:
-            FACES_REJECTED.labels(reason).inc()
-        FRAMES.labels(seen.result).inc()
+        place = (record.topic, record.partition)
+        if record.offset <= self._handled.get(place, -1):
+            self._rewind(place)
+        if meta.video is not None and self.passes is not None:
+            observations = self._video(self.passes, meta, record.value or b"", place)
+        elif meta.video == "end":
+            observations = []  # passes are off: every frame's faces went out already
+        else:
+            observations = self._still(meta, record.value or b"")
+        self._handled[place] = record.offset
         delay = (self.clock() - meta.captured_at).total_seconds()
         metrics.EVENT_DELAY.labels(STAGE).observe(max(0.0, delay))
-        log.debug(
-            "%dx%d, %d faces, %d observations",
-            seen.width,
-            seen.height,
-            len(seen.faces),
-            len(seen.observations),
-        )
         # Keyed by store, whatever the frame's key: one matcher owns a store's observations.
         return [
             Output(
@@ -103,8 +132,96 @@ class DetectorHandler(Handler):
                 key=observation_key(observation),
                 kind="observation",
             )
-            for observation in seen.observations
+            for observation in observations
         ]
+
+    def before_commit(self) -> None:
+        if self.passes is not None and self.passes.cameras:
+            self._committed = (self.passes.snapshot(), dict(self._handled))
+        else:
+            self._committed = ({}, dict(self._handled))
+
+    def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        cameras = [key for key, place in self._where.items() if place in gone]
+        for key in cameras:
+            del self._where[key]
+        for place in gone:
+            self._handled.pop(place, None)
+            self._committed[1].pop(place, None)
+        if self.passes is not None and cameras:
+            lost = self.passes.drop(cameras)
+            PASSES.labels("dropped").inc(lost)
+            if lost:
+                log.warning(
+                    "%d open passes of %d cameras dropped with partitions %s",
+                    lost,
+                    len(cameras),
+                    sorted(p for _, p in gone),
+                )
+
+    def _rewind(self, place: Place) -> None:
+        """The partition's records are being handled again (a batch whose outputs were not
+        acknowledged): its cameras go back to their state as of the last commit."""
+        saved, handled = self._committed
+        self._handled[place] = handled.get(place, -1)
+        if self.passes is None:
+            return
+        cameras = [key for key, where in self._where.items() if where == place]
+        self.passes.restore(saved, cameras)
+        log.info("records handled again: %d cameras back to the last commit", len(cameras))
+
+    def _still(self, meta: FrameMeta, data: bytes) -> Sequence[FaceObservation]:
+        try:
+            seen = observe_frame(self.engine, meta, data)
+        except ImageError as exc:
+            raise Poison(f"image_{exc.reason}", exc.message) from exc
+        for reason in seen.rejections:
+            FACES_REJECTED.labels(reason).inc()
+        FRAMES.labels(seen.result).inc()
+        log.debug(
+            "%dx%d, %d faces, %d observations",
+            seen.width,
+            seen.height,
+            len(seen.faces),
+            len(seen.observations),
+        )
+        return seen.observations
+
+    def _video(
+        self, passes: VideoPasses, meta: FrameMeta, data: bytes, place: Place
+    ) -> Sequence[FaceObservation]:
+        key = (meta.store_id, meta.camera_id)
+        self._where[key] = place
+        if meta.video == "end":
+            ended = passes.end(meta)
+            log.debug("video ended: %d passes", len(ended))
+        else:
+            # A failure part-way through must not leave the camera half-updated: the runner
+            # handles the same frame again.
+            before = passes.snapshot_of(key)
+            try:
+                seen = passes.frame(meta, data)
+            except ImageError as exc:
+                raise Poison(f"image_{exc.reason}", exc.message) from exc
+            except Exception:
+                passes.restore(before, [key])
+                raise
+            scan = seen.scan
+            VIDEO_FRAMES.labels("full" if scan.full else "near" if scan.regions else "none").inc()
+            for reason in seen.rejections:
+                FACES_REJECTED.labels(reason).inc()
+            FRAMES.labels("video").inc()
+            ended = seen.observations
+            log.debug(
+                "%dx%d, %d faces, %d passes ended",
+                seen.width,
+                seen.height,
+                seen.faces,
+                len(ended),
+            )
+        PASSES.labels("published").inc(len(ended))
+        return ended
 
     def _meta(self, record: KafkaRecord) -> FrameMeta:
         """The frame's headers, checked against the record key."""

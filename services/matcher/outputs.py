@@ -39,6 +39,7 @@ class Outputs:
             observation_id=obs.observation_id,
             box=obs.box,
             model_version=obs.model_version,
+            last_seen=obs.last_seen,
             **fields,
         )
         return Output(self.topics.matches, event.to_bytes(), obs.store_id.encode(), kind="match")

@@ -31,9 +31,10 @@ ARGV:
   1 visit gap (ms)   2 dedup TTL (s)   3 history TTL (s)   4 counters TTL (s, 0 = none)
   5 arrivals cap   6 day key base (day hash = base .. day)   7 window (event ids kept)
   8 "1" to honour legacy seen keys
-  then 9 per event: 1 event time (ms)   2 local day (YYYY-MM-DD)   3 local day start (ms)
+  then 10 per event: 1 event time (ms)   2 local day (YYYY-MM-DD)   3 local day start (ms)
   4 person   5 member id or ""   6 camera   7 event id   8 "topic:partition" or "" (no Kafka
-  position)   9 offset
+  position)   9 offset   10 end of the event's span (ms; the event time unless the event is a
+  pass through a video camera's view, seen until then)
 
 Returns ``{status, visit_started}`` per event, flattened; status 1 = applied, 0 = duplicate (the
 event id was applied), -1 = suppressed: the person was erased after this event was captured (a
@@ -51,7 +52,7 @@ from __future__ import annotations
 from typing import Final
 
 KEYS_PER_EVENT: Final = 7
-ARGS_PER_EVENT: Final = 9
+ARGS_PER_EVENT: Final = 10
 
 APPLY_LUA: Final = r"""
 local offsets, recent, arrivals = KEYS[1], KEYS[2], KEYS[3]
@@ -67,10 +68,11 @@ local function keep_stats(key)
   if stats_ttl > 0 then redis.call('EXPIRE', key, stats_ttl) end
 end
 
-local function record(event_id, visits, index, day_hash, day_uv, day_members, t, day,
+local function record(event_id, visits, index, day_hash, day_uv, day_members, t, u, day,
                       day_start, person, member, camera)
-  -- The only visit t can belong to: the latest one starting no later than t + gap. Visits are
-  -- more than a gap apart, so an event within a gap of its span joins it, even out of order.
+  -- The event spans t..u (u = t but for a pass through a video camera's view). The only visit
+  -- it can belong to: the latest one starting no later than t + gap. Visits are more than a
+  -- gap apart, so an event within a gap of its span joins it, even out of order.
   local started = 1
   local found = redis.call('ZRANGE', visits, int(t + gap), '-inf', 'BYSCORE', 'REV', 'LIMIT', 0, 1)
   if #found == 1 then
@@ -78,22 +80,27 @@ local function record(event_id, visits, index, day_hash, day_uv, day_members, t,
     s, e, n = tonumber(s), tonumber(e), tonumber(n)
     if t <= e + gap then
       started = 0
-      local ns, ne = math.min(s, t), math.max(e, t)
+      local ns, ne = math.min(s, t), math.max(e, u)
       redis.call('ZREM', visits, found[1])
       redis.call('ZADD', visits, int(ns), visit(ns, ne, d, n + 1))
       -- Dwell belongs to the day the visit started on; add only what this event lengthened.
       local visit_day = day_base .. d
       local grown = (ne - ns) - (e - s)
       if grown > 0 then redis.call('HINCRBY', visit_day, 'dwell_ms', int(grown)) end
-      -- A visit's dwell is measured once it has two events (see store.py's definitions).
-      if n == 1 then redis.call('HINCRBY', visit_day, 'dwell_visits', 1) end
+      -- A visit's dwell is measured once it has two events or a span (store.py's definitions);
+      -- one that started with a span was counted then.
+      if n == 1 and e == s then redis.call('HINCRBY', visit_day, 'dwell_visits', 1) end
       keep_stats(visit_day)
     end
   end
 
   if started == 1 then
-    redis.call('ZADD', visits, int(t), visit(t, t, day, 1))
+    redis.call('ZADD', visits, int(t), visit(t, u, day, 1))
     redis.call('HINCRBY', day_hash, 'pv', 1)
+    if u > t then
+      redis.call('HINCRBY', day_hash, 'dwell_ms', int(u - t))
+      redis.call('HINCRBY', day_hash, 'dwell_visits', 1)
+    end
     if redis.call('SADD', day_uv, person) == 1 then
       redis.call('HINCRBY', day_hash, 'uv', 1)
       -- Returning: a visit to this store that started before this local day.
@@ -139,12 +146,13 @@ end
 local out = {}
 local events = (#KEYS - 3) / 7
 for i = 0, events - 1 do
-  local k, a = 3 + i * 7, 8 + i * 9
+  local k, a = 3 + i * 7, 8 + i * 10
   local seen, visits, index = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local day_hash, day_uv, day_members, erased = KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7]
   local t, day, day_start = tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
   local person, member, camera, event_id = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   local position, offset = ARGV[a + 8], tonumber(ARGV[a + 9])
+  local u = math.max(t, tonumber(ARGV[a + 10]))
 
   local status, started = 1, 0
   local mark = position ~= '' and redis.call('HGET', offsets, position)
@@ -157,7 +165,7 @@ for i = 0, events - 1 do
     if erased_at and t <= tonumber(erased_at) then
       status = -1
     else
-      started = record(event_id, visits, index, day_hash, day_uv, day_members, t, day,
+      started = record(event_id, visits, index, day_hash, day_uv, day_members, t, u, day,
                        day_start, person, member, camera)
       -- Remembered last: a script that failed half-way (a bug) leaves no trace of the event,
       -- so the runner's retry is visible instead of a silent loss.

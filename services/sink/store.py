@@ -49,10 +49,12 @@ Definitions (all in event time, ``captured_at``; the camera does not matter):
   returning: one did. Decided when their first visit of D is applied, and corrected when a visit
   on an earlier day is applied after it (a store's cameras go through different detectors, so
   its events can arrive out of order across days): D's visitor then turns returning.
-- *dwell* of a visit: its last event time minus its first. A single-event visit has no
-  measurable dwell and is left out of the average (``dwell_visits`` counts the visits with two
-  or more events; ``dwell_ms`` sums their dwell), so the average is not dragged to zero by
-  people who passed one camera once.
+- *dwell* of a visit: the end of its last event minus the start of its first. An event is an
+  instant (``captured_at``), or for a person's pass through a video camera's view the span
+  from ``captured_at`` to ``last_seen``. A visit of one instant has no measurable dwell and is
+  left out of the average (``dwell_visits`` counts the visits with two or more events or a
+  span; ``dwell_ms`` sums their dwell), so the average is not dragged to zero by people who
+  passed one camera once.
 
 Aggregate counters hold no identity and survive erasure and the expiry of the day sets.
 """
@@ -225,6 +227,7 @@ def plan(
             event.event_id,
             position.field if position else "",
             position.offset if position else -1,
+            epoch_ms(event.last_seen or event.captured_at),
         ),
         common=(
             sink.visit_gap_seconds * 1000,

@@ -182,9 +182,20 @@ def test_video_is_published_at_the_fps_cap(
     assert result.exit_code == 0, result.output
     assert result.output.startswith("published 3 frames")
 
+    # Each run's frames are marked as video and followed by the video's end: a record with no
+    # image, at the last frame's time, that ends the camera's open passes at the detector.
+    assert "the video's end sent for 1 camera(s)" in result.output
     records = read_frames(pipeline)
-    assert len(records) == 7
+    assert len(records) == 9
+    ends = [FrameMeta.from_headers(r.headers) for r in (records[4], records[8])]
+    assert [r.value for r in (records[4], records[8])] == [b"", b""]
+    assert {m.video for m in ends} == {"end"}
+    assert [m.captured_at for m in ends] == [
+        FrameMeta.from_headers(records[i].headers).captured_at for i in (3, 7)
+    ]
+    records = records[:4] + records[5:8]
     metas = [FrameMeta.from_headers(r.headers) for r in records]
+    assert {m.video for m in metas} == {"frame"}
     assert all(m.content_type == "image/jpeg" and m.camera_id == "door-1" for m in metas)
     assert all(load_image(r.value).shape == (240, 320, 3) for r in records)
     first = [m.captured_at for m in metas[:4]]

@@ -25,6 +25,7 @@ from PIL import Image
 from prometheus_client import REGISTRY
 
 from facestream.core.engine import MODEL_VERSION, EngineConfig, FaceEngine
+from facestream.core.passes import VideoPasses
 from facestream.runtime.logs import FORMAT, ContextFilter, log_context
 from facestream.runtime.runner import Poison, Record, Runner, make_producer, where
 from facestream.runtime.settings import PipelineSettings
@@ -209,6 +210,89 @@ def test_both_key_forms_are_accepted_and_counted(handler: DetectorHandler, multi
     assert decode(FaceObservation, old[0].value).observation_id == "old-key:0"
     assert metric("facestream_frame_keys_total", form="camera") == camera + 1
     assert metric("facestream_frame_keys_total", form="store") == store + 1
+
+
+@pytest.fixture(scope="module")
+def video_records(datasets: Path) -> list[Record]:
+    """The real hamilton clip as a camera publishes it (5 frames a second, marked as video,
+    keyed store/camera), then the end-of-video record, at offsets 0.. of one partition."""
+    from facestream.services.camera.publisher import VideoEnds, frame_meta
+    from facestream.services.camera.video import frames_from_video
+
+    clip = datasets / "video" / "short_hamilton_clip.mp4"
+    ends = VideoEnds()
+    metas = []
+    for f in frames_from_video(str(clip), CAMERA, fps=5.0, clock=lambda: T0):
+        m = frame_meta(STORE, f)
+        ends.saw(m, f.source)
+        metas.append((m, f.data))
+    (end,) = ends.ends()
+    metas.append((end, b""))
+    return [
+        Record("frames.v1", 0, offset, KEY, data, m.to_headers())
+        for offset, (m, data) in enumerate(metas)
+    ]
+
+
+def video_handler(engine: FaceEngine) -> DetectorHandler:
+    settings = DetectorSettings()
+    return DetectorHandler(
+        engine,
+        encodings_topic="encodings.v1",
+        passes=VideoPasses.from_settings(engine, settings),
+    )
+
+
+def test_video_frames_are_observed_once_per_pass(
+    detector_engine: FaceEngine, video_records: list[Record]
+) -> None:
+    """A video camera's frames give one observation per person pass, published when the pass
+    ends or the video does; a batch handled again (its outputs were not acknowledged) goes
+    back to the last commit and gives the same observations; a partition that moves away
+    drops its cameras' open passes."""
+    straight = video_handler(detector_engine)
+    expected = [o.value for r in video_records for o in straight.handle(r)]
+    observations = [decode(FaceObservation, v) for v in expected]
+    faces_in_frames = metric("facestream_video_frames_total", search="full")
+    assert observations, "the clip shows several people"
+    assert len(observations) < len(video_records) // 2
+    assert all(o.frames and o.last_seen and o.store_id == STORE for o in observations)
+    assert len({o.observation_id for o in observations}) == len(observations)
+    assert faces_in_frames > 0
+
+    # Committed after the first third; the second third handled, not acknowledged, handled
+    # again with the rest.
+    handler = video_handler(detector_engine)
+    third = len(video_records) // 3
+    out = [o.value for r in video_records[:third] for o in handler.handle(r)]
+    handler.before_commit()
+    for r in video_records[third : 2 * third]:
+        handler.handle(r)
+    out += [o.value for r in video_records[third:] for o in handler.handle(r)]
+    assert out == expected
+
+    # Revoked with passes open: they are dropped and counted, not published later.
+    dropped = metric("facestream_passes_total", outcome="dropped")
+    moved = video_handler(detector_engine)
+    for r in video_records[: 2 * third]:
+        moved.handle(r)
+    assert moved.passes is not None
+    open_passes = sum(c.open_passes for c in moved.passes.cameras.values())
+    moved.on_revoked([TopicPartition("frames.v1", 0)])
+    assert moved.passes.cameras == {}
+    assert metric("facestream_passes_total", outcome="dropped") == dropped + open_passes
+
+
+def test_video_frames_without_passes_are_stills(
+    handler: DetectorHandler, video_records: list[Record]
+) -> None:
+    """With passes off (FACESTREAM_DETECTOR_VIDEO_PASSES=false) a video frame's faces are
+    observed one by one and the end-of-video record is taken and ignored, not dead-lettered."""
+    assert handler.passes is None
+    assert handler.handle(video_records[-1]) == []
+    faces = [o for r in video_records[:10] for o in handler.handle(r)]
+    assert faces
+    assert all(decode(FaceObservation, o.value).frames is None for o in faces)
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,7 +45,8 @@ def day_of(settings: PipelineSettings, r: redis.Redis, store: str = "s1") -> tup
 def test_the_plan_matches_the_script_layout(pipeline: PipelineSettings) -> None:
     p = plan(match("a", T0), SINK, "fs", Position(TOPIC, 3, 17))
     assert (len(p.keys), len(p.args)) == (KEYS_PER_EVENT, ARGS_PER_EVENT)
-    assert p.args[-2:] == (f"{TOPIC}:3", 17)
+    # ... the position, then the end of the event's span (an instant: its own time).
+    assert p.args[-3:] == (f"{TOPIC}:3", 17, p.args[0])
     assert all("{s1}" in key for key in p.keys)
 
 

@@ -88,6 +88,40 @@ def test_visits_are_cut_by_the_gap_in_event_time(pipeline, client):
     assert (s.dwell_seconds_avg, s.dwell_visits) == (600.0, 1)
 
 
+def test_a_pass_through_a_video_camera_has_its_own_dwell(pipeline, client):
+    """A match of a person's pass (``last_seen`` set) spans captured_at..last_seen: a visit of
+    one pass has a dwell, and a later event of the visit extends it from the span's end."""
+    p = pipeline.redis_prefix
+
+    def passing(who: str, at: datetime, seconds: float) -> MatchEvent:
+        return match(who, at).model_copy(update={"last_seen": at + timedelta(seconds=seconds)})
+
+    out = apply(
+        client,
+        p,
+        passing("a", T0, 40),  # one pass of 40 s: dwell 40 s
+        passing("b", T0, 30),
+        match("b", T0 + timedelta(seconds=10)),  # inside b's pass: nothing longer
+        passing("b", T0 + timedelta(minutes=5), 60),  # b back in view: the visit is 6 min
+        passing("c", T0, 0),  # one frame: an instant, no dwell
+    )
+    assert [o.visit_started for o in out] == [True, True, False, False, True]
+    s = stats(pipeline, client)
+    assert (s.pv, s.uv, s.dwell_visits) == (3, 3, 2)
+    assert s.dwell_seconds_avg == (40 + 360) / 2
+    start = int(T0.timestamp() * 1000)
+    visits = client.zrange(StoreKeys(p, "s1").visits("f:b"), 0, -1)
+    assert visits == [f"{start}|{start + 360_000}|{DAY}|3"]
+    # A second event of c's instant visit makes it measured, once.
+    apply(client, p, match("c", T0 + timedelta(seconds=20)))
+    s = stats(pipeline, client)
+    assert (s.dwell_visits, s.dwell_seconds_avg) == (3, (40 + 360 + 20) / 3)
+    with pytest.raises(ValueError, match="last_seen is before"):
+        MatchEvent.model_validate(
+            {**match("d", T0).model_dump(), "last_seen": T0 - timedelta(seconds=1)}
+        )
+
+
 def test_cameras_of_one_store_count_once_and_stores_apart(pipeline, client):
     p = pipeline.redis_prefix
     apply(
