@@ -18,9 +18,10 @@ or when the camera's video ends (an ``end`` record); a camera whose frames go ba
 
 State and failure: the open passes live in the process. The central detector keeps a copy as
 of its last commit and goes back to it when a batch is handled again, so a retried batch gives
-the same observations (services/detector). A crash, or a partition moving to another
-detector, loses the open passes of its cameras: at most ``max_open_seconds`` of each camera's
-passes, counted as ``dropped`` (the new owner follows the faces from the next frame on).
+the same observations; before a partition moves to another detector, or the detector stops, it
+ends the open passes of that partition's cameras and publishes them (services/detector). A
+crash loses them: at most ``max_open_seconds`` plus ``max_gap_seconds`` of each camera's
+passes (the new owner follows the faces from the next frame on).
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ class VideoPasses:
         self.schedule = schedule or ScheduleConfig()
         self.cameras: dict[CameraKey, CameraPasses] = {}
         self.dropped = 0
-        """Open passes given up (:meth:`drop`): a rebalance or restart loses them."""
+        """Open passes given up (:meth:`drop`) without being published."""
 
     @classmethod
     def from_settings(cls, engine: FaceEngine, settings: DetectorSettings) -> VideoPasses:
@@ -189,7 +190,12 @@ class VideoPasses:
 
     def end(self, meta: FrameMeta) -> list[FaceObservation]:
         """The camera's video ended: its open passes as observations."""
-        camera = self.cameras.pop((meta.store_id, meta.camera_id), None)
+        return self.end_camera((meta.store_id, meta.camera_id))
+
+    def end_camera(self, key: CameraKey) -> list[FaceObservation]:
+        """End camera ``key``'s open passes now (its video ended, or its frames are going to
+        another detector) and forget it."""
+        camera = self.cameras.pop(key, None)
         return camera.end() if camera is not None else []
 
     def end_all(self) -> list[FaceObservation]:

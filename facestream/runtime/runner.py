@@ -178,6 +178,14 @@ class Handler:
         """Partitions no longer ours (everything handled from them is already committed).
         Same caveat as :meth:`on_assigned`."""
 
+    def drain(self, partitions: Sequence[TopicPartition] | None) -> Sequence[Output]:
+        """Outputs owed for records already handled and committed that the handler still
+        holds back (the detector's open passes), to publish before ``partitions`` go to
+        another worker, or before the worker stops (``None``: every partition). The runner
+        sends and flushes them at once, before :meth:`on_revoked`; a send that fails is
+        logged, and nothing replays it (its input is committed)."""
+        return ()
+
     def before_commit(self) -> None:
         """Make the batch's own side effects durable; raising prevents the commit."""
 
@@ -199,12 +207,14 @@ def poison_reason(exc: BaseException) -> tuple[str, str] | None:
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.handler = runner.handler
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         if revoked:
             log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
+            self.runner.drain(list(revoked))
             self.handler.on_revoked(list(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
@@ -259,7 +269,7 @@ class Runner:
             max_poll_interval_ms=600_000,
             **(consumer_options or {}),
         )
-        self.consumer.subscribe([topic], listener=_Listener(handler))
+        self.consumer.subscribe([topic], listener=_Listener(self))
         self.health.require("assigned", lambda: self._assigned)
         self.health.require_each("handler", handler.readiness)
 
@@ -308,8 +318,35 @@ class Runner:
         finally:
             self.close()
 
+    def drain(self, partitions: Sequence[TopicPartition] | None) -> None:
+        """Send and flush what the handler owes for ``partitions`` (None: all) before they go
+        (:meth:`Handler.drain`); failures are logged, not raised (a rebalance or a stop must go
+        on)."""
+        try:
+            outputs = self.handler.drain(partitions)
+            if not outputs:
+                return
+            futures = [
+                self.producer.send(
+                    out.topic,
+                    value=out.value,
+                    key=out.key,
+                    headers=out.headers,
+                    partition=out.partition,
+                )
+                for out in outputs
+            ]
+            self.producer.flush(timeout=30)
+            for future, out in zip(futures, outputs, strict=True):
+                future.get(timeout=30)  # raises if that send failed
+                metrics.OUTPUTS.labels(self.handler.stage, out.kind).inc()
+            log.info("published %d held-back outputs before giving partitions up", len(outputs))
+        except Exception:
+            log.exception("held-back outputs could not be published; they are lost")
+
     def close(self) -> None:
         try:
+            self.drain(None)
             self.producer.flush(timeout=10)
         finally:
             self.producer.close(timeout=10)

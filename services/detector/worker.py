@@ -12,8 +12,9 @@ be handled raises :class:`Poison` and is dead-lettered by the runner.
 Frames a camera marks as video go to :class:`~facestream.core.passes.VideoPasses` instead: one
 observation per person pass, published when the pass ends. Its state (the open passes) is kept
 as of the last commit, and a batch handled again (its outputs were not acknowledged) starts
-from that copy, so it gives the same observations; partitions that move away take their
-cameras' open passes with them (lost, counted in ``facestream_passes_total{outcome="dropped"}``).
+from that copy, so it gives the same observations. Before partitions move to another detector,
+or the detector stops, their cameras' open passes are ended as of the last commit and published
+(:meth:`DetectorHandler.drain`); only a crash loses them.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ VIDEO_FRAMES = Counter(
 )
 PASSES = Counter(
     "facestream_passes_total",
-    "Person passes on video cameras: published as an observation, or dropped open (their "
-    "partition moved to another detector).",
+    "Person passes on video cameras: published as an observation (at their end, or early when "
+    "their partition moves or the detector stops), or dropped open (drain not possible).",
     ["outcome"],
 )
 
@@ -124,6 +125,9 @@ class DetectorHandler(Handler):
         self._handled[place] = record.offset
         delay = (self.clock() - meta.captured_at).total_seconds()
         metrics.EVENT_DELAY.labels(STAGE).observe(max(0.0, delay))
+        return self._outputs(observations)
+
+    def _outputs(self, observations: Sequence[FaceObservation]) -> list[Output]:
         # Keyed by store, whatever the frame's key: one matcher owns a store's observations.
         return [
             Output(
@@ -140,6 +144,28 @@ class DetectorHandler(Handler):
             self._committed = (self.passes.snapshot(), dict(self._handled))
         else:
             self._committed = ({}, dict(self._handled))
+
+    def drain(self, partitions: Sequence[TopicPartition] | None) -> Sequence[Output]:
+        """The open passes of the cameras on ``partitions`` (None: every camera), ended as of
+        the last commit: the frames behind them are committed, and the next owner of a camera
+        follows its faces from the next frame on (a person in view is then seen as a second
+        pass, which the sink joins into the same visit)."""
+        if self.passes is None:
+            return []
+        places = None if partitions is None else {(tp.topic, tp.partition) for tp in partitions}
+        cameras = [key for key, where in self._where.items() if places is None or where in places]
+        # What the committed frames give: a batch not committed is replayed by the next owner.
+        self.passes.restore(self._committed[0], cameras)
+        ended = [o for key in cameras for o in self.passes.end_camera(key)]
+        for key in cameras:  # owed once: neither a later drain nor a rewind brings them back
+            del self._where[key]
+            self._committed[0].pop(key, None)
+        PASSES.labels("published").inc(len(ended))
+        if ended:
+            log.info(
+                "%d open passes of %d cameras ended early and published", len(ended), len(cameras)
+            )
+        return self._outputs(ended)
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}

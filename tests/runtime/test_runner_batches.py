@@ -1,9 +1,12 @@
 """The runner hands a handler each poll batch whole (``Handler.prepare``) before its records one
-by one, on the real broker; a failing ``prepare`` costs only its speed-up."""
+by one, on the real broker; a failing ``prepare`` costs only its speed-up. What a handler holds
+back (``Handler.drain``) is published when the worker stops."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from kafka import TopicPartition
 
 from facestream.runtime.runner import Handler, KafkaRecord, Output, Runner, make_producer
 from facestream.runtime.settings import PipelineSettings
@@ -64,3 +67,45 @@ def test_each_poll_batch_is_prepared_whole_before_its_records_are_handled(
     _run(pipeline, failing, pipeline.group("failing"))
     assert [v for v, _ in failing.handled] == values  # handled as if prepare had not run
     assert [r.value for r in read_topic(pipeline, pipeline.topics.matches)] == values
+
+
+class Holding(Handler):
+    """Publishes nothing while handling; owes one output per record, drained at the end (as
+    the detector owes its open passes)."""
+
+    stage = "test"
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.held: list[tuple[int, bytes | None]] = []
+        self.drained: list[object] = []
+
+    def handle(self, record: KafkaRecord) -> Sequence[Output]:
+        self.held.append((record.partition, record.value))
+        return []
+
+    def drain(self, partitions: Sequence[TopicPartition] | None) -> Sequence[Output]:
+        self.drained.append(None if partitions is None else sorted(p.partition for p in partitions))
+        wanted = None if partitions is None else {p.partition for p in partitions}
+        owed = [v for p, v in self.held if wanted is None or p in wanted]
+        self.held = [(p, v) for p, v in self.held if wanted is not None and p not in wanted]
+        return [Output(self.out, v, key=b"s1") for v in owed]
+
+
+def test_what_a_handler_holds_back_is_published_when_the_worker_stops(
+    pipeline: PipelineSettings,
+) -> None:
+    values = [f"h{i}".encode() for i in range(5)]
+    producer = make_producer(pipeline)
+    try:
+        for v in values:
+            producer.send(pipeline.topics.frames, v, key=b"s1").get(timeout=20)
+    finally:
+        producer.close()
+    handler = Holding(pipeline.topics.encodings)
+    runner = Runner(
+        handler, kafka=pipeline, topic=pipeline.topics.frames, group=pipeline.group("holding")
+    )
+    runner.run(max_idle_seconds=3)  # closes the runner: drain(None) once, then stops
+    assert handler.drained == [None] and handler.held == []
+    assert [r.value for r in read_topic(pipeline, pipeline.topics.encodings)] == values

@@ -249,7 +249,7 @@ def test_video_frames_are_observed_once_per_pass(
     """A video camera's frames give one observation per person pass, published when the pass
     ends or the video does; a batch handled again (its outputs were not acknowledged) goes
     back to the last commit and gives the same observations; a partition that moves away
-    drops its cameras' open passes."""
+    first publishes its cameras' open passes as of the last commit."""
     straight = video_handler(detector_engine)
     expected = [o.value for r in video_records for o in straight.handle(r)]
     observations = [decode(FaceObservation, v) for v in expected]
@@ -271,13 +271,32 @@ def test_video_frames_are_observed_once_per_pass(
     out += [o.value for r in video_records[third:] for o in handler.handle(r)]
     assert out == expected
 
-    # Revoked with passes open: they are dropped and counted, not published later.
+    # Before the partition goes (a rebalance, a stop), the open passes are ended as of the last
+    # commit and published: what an end record right after the committed frames would give.
+    reference = video_handler(detector_engine)
+    for r in video_records[:third]:
+        reference.handle(r)
+    ended_then = [o.value for o in reference.handle(video_records[-1])]
+    moving = video_handler(detector_engine)
+    for r in video_records[:third]:
+        moving.handle(r)
+    moving.before_commit()
+    for r in video_records[third : 2 * third]:
+        moving.handle(r)  # not committed: the next owner handles these frames again
+    assert moving.drain([TopicPartition("frames.v1", 1)]) == []  # not this camera's partition
+    drained = [o.value for o in moving.drain([TopicPartition("frames.v1", 0)])]
+    assert drained == ended_then and drained
+    assert moving.passes is not None and moving.passes.cameras == {}
+    assert moving.drain(None) == []  # nothing is owed twice
+
+    # Revoked with passes open and not drained (drain failed): dropped and counted.
     dropped = metric("facestream_passes_total", outcome="dropped")
     moved = video_handler(detector_engine)
     for r in video_records[: 2 * third]:
         moved.handle(r)
     assert moved.passes is not None
     open_passes = sum(c.open_passes for c in moved.passes.cameras.values())
+    assert open_passes
     moved.on_revoked([TopicPartition("frames.v1", 0)])
     assert moved.passes.cameras == {}
     assert metric("facestream_passes_total", outcome="dropped") == dropped + open_passes
@@ -547,3 +566,35 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(
     assert sum(ids.values()) - len(ids) <= batch
     assert {i.split(":")[0] for i in ids} == {f"f-{i:02d}" for i in range(total) if faces[i % 3]}
     assert committed_lag(pipeline, group, pipeline.topics.frames) == 0
+
+
+@pytest.mark.timeout(180)
+def test_a_stopping_detector_publishes_its_open_passes(
+    pipeline: PipelineSettings,
+    detector_engine: FaceEngine,
+    video_records: list[Record],
+    tmp_path: Path,
+) -> None:
+    """The real detector process, stopped (here: idle) in the middle of a video with no end
+    record: before it stops it publishes its cameras' open passes, as an end record right
+    after its last frame would have, instead of losing them."""
+    frames = video_records[:25]  # the first 5 s of the clip; people in view at the cut
+    reference = video_handler(detector_engine)
+    expected = [o.value for r in frames for o in reference.handle(r)]
+    owed = [o.value for o in reference.handle(video_records[-1])]
+    assert owed, "someone is in view when the frames stop"
+    send_all(pipeline, frames)
+    log = tmp_path / "detector.log"
+    with log.open("wb") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "facestream.services.detector", "--max-idle-seconds", "3"],
+            env=pipeline_env(pipeline),
+            stdout=out,
+            stderr=out,
+            timeout=150,
+            check=False,
+        )
+    assert done.returncode == 0, log.read_text()
+    published = [r.value for r in read_topic(pipeline, pipeline.topics.encodings)]
+    assert published == expected + owed, log.read_text()
+    assert "ended early and published" in log.read_text()
