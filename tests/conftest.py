@@ -9,6 +9,7 @@ import pytest
 
 from facestream.core.datasets import datasets_root
 from facestream.core.engine import FaceEngine
+from facestream.tools import walkby
 
 # Fixtures for the tests on the real broker and Redis (topics, settings per test).
 pytest_plugins = ("tests.kafka_fixtures",)
@@ -39,3 +40,16 @@ def multi(datasets: Path) -> Path:
 @pytest.fixture(scope="session")
 def engine() -> FaceEngine:
     return FaceEngine()
+
+
+def render_walkby(
+    plan: walkby.ClipPlan,
+    lfw: Path,
+    engine: FaceEngine,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """A walk-by clip of ``plan`` rendered from the shared LFW photos into a fresh folder
+    (``walkby.CLIP`` and ``walkby.TRUTH`` in it): for a test module's ``clip`` fixture."""
+    out = tmp_path_factory.mktemp("walkby")
+    walkby.render(lfw, out, plan, engine)
+    return out

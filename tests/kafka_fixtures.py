@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,3 +96,24 @@ def read_topic(settings: PipelineSettings, topic: str, timeout: float = 20.0) ->
         return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:
         consumer.close()
+
+
+def run_detector_until_idle(settings: PipelineSettings, log: Path, idle_seconds: int = 3) -> None:
+    """Run the real detector process over ``settings``' frames until its input has been idle
+    for ``idle_seconds`` (it then stops as on SIGTERM); its output in ``log``."""
+    with log.open("wb") as out:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "facestream.services.detector",
+                "--max-idle-seconds",
+                str(idle_seconds),
+            ],
+            env=pipeline_env(settings),
+            stdout=out,
+            stderr=out,
+            timeout=150,
+            check=False,
+        )
+    assert done.returncode == 0, log.read_text()

@@ -326,16 +326,7 @@ class Runner:
             outputs = self.handler.drain(partitions)
             if not outputs:
                 return
-            futures = [
-                self.producer.send(
-                    out.topic,
-                    value=out.value,
-                    key=out.key,
-                    headers=out.headers,
-                    partition=out.partition,
-                )
-                for out in outputs
-            ]
+            futures = [self._send(out) for out in outputs]
             self.producer.flush(timeout=30)
             for future, out in zip(futures, outputs, strict=True):
                 future.get(timeout=30)  # raises if that send failed
@@ -369,15 +360,7 @@ class Runner:
                 with log_context(where(record)):
                     outputs = self._handle(record)
                 for out in outputs:
-                    futures.append(
-                        self.producer.send(
-                            out.topic,
-                            value=out.value,
-                            key=out.key,
-                            headers=out.headers,
-                            partition=out.partition,
-                        )
-                    )
+                    futures.append(self._send(out))
                     metrics.OUTPUTS.labels(stage, out.kind).inc()
                 commit[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
         try:
@@ -408,6 +391,12 @@ class Runner:
             # idempotent; the new owner replays from the last commit. Carry on.
             metrics.RETRIES.labels(stage).inc()
             log.warning("commit refused during a rebalance; the new owner replays the batch")
+
+    def _send(self, out: Output) -> Any:
+        """Send one output (the producer's future)."""
+        return self.producer.send(
+            out.topic, value=out.value, key=out.key, headers=out.headers, partition=out.partition
+        )
 
     def _handle(self, record: KafkaRecord) -> Sequence[Output]:
         stage = self.handler.stage

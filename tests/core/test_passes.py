@@ -17,6 +17,7 @@ from facestream.schemas import FaceObservation, FrameMeta
 from facestream.services.camera.publisher import Frame, frame_meta
 from facestream.services.camera.video import frames_from_video
 from facestream.tools import walkby
+from tests.conftest import render_walkby
 
 PLAN = walkby.ClipPlan(people=3, returning=1, fps=10.0, seed=5)
 FPS = 5.0
@@ -25,9 +26,7 @@ START = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def clip(lfw: Path, engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("walkby")
-    walkby.render(lfw, out, PLAN, engine)
-    return out
+    return render_walkby(PLAN, lfw, engine, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

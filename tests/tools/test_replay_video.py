@@ -16,6 +16,7 @@ from facestream.cli.pipeline import replay as replay_command
 from facestream.core.engine import FaceEngine
 from facestream.runtime.settings import PipelineSettings
 from facestream.tools import replay, walkby
+from tests.conftest import render_walkby
 
 PLAN = walkby.ClipPlan(people=4, returning=2, fps=10.0, seed=3)
 FPS = 5.0
@@ -24,9 +25,7 @@ START = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def clip(lfw: Path, engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("walkby")
-    walkby.render(lfw, out, PLAN, engine)
-    return out
+    return render_walkby(PLAN, lfw, engine, tmp_path_factory)
 
 
 @pytest.mark.timeout(600)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +26,8 @@ from facestream.services.camera.edge import EdgeReport, detect_and_publish
 from facestream.services.camera.publisher import Frame, derive_frame_id, publish
 from facestream.services.camera.video import frames_from_video
 from facestream.tools import walkby
-from tests.kafka_fixtures import pipeline_env, read_topic
+from tests.conftest import render_walkby
+from tests.kafka_fixtures import pipeline_env, read_topic, run_detector_until_idle
 
 STORE = "store-5"
 CAMERA = "door"
@@ -40,9 +39,7 @@ FPS = 5.0
 @pytest.fixture(scope="module")
 def clip(lfw: Path, engine: FaceEngine, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A rendered walk-by clip (2 people, 3 passes) and its truth."""
-    out = tmp_path_factory.mktemp("walkby")
-    walkby.render(lfw, out, PLAN, engine)
-    return out
+    return render_walkby(PLAN, lfw, engine, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -96,17 +93,7 @@ def test_edge_observations_are_the_central_detectors(
     finally:
         producer.close(timeout=5)
     assert sent.published == report.frames and sent.ends == 1
-    log = tmp_path / "detector.log"
-    with log.open("wb") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "facestream.services.detector", "--max-idle-seconds", "3"],
-            env=pipeline_env(pipeline),
-            stdout=out,
-            stderr=out,
-            timeout=150,
-            check=False,
-        )
-    assert done.returncode == 0, log.read_text()
+    run_detector_until_idle(pipeline, tmp_path / "detector.log")
     both = read_topic(pipeline, pipeline.topics.encodings)
     assert {(r.key, r.partition) for r in both} == {(STORE.encode(), edge[0].partition)}
     central = observations(both[len(edge) :])

@@ -33,7 +33,7 @@ from facestream.schemas import DeadLetter, FaceObservation, FrameMeta, decode
 from facestream.schemas.keys import frame_key, partition_for
 from facestream.services.detector.cli import detector_command
 from facestream.services.detector.worker import DetectorHandler, DetectorSettings
-from tests.kafka_fixtures import PARTITIONS, pipeline_env, read_topic
+from tests.kafka_fixtures import PARTITIONS, pipeline_env, read_topic, run_detector_until_idle
 
 STORE = "store-7"
 CAMERA = "door-1"
@@ -585,16 +585,7 @@ def test_a_stopping_detector_publishes_its_open_passes(
     assert owed, "someone is in view when the frames stop"
     send_all(pipeline, frames)
     log = tmp_path / "detector.log"
-    with log.open("wb") as out:
-        done = subprocess.run(
-            [sys.executable, "-m", "facestream.services.detector", "--max-idle-seconds", "3"],
-            env=pipeline_env(pipeline),
-            stdout=out,
-            stderr=out,
-            timeout=150,
-            check=False,
-        )
-    assert done.returncode == 0, log.read_text()
+    run_detector_until_idle(pipeline, log)
     published = [r.value for r in read_topic(pipeline, pipeline.topics.encodings)]
     assert published == expected + owed, log.read_text()
     assert "ended early and published" in log.read_text()
