@@ -406,6 +406,13 @@ def test_bad_input_is_dead_lettered_or_handled_and_nothing_good_is_lost(
             ("frame: non-UTF-8 header of ours", jpeg, {"camera_id": b"\xff\xfe"}, "invalid"),
             ("frame: captured_at header twice", jpeg, {"twice": "captured_at"}, "invalid"),
             ("frame: key is not the store id", jpeg, {"key": b"store-other"}, "key_mismatch"),
+            ("frame: video header of no known value", jpeg, {"add": ("video", b"film")}, "invalid"),
+            (
+                "frame: video frame that is not an image",
+                b"hello, detector",
+                {"add": ("video", b"frame")},
+                "image_not_an_image",
+            ),
         ]
         for kind, value, options, reason in frame_cases:
             frame_id = f"bad-frame-{len(feed.sent)}"
@@ -415,6 +422,8 @@ def test_bad_input_is_dead_lettered_or_handled_and_nothing_good_is_lost(
                 headers = [(k, v) for k, v in headers if k != options["drop"]]
             if "twice" in options:
                 headers.append((options["twice"], NOW.isoformat().encode()))
+            if "add" in options:
+                headers.append(options["add"])
             for name, text in options.items():
                 if name in FrameMeta.model_fields:
                     raw = text if isinstance(text, bytes) else text.encode()
@@ -522,6 +531,27 @@ def test_bad_input_is_dead_lettered_or_handled_and_nothing_good_is_lost(
                 "invalid",
             ),
             ("observation: unknown field", js(observation("o", v, extra="x")), None, "invalid"),
+            (
+                "observation: a pass with frames but no last_seen",
+                js(observation("o", v, frames=12)),
+                None,
+                "invalid",
+            ),
+            (
+                "observation: a pass last seen before it started",
+                js(
+                    observation(
+                        "o",
+                        v,
+                        last_seen=(NOW - timedelta(seconds=5)).isoformat(),
+                        frames=12,
+                        encoded=3,
+                        averaged=2,
+                    )
+                ),
+                None,
+                "invalid",
+            ),
             (
                 "observation: captured 1970-01-01",
                 js(observation("o", v, captured_at="1970-01-01T00:00:00+01:00")),
