@@ -168,8 +168,6 @@ class VideoPasses:
         self.track = track or TrackConfig()
         self.schedule = schedule or ScheduleConfig()
         self.cameras: dict[CameraKey, CameraPasses] = {}
-        self.dropped = 0
-        """Open passes given up (:meth:`drop`) without being published."""
 
     @classmethod
     def from_settings(cls, engine: FaceEngine, settings: DetectorSettings) -> VideoPasses:
@@ -211,7 +209,6 @@ class VideoPasses:
         for key in keys:
             camera = self.cameras.pop(key, None)
             lost += camera.open_passes if camera is not None else 0
-        self.dropped += lost
         return lost
 
     def snapshot(self) -> dict[CameraKey, CameraPasses]:
