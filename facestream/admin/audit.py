@@ -15,8 +15,11 @@ module reads every place that can hold a member (member id) or an anonymous visi
   names the subject (only possible with ``FACESTREAM_DLQ_KEEP_PAYLOAD``) stays readable until
   retention deletes it.
 
-Match events (``matches.v1``) name people too, but hold no encoding and are deleted by
-retention within 7 days; they are not read here: that would mean reading a week of traffic.
+* the stream topics (``frames.v1``, ``encodings.v1``, ``matches.v1``; :mod:`.streams`), once
+  the subject has a tombstone: how many records written before it the partitions that may hold
+  the subject still keep, of every store in them. They are not read (which of a week of frames
+  and encodings are the subject's no reading can tell), only counted; retention deletes them,
+  or ``facestream erase --cut-streams`` deletes those every reader has read.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from facestream.admin.dead_letters import dead_letters
+from facestream.admin.streams import held_before
 from facestream.core.gallery import Gallery
 from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.settings import PipelineSettings
@@ -109,10 +113,12 @@ def audit(
             kind, (store, person) = "visitor", ident
             stores = [store]
             wanted = {topics.identities: store}
-        places = [
+        read = [
             _topic_place(settings, topic, subject, store_of, timeout)
             for topic, store_of in wanted.items()
         ]
+        places = [place for place, _ in read]
+        erased_at = max((at for _, at in read if at is not None), default=None)
         found = traces(person, settings, stores=stores)
         held = found["visits"] + found["day_sets"] + found["arrivals"]
         places.append(
@@ -132,19 +138,39 @@ def audit(
     places += [
         Place(d.topic, False, d.naming, d.detail) for d in dead_letters(subject, settings, timeout)
     ]
+    if erased_at is not None:
+        places += _stream_places(settings, subject, erased_at)
     return Audit(subject, kind, tuple(places), acked)
+
+
+def _stream_places(settings: PipelineSettings, subject: str, erased_at: int) -> list[Place]:
+    """What the stream topics still keep from before the subject's tombstone (``erased_at``,
+    ms)."""
+    places = []
+    for topic, (held, partitions) in held_before(settings, subject, erased_at).items():
+        detail = (
+            f"{held} records written before the erasure still held in {partitions} partitions "
+            "that may hold the subject (of every store there); retention deletes them, or "
+            "facestream erase --cut-streams"
+            if held
+            else f"nothing written before the erasure left in {partitions} partitions"
+        )
+        places.append(Place(topic, False, held, detail))
+    return places
 
 
 def _topic_place(
     settings: PipelineSettings, topic: str, key: str, store: str | None, timeout: float
-) -> Place:
-    """The records of ``key`` in ``topic`` (the store's partition for a visitor)."""
-    values, tombstoned = 0, False
+) -> tuple[Place, int | None]:
+    """The records of ``key`` in ``topic`` (the store's partition for a visitor), and the time
+    (ms) of the latest tombstone of it, if any."""
+    values, tombstoned, erased_at = 0, False, None
     raw = key.encode()
     select = None if store is None else of_store(store)
     for record in read_to_end(settings, topic, lambda r: r.key == raw, timeout, select):
         if record.value is None:
             tombstoned = True
+            erased_at = record.timestamp
         else:
             values += 1
             tombstoned = False
@@ -159,7 +185,7 @@ def _topic_place(
             if values
             else "tombstoned; no older value readable"
         )
-    return Place(topic, live, values, detail)
+    return Place(topic, live, values, detail), erased_at if tombstoned else None
 
 
 def _gallery_place(path: Path, identity_id: str) -> Place:

@@ -5,7 +5,9 @@
 compacted topic that holds them (for a member also on ``member-samples.v1``, which holds the
 samples the matchers learned for them), waits (bounded) until every live matcher has
 acknowledged it in Redis, then asks the sink to purge their visits, when the sink provides
-that. Last it says what the dead-letter topics may still hold (:mod:`.dead_letters`).
+that. Then it says what the dead-letter topics may still hold (:mod:`.dead_letters`). Asked
+to, it last cuts the stream topics (and the dead-letter topics that hold something of anyone)
+of what was written before it began and every reader has read (:mod:`.streams`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from kafka.structs import TopicPartition
+
 from facestream.admin.dead_letters import DeadLetterPlace, dead_letters
+from facestream.admin.streams import (
+    StreamCut,
+    cut_streams,
+    end_offsets,
+    stream_topics,
+    subject_partitions,
+)
+from facestream.runtime import kafka_clients
 from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
@@ -71,7 +83,9 @@ class Erasure:
     """The API gallery files named, each with what was removed from it."""
     dead_letters: tuple[DeadLetterPlace, ...] | None = None
     """What the dead-letter topics still hold of the subject, until their retention deletes
-    it (nothing erases a dead letter); None when they could not be read in time."""
+    it unless the erasure cuts it (:attr:`streams`); None when they could not be read in time."""
+    streams: tuple[StreamCut, ...] | None = None
+    """What the cut of the stream topics did, per topic; None when no cut was asked for."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form that ``facestream erase --json`` prints."""
@@ -92,6 +106,7 @@ class Erasure:
             "dead_letters": (
                 None if self.dead_letters is None else [d.as_dict() for d in self.dead_letters]
             ),
+            "streams": None if self.streams is None else [c.as_dict() for c in self.streams],
         }
 
 
@@ -101,6 +116,7 @@ def erase(
     timeout: float = 30.0,
     galleries: Sequence[Path] = (),
     read_timeout: float = 60.0,
+    cut: bool = False,
 ) -> Erasure:
     """Erase a member (``subject`` = member id) or a visitor (``store/face_id``) everywhere.
 
@@ -109,13 +125,19 @@ def erase(
     ``timeout`` seconds for every matcher that is alive (heartbeat in the last 30 s) to
     acknowledge it, purges the subject's visits in Redis through the sink, then reads the
     dead-letter topics (``read_timeout`` each). ``confirmed`` is true when every such matcher
-    acknowledged. Raises :class:`~facestream.core.gallery.GalleryError` or :class:`OSError`
-    for a gallery file that cannot be read or written."""
+    acknowledged. With ``cut``, it last deletes from the stream topics' partitions that may
+    hold the subject every record written before it began that every reader has read, and from
+    each dead-letter topic that holds a payload or names the subject all it held then
+    (:func:`~facestream.admin.streams.cut_streams`). Raises
+    :class:`~facestream.core.gallery.GalleryError` or :class:`OSError` for a gallery file that
+    cannot be read or written."""
     topics = settings.topics
     ident = split_identity_key(subject)
     person = subject if ident is None else ident[1]
     # The API's galleries hold people under the id they were enrolled with.
     removed = tuple(GalleryErasure(path, erase_identity(path, person)) for path in galleries)
+    # What the stream topics held when the erasure began: a cut goes no further.
+    marks = _stream_marks(subject, settings) if cut else None
     client = redis_client(settings)
     # Who must confirm: the matchers alive now. One that starts later reads the tombstone
     # (or, once compacted, nothing of the subject) when it builds its state.
@@ -156,6 +178,7 @@ def erase(
         if not waiting or time.monotonic() > deadline:
             break
         time.sleep(0.2)
+    dead = _dead_letters(subject, settings, read_timeout)
     return Erasure(
         subject=subject,
         kind=kind,
@@ -166,8 +189,46 @@ def erase(
         confirmed=not waiting,
         visits_purged=_purge_visits(subject, settings),
         galleries=removed,
-        dead_letters=_dead_letters(subject, settings, read_timeout),
+        dead_letters=dead,
+        streams=None if marks is None else _cut(settings, marks, dead, meta.timestamp),
     )
+
+
+def _stream_marks(subject: str, settings: PipelineSettings) -> dict[TopicPartition, int]:
+    """End offsets now of the partitions of the stream topics that may hold ``subject``, and
+    of every dead-letter topic's partitions."""
+    topics = settings.topics
+    admin = kafka_clients.admin(settings)
+    try:
+        streams = subject_partitions(settings, admin, subject, stream_topics(settings))
+        dlqs = subject_partitions(
+            settings, admin, subject, [topics.dlq(t) for t in stream_topics(settings)]
+        )
+        return end_offsets(admin, streams + dlqs)
+    finally:
+        admin.close()
+
+
+def _cut(
+    settings: PipelineSettings,
+    marks: dict[TopicPartition, int],
+    dead: tuple[DeadLetterPlace, ...] | None,
+    erased_at_ms: int,
+) -> tuple[StreamCut, ...]:
+    """Cut the stream topics, and the dead-letter topics that hold something of anyone (all
+    of them when they could not be read), up to ``marks``."""
+    holding = None if dead is None else {d.topic for d in dead if d.naming or d.payloads}
+    streams = set(stream_topics(settings))
+    wanted = {
+        tp: o
+        for tp, o in marks.items()
+        if tp.topic in streams or holding is None or tp.topic in holding
+    }
+    admin = kafka_clients.admin(settings)
+    try:
+        return cut_streams(settings, admin, wanted, erased_at_ms)
+    finally:
+        admin.close()
 
 
 def _dead_letters(

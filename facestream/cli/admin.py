@@ -63,18 +63,29 @@ def print_members_report(report: MembersReport, as_json: bool) -> None:
     show_default=True,
     help="Seconds to wait for the matchers' confirmations.",
 )
+@click.option(
+    "--cut-streams",
+    "cut",
+    is_flag=True,
+    help="Also delete from frames.v1, encodings.v1 and matches.v1 (the partitions that may hold "
+    "SUBJECT) every record written before the erasure that every consumer group has read, of "
+    "every store in those partitions, and empty the dead-letter topics that hold a payload or "
+    "name SUBJECT. Records written before then can no longer be replayed.",
+)
 @progress_option
 @json_option
 def erase_command(
     subject: str,
     galleries: tuple[Path, ...],
     timeout: float,
+    cut: bool,
     progress: bool | None,
     as_json: bool,
 ) -> None:
     """Erase SUBJECT everywhere: a member id, or a visitor as STORE/FACE_ID; from each API
     gallery file named too. Then say what the dead-letter topics still hold of it, and until
-    when (nothing deletes a dead letter before its topic's retention).
+    when. The stream topics keep the subject's frames, encodings and match events until their
+    retention deletes them, unless --cut-streams.
 
     Exits with status 1 when not every live matcher confirmed in time."""
     from facestream.admin.erasure import erase
@@ -85,7 +96,7 @@ def erase_command(
     if show_progress(progress):
         say(f"erasing {subject}; waiting up to {timeout:g}s for every live matcher to confirm")
     try:
-        result = erase(subject, settings, timeout, galleries)
+        result = erase(subject, settings, timeout, galleries, cut=cut)
     except (GalleryError, OSError) as exc:
         fail(f"{subject} not erased: {exc}")
     if as_json:
@@ -116,6 +127,8 @@ def _print_erasure(result: Erasure) -> None:
         click.echo("dead-letter topics: not read in time (facestream audit reads them)")
     for place in result.dead_letters or ():
         click.echo(f"{place.topic}: {place.detail}")
+    for cut in result.streams or ():
+        click.echo(f"cut {cut.topic}: {cut.detail}")
 
 
 @click.command("audit")

@@ -149,10 +149,15 @@ def test_by_default_no_dead_letter_holds_anything_of_the_person(
     assert [(d["naming"], d["payloads"], d["gone_by"]) for d in erased["dead_letters"]] == [
         (0, 0, None)
     ] * 3
-    text = subprocess.run([*command, "--gallery", str(gallery)], env=env, capture_output=True)
+    text = subprocess.run(
+        [*command, "--gallery", str(gallery), "--cut-streams"], env=env, capture_output=True
+    )
     assert text.returncode == 0, text.stderr[-2000:]
     lines = text.stdout.decode().splitlines()
     assert f"gallery {gallery}: not in it" in lines
+    # The detector read the one frame: it goes; the dead-letter topics keep no payload: kept.
+    assert f"cut {pipeline.topics.frames}: 1 records deleted over 4 partitions" in lines
+    assert not any(line.startswith("cut ") and line.split()[1].endswith(".dlq:") for line in lines)
     assert (
         f"{pipeline.topics.dlq(pipeline.topics.matches)}: no dead letter names the subject or "
         "keeps a payload"
@@ -192,3 +197,23 @@ def test_kept_payloads_name_the_person_and_the_audit_finds_them(
     assert b": erased" in done.stdout
     found = audit(subject, pipeline)
     assert found.erased and not found.gone
+
+    # Cutting the streams empties the dead-letter topics that keep payloads, and deletes from
+    # the stream topics what every stage has read, but the last minute of match events.
+    cut = erase(subject, pipeline, timeout=5, cut=True)
+    assert cut.streams is not None
+    by_cut = {c.topic: (c.deleted, c.held, c.held_by) for c in cut.streams}
+    assert by_cut == {
+        topics.frames: (1, 0, ()),
+        topics.encodings: (1, 0, ()),
+        topics.matches: (0, 1, ()),
+        **{topics.dlq(t): (1, 0, ()) for t in (topics.frames, topics.encodings, topics.matches)},
+    }
+    streams = (topics.frames, topics.encodings, topics.matches)
+    assert [len(read_topic(pipeline, t)) for t in streams] == [0, 0, 1]
+    assert [len(read_topic(pipeline, topics.dlq(t))) for t in streams] == [0, 0, 0]
+    # The audit counts the same: nothing in the dead-letter topics, one match event from before
+    # the erasure, which retention deletes.
+    after = {p.place: p.readable for p in audit(subject, pipeline).places}
+    assert [after[t] for t in streams] == [0, 0, 1]
+    assert [after[topics.dlq(t)] for t in streams] == [0, 0, 0]
