@@ -65,6 +65,12 @@ class DetectorSettings(BaseSettings):
     pass_max_open_seconds: float = Field(default=10.0, gt=0, le=600)
     """A face in view this long is published anyway and goes on as a new pass (bounds the
     latency of a person standing in view, and what a crash can lose)."""
+    video_max_cameras: int = Field(default=64, ge=1, le=100_000)
+    """Video cameras followed at once. Past it, the camera whose latest frame is the oldest
+    has its open passes published and is forgotten (it starts afresh with its next frame), so
+    frames naming ever new cameras cannot grow a detector without bound. A detector has the
+    CPU for a few cameras only (docs/pipeline-benchmarks.md), so 64 is reached only by cameras
+    that stopped without an end record, or by bad input."""
     group_instance_id: str | None = Field(default=None, min_length=1, max_length=200)
     """Static group membership (KIP-345), as the sink's: a detector restarted with the same id
     gets its partitions back at once instead of waiting out its dead predecessor's session

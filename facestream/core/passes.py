@@ -16,6 +16,10 @@ seen for ``max_gap_seconds`` of the camera's later frames, after ``max_open_seco
 or when the camera's video ends (an ``end`` record); a camera whose frames go back in time
 (a new video on the same camera id) ends its passes first and starts again.
 
+At most ``max_cameras`` cameras are followed: past it, the camera whose latest frame is the
+oldest (event time, so the choice is the same however often a batch is handled) has its open
+passes published with the frame that made room, and starts afresh with its next frame.
+
 State and failure: the open passes live in the process. The central detector keeps a copy as
 of its last commit and goes back to it when a batch is handled again, so a retried batch gives
 the same observations; before a partition moves to another detector, or the detector stops, it
@@ -29,7 +33,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from facestream.core.detection import DetectorSettings
@@ -51,7 +55,10 @@ class PassFrame:
     height: int
     scan: Scan
     observations: list[FaceObservation]
-    """The passes that ended with this frame (of any of the camera's faces), oldest first."""
+    """The passes that ended with this frame (of any of the camera's faces), oldest first,
+    then those of the cameras it made room for."""
+    evicted: tuple[CameraKey, ...] = ()
+    """Cameras forgotten to make room for this frame's (``max_cameras``)."""
 
     @property
     def faces(self) -> int:
@@ -163,10 +170,14 @@ class VideoPasses:
         *,
         track: TrackConfig | None = None,
         schedule: ScheduleConfig | None = None,
+        max_cameras: int = 64,
     ) -> None:
+        if max_cameras < 1:
+            raise ValueError("max_cameras must be >= 1")
         self.engine = engine
         self.track = track or TrackConfig()
         self.schedule = schedule or ScheduleConfig()
+        self.max_cameras = max_cameras
         self.cameras: dict[CameraKey, CameraPasses] = {}
 
     @classmethod
@@ -180,11 +191,24 @@ class VideoPasses:
                 max_open_seconds=settings.pass_max_open_seconds,
             ),
             schedule=ScheduleConfig(motion=search, near_tracks=search),
+            max_cameras=settings.video_max_cameras,
         )
 
     def frame(self, meta: FrameMeta, data: bytes) -> PassFrame:
-        """One video frame of a camera (:meth:`CameraPasses.frame`)."""
-        return self._camera(meta).frame(self.engine, meta, data)
+        """One video frame of a camera (:meth:`CameraPasses.frame`), then room made if the
+        camera is one too many (after the frame: a frame that fails forgets nobody)."""
+        key = (meta.store_id, meta.camera_id)
+        seen = self._camera(meta).frame(self.engine, meta, data)
+        while len(self.cameras) > self.max_cameras:
+            # The camera seen longest ago; a camera's state (its last frame) is what a retried
+            # batch goes back to, so the choice repeats on a retry.
+            victim = min(
+                (k for k in self.cameras if k != key),
+                key=lambda k: (self.cameras[k].last or datetime.min.replace(tzinfo=UTC), k),
+            )
+            seen.observations += self.end_camera(victim)
+            seen.evicted += (victim,)
+        return seen
 
     def end(self, meta: FrameMeta) -> list[FaceObservation]:
         """The camera's video ended: its open passes as observations."""

@@ -74,6 +74,13 @@ PASSES = Counter(
     ["outcome"],
 )
 
+CAMERAS_EVICTED = Counter(
+    "facestream_video_cameras_evicted_total",
+    "Video cameras forgotten to stay within FACESTREAM_DETECTOR_VIDEO_MAX_CAMERAS (their open "
+    "passes published early). Growing steadily: more cameras than the bound, or frames naming "
+    "ever new cameras.",
+)
+
 Place = tuple[str, int]
 """A record's ``(topic, partition)``."""
 
@@ -239,6 +246,17 @@ class DetectorHandler(Handler):
                 FACES_REJECTED.labels(reason).inc()
             FRAMES.labels("video").inc()
             ended = seen.observations
+            for gone in seen.evicted:
+                # Its passes go out with this frame; were its partition handled again, the
+                # camera is not brought back (it is not this frame's to restore).
+                self._where.pop(gone, None)
+                CAMERAS_EVICTED.inc()
+                log.warning(
+                    "following %d video cameras at most: %s/%s forgotten (least recently "
+                    "seen), its open passes published",
+                    passes.max_cameras,
+                    *gone,
+                )
             log.debug(
                 "%dx%d, %d faces, %d passes ended",
                 seen.width,

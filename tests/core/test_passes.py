@@ -181,3 +181,57 @@ def test_stills_and_video_frames_of_one_camera(
     assert frame_meta("s1", still).video is None
     assert ("video", b"frame") in meta.to_headers()
     assert all(name != "video" for name, _ in frame_meta("s1", still).to_headers())
+
+
+def on_camera(
+    frames: list[tuple[FrameMeta, bytes]], camera: str, hours: int
+) -> list[tuple[FrameMeta, bytes]]:
+    """The same frames as another camera's, ``hours`` later."""
+    return [
+        (
+            m.model_copy(
+                update={
+                    "camera_id": camera,
+                    "frame_id": f"{camera}-{m.frame_id}",
+                    "captured_at": m.captured_at + timedelta(hours=hours),
+                }
+            ),
+            d,
+        )
+        for m, d in frames
+    ]
+
+
+def test_past_max_cameras_the_least_recently_seen_camera_is_published_and_forgotten(
+    engine: FaceEngine, frames: list[tuple[FrameMeta, bytes]]
+) -> None:
+    """A detector follows at most ``max_cameras``: a frame of one more camera ends the passes
+    of the camera whose latest frame is the oldest (event time), which come out with that frame,
+    exactly as an end record would have given them; the others go on untouched."""
+    part = frames[: len(frames) // 3]
+    door, aisle = on_camera(part, "door", 0), on_camera(part, "aisle", 1)
+    till = on_camera(frames[:1], "till", 2)
+    alone = VideoPasses(engine)
+    for meta, data in door:
+        alone.frame(meta, data)
+    door_open = alone.end_all()
+    assert door_open, "the door camera must have a pass open when it is forgotten"
+
+    passes = VideoPasses(engine, max_cameras=2)
+    for meta, data in door + aisle:
+        assert passes.frame(meta, data).evicted == ()
+    aisle_state = passes.snapshot_of(("s1", "aisle"))
+    seen = passes.frame(*till[0])
+    assert seen.evicted == (("s1", "door"),)
+    assert [o.to_bytes() for o in seen.observations] == [o.to_bytes() for o in door_open]
+    assert sorted(passes.cameras) == [("s1", "aisle"), ("s1", "till")]
+    # The aisle camera is as it was: its passes go on.
+    before, now = aisle_state[("s1", "aisle")], passes.cameras[("s1", "aisle")]
+    assert (now.last, now.open_passes) == (before.last, before.open_passes)
+    # The forgotten camera starts afresh with its next frame, making room in turn (the aisle
+    # camera's latest frame is now the oldest).
+    again = passes.frame(*door[-1])
+    assert again.evicted == (("s1", "aisle"),)
+    assert passes.cameras[("s1", "door")].origin == door[-1][0].captured_at
+    with pytest.raises(ValueError):
+        VideoPasses(engine, max_cameras=0)

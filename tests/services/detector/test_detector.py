@@ -302,6 +302,44 @@ def test_video_frames_are_observed_once_per_pass(
     assert metric("facestream_passes_total", outcome="dropped") == dropped + open_passes
 
 
+def test_a_detector_at_its_camera_bound_publishes_the_oldest_camera(
+    detector_engine: FaceEngine, video_records: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FACESTREAM_DETECTOR_VIDEO_MAX_CAMERAS=1: a frame of a second camera publishes the first
+    camera's open passes with its own outputs (what a drain would have), counts it, and the
+    forgotten camera is owed nothing more: a drain or a rewind does not bring it back."""
+    monkeypatch.setenv("FACESTREAM_DETECTOR_VIDEO_MAX_CAMERAS", "1")
+    settings = DetectorSettings()
+    assert settings.video_max_cameras == 1
+    third = len(video_records) // 3
+    reference = video_handler(detector_engine)
+    for r in video_records[:third]:
+        reference.handle(r)
+    owed = [o.value for o in reference.handle(video_records[-1])]
+    assert owed
+
+    handler = DetectorHandler(
+        detector_engine,
+        encodings_topic="encodings.v1",
+        passes=VideoPasses.from_settings(detector_engine, settings),
+    )
+    for r in video_records[:third]:
+        handler.handle(r)
+    handler.before_commit()
+    evicted = metric("facestream_video_cameras_evicted_total")
+    # A frame of another camera of the store, later, on another partition.
+    first = video_records[third]
+    meta = FrameMeta.from_headers(first.headers).model_copy(
+        update={"camera_id": "aisle", "frame_id": "aisle-1"}
+    )
+    other = Record("frames.v1", 1, 0, f"{STORE}/aisle".encode(), first.value, meta.to_headers())
+    out = [o.value for o in handler.handle(other)]
+    assert out[-len(owed) :] == owed
+    assert metric("facestream_video_cameras_evicted_total") == evicted + 1
+    assert handler.passes is not None and list(handler.passes.cameras) == [(STORE, "aisle")]
+    assert handler.drain([TopicPartition("frames.v1", 0)]) == []
+
+
 def test_video_frames_without_passes_are_stills(
     handler: DetectorHandler, video_records: list[Record]
 ) -> None:
