@@ -190,8 +190,15 @@ def erase(
         visits_purged=_purge_visits(subject, settings),
         galleries=removed,
         dead_letters=dead,
-        streams=None if marks is None else _cut(settings, marks, dead, meta.timestamp),
+        streams=None if marks is None else _cut(settings, marks, dead, _time_of(meta)),
     )
+
+
+def _time_of(meta: Any) -> int:
+    """The tombstone's time in ms (the broker's answer, else now: a time must never be read as
+    one of Kafka's negative offset sentinels)."""
+    at = getattr(meta, "timestamp", -1)
+    return int(at) if isinstance(at, int) and at > 0 else int(time.time() * 1000)
 
 
 def _stream_marks(subject: str, settings: PipelineSettings) -> dict[TopicPartition, int]:
