@@ -1,4 +1,5 @@
-"""``facestream eval verify|identify``: accuracy of the recognition core on labelled photos."""
+"""``facestream eval verify|identify|passes``: accuracy of the recognition core on labelled photos,
+and of the video pass code on a labelled video."""
 
 from __future__ import annotations
 
@@ -186,4 +187,66 @@ def eval_identify(
             f"for comparison, threshold {report['threshold']} margin {report['margin']}: "
             f"identification {e['identification_rate']:.2%}, "
             f"false accept {e['false_accept_rate']:.2%}"
+        )
+
+
+@eval_group.command("passes")
+@click.option(
+    "--video",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="A camera's video file.",
+)
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV with the header person,enter,leave: one line per time someone crossed the view, "
+    "times in seconds (or m:ss) from the video's start.",
+)
+@click.option(
+    "--fps",
+    type=click.FloatRange(min=0.1, max=60),
+    default=5.0,
+    show_default=True,
+    help="Frames read per second of video, as `facestream camera --video --fps` would send.",
+)
+@json_option
+def eval_passes(video: Path, truth: Path, fps: float, as_json: bool) -> None:
+    """How a video's people become passes (one observation each) with the detector's video
+    code and the FACESTREAM_DETECTOR_* settings in force, against a hand-written truth: passes
+    found, missed and split, stray observations, and whether a returning person's passes are
+    nearest each other."""
+    from facestream.core.detection import DetectorSettings
+    from facestream.services.camera.publisher import CameraError
+    from facestream.tools.pass_eval import TruthError, evaluate, read_truth
+
+    try:
+        passes = read_truth(truth)
+        report = evaluate(video, passes, fps=fps, settings=DetectorSettings()).as_dict()
+    except (TruthError, CameraError) as exc:
+        fail(str(exc))
+    if as_json:
+        emit(report)
+        return
+    reid = report["reidentification"]
+    click.echo(
+        f"{report['video']}: {report['frames']} frames at {fps:g}/s, "
+        f"{report['ms_per_frame']:.0f} ms a frame, {report['encoded']} faces encoded"
+    )
+    click.echo(
+        f"truth passes {report['truth_passes']}, observations {report['observations']}: "
+        f"found {report['found']} (one each: {report['one_to_one']}), missed "
+        f"{report['missed']}, split into {report['split']} extra, stray {report['stray']}"
+    )
+    if reid["returning_passes"]:
+        click.echo(
+            f"returning passes {reid['returning_passes']}: nearest earlier pass is the same "
+            f"person's for {reid['nearest_is_same_person']}; mean distance same person "
+            f"{reid['same_person_mean']}, different people {reid['other_person_mean']}"
+        )
+    for p in report["passes"]:
+        click.echo(
+            f"  {p['person']:>16} {p['enter']:8.1f}-{p['leave']:<8.1f} "
+            f"{len(p['observations'])} observation(s)"
         )

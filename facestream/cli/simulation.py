@@ -280,6 +280,7 @@ def walkby_command(
     summary = {
         "clip": str(out / walkby.CLIP),
         "truth": str(out / walkby.TRUTH),
+        "passes_csv": str(out / walkby.PASSES),
         "frames": clip.frames,
         "fps": fps,
         "people": len(clip.people),
@@ -290,5 +291,5 @@ def walkby_command(
         return
     click.echo(
         f"{clip.frames} frames at {fps:g} fps, {len(clip.people)} people in {len(clip.passes)} "
-        f"passes -> {summary['clip']}\ntruth -> {summary['truth']}"
+        f"passes -> {summary['clip']}\ntruth -> {summary['truth']} and {summary['passes_csv']}"
     )

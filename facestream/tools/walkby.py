@@ -42,6 +42,8 @@ from facestream.schemas.messages import Box
 
 CLIP = "clip.mp4"
 TRUTH = "truth.json"
+PASSES = "passes.csv"
+"""The truth's passes as times (person,enter,leave), the form `facestream eval passes` reads."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class _Sprite:
 
 def render(images: Path, out: Path, plan: ClipPlan, engine: FaceEngine | None = None) -> Clip:
     """Plan a clip from the people photographed in ``images``, render it to ``out/clip.mp4``
-    and write ``out/truth.json``; returns the truth."""
+    and write ``out/truth.json`` and ``out/passes.csv``; returns the truth."""
     import cv2  # heavy, and only rendering needs it
 
     rng = random.Random(plan.seed)
@@ -179,6 +181,10 @@ def render(images: Path, out: Path, plan: ClipPlan, engine: FaceEngine | None = 
         writer.release()
     clip = Clip(plan, frames, passes)
     (out / TRUTH).write_text(json.dumps(clip.as_dict(), indent=1) + "\n")
+    lines = ["person,enter,leave"] + [
+        f"{p.person},{p.first_frame / plan.fps:.2f},{p.last_frame / plan.fps:.2f}" for p in passes
+    ]
+    (out / PASSES).write_text("\n".join(lines) + "\n")
     return clip
 
 
