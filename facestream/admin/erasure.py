@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from facestream.admin.dead_letters import DeadLetterPlace, dead_letters
@@ -85,7 +86,10 @@ class Erasure:
     """What the dead-letter topics still hold of the subject, until their retention deletes
     it unless the erasure cuts it (:attr:`streams`); None when they could not be read in time."""
     streams: tuple[StreamCut, ...] | None = None
-    """What the cut of the stream topics did, per topic; None when no cut was asked for."""
+    """What the cut of the stream topics did, per topic; None when no cut was asked for or it
+    failed (:attr:`cut_error`)."""
+    cut_error: str | None = None
+    """Why the cut failed (the erasure itself is done; run it again to cut)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form that ``facestream erase --json`` prints."""
@@ -107,6 +111,7 @@ class Erasure:
                 None if self.dead_letters is None else [d.as_dict() for d in self.dead_letters]
             ),
             "streams": None if self.streams is None else [c.as_dict() for c in self.streams],
+            "cut_error": self.cut_error,
         }
 
 
@@ -179,6 +184,13 @@ def erase(
             break
         time.sleep(0.2)
     dead = _dead_letters(subject, settings, read_timeout)
+    cuts, cut_error = None, None
+    if marks is not None:
+        try:
+            cuts = _cut(settings, marks, dead, _time_of(meta))
+        except KafkaError as exc:  # permissions, a broker gone: say so, the erasure stands
+            cut_error = f"{type(exc).__name__}: {exc}"
+            log.error("stream topics not cut: %s", cut_error)
     return Erasure(
         subject=subject,
         kind=kind,
@@ -190,7 +202,8 @@ def erase(
         visits_purged=_purge_visits(subject, settings),
         galleries=removed,
         dead_letters=dead,
-        streams=None if marks is None else _cut(settings, marks, dead, _time_of(meta)),
+        streams=cuts,
+        cut_error=cut_error,
     )
 
 

@@ -87,7 +87,7 @@ def erase_command(
     when. The stream topics keep the subject's frames, encodings and match events until their
     retention deletes them, unless --cut-streams.
 
-    Exits with status 1 when not every live matcher confirmed in time."""
+    Exits with status 1 when not every live matcher confirmed in time, or the cut failed."""
     from facestream.admin.erasure import erase
     from facestream.core.gallery import GalleryError
 
@@ -103,7 +103,7 @@ def erase_command(
         emit(result.as_dict())
     else:
         _print_erasure(result)
-    if not result.confirmed:
+    if not result.confirmed or result.cut_error:
         sys.exit(1)
 
 
@@ -129,6 +129,8 @@ def _print_erasure(result: Erasure) -> None:
         click.echo(f"{place.topic}: {place.detail}")
     for cut in result.streams or ():
         click.echo(f"cut {cut.topic}: {cut.detail}")
+    if result.cut_error:
+        click.echo(f"stream topics NOT cut ({result.cut_error}): run the erasure again to cut")
 
 
 @click.command("audit")

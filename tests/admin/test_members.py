@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from kafka.errors import TopicAuthorizationFailedError
 
 from facestream.admin.audit import audit
 from facestream.admin.erasure import erase
@@ -182,8 +183,27 @@ def test_erase_with_no_live_matcher(pipeline: PipelineSettings) -> None:
         "galleries",
         "dead_letters",
         "streams",
+        "cut_error",
     ]
     assert result.as_dict()["streams"] is None  # no cut was asked for
+
+
+def test_a_failed_cut_is_reported_and_the_erasure_stands(
+    pipeline: PipelineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker refuses the cut (a missing permission, say): the tombstone is written, the
+    erasure says why the streams were not cut, and the command exits 1."""
+    import facestream.admin.erasure as erasure
+
+    def refused(*_: object, **__: object) -> None:
+        raise TopicAuthorizationFailedError("not allowed to delete records")
+
+    monkeypatch.setattr(erasure, "cut_streams", refused)
+    result = erase("s7/F-cut", pipeline, timeout=5, cut=True)
+    assert result.tombstone.topic == pipeline.topics.identities
+    assert result.streams is None
+    assert result.cut_error is not None and "not allowed to delete records" in result.cut_error
+    assert result.as_dict()["cut_error"] == result.cut_error
     assert result.as_dict()["tombstone"] == {
         "topic": pipeline.topics.identities,
         "partition": result.tombstone.partition,
