@@ -135,14 +135,16 @@ def erase(
     each dead-letter topic that holds a payload or names the subject all it held then
     (:func:`~facestream.admin.streams.cut_streams`). Raises
     :class:`~facestream.core.gallery.GalleryError` or :class:`OSError` for a gallery file that
-    cannot be read or written."""
+    cannot be read or written, and :class:`~kafka.errors.KafkaError` when, asked to cut, the
+    stream topics cannot be described (before anything is changed)."""
     topics = settings.topics
     ident = split_identity_key(subject)
     person = subject if ident is None else ident[1]
+    # What the stream topics held when the erasure began: a cut goes no further (first, so that
+    # a broker that cannot answer stops the erasure before anything is changed).
+    marks = _stream_marks(subject, settings) if cut else None
     # The API's galleries hold people under the id they were enrolled with.
     removed = tuple(GalleryErasure(path, erase_identity(path, person)) for path in galleries)
-    # What the stream topics held when the erasure began: a cut goes no further.
-    marks = _stream_marks(subject, settings) if cut else None
     client = redis_client(settings)
     # Who must confirm: the matchers alive now. One that starts later reads the tombstone
     # (or, once compacted, nothing of the subject) when it builds its state.

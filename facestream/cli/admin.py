@@ -88,6 +88,8 @@ def erase_command(
     retention deletes them, unless --cut-streams.
 
     Exits with status 1 when not every live matcher confirmed in time, or the cut failed."""
+    from kafka.errors import KafkaError
+
     from facestream.admin.erasure import erase
     from facestream.core.gallery import GalleryError
 
@@ -97,7 +99,7 @@ def erase_command(
         say(f"erasing {subject}; waiting up to {timeout:g}s for every live matcher to confirm")
     try:
         result = erase(subject, settings, timeout, galleries, cut=cut)
-    except (GalleryError, OSError) as exc:
+    except (GalleryError, OSError, KafkaError) as exc:
         fail(f"{subject} not erased: {exc}")
     if as_json:
         emit(result.as_dict())
