@@ -2,9 +2,11 @@
 distance by each photo's neighbourhood among other people beat one fixed distance?
 
     .venv/bin/python -m benchmarks.accuracy.verify_norm [--images DIR] [--pairs FILE]
-        [--k 1 3 10 30]
+        [--k 1 3 10 30] [--landmarks small|large]
 
-Encodes every photo of the folder once (``encode_subjects``, as ``facestream eval verify``).
+Encodes every photo of the folder once (``encode_subjects``, as ``facestream eval verify``;
+``--landmarks large`` aligns faces with dlib's 68-point model instead of the engine's 5-point
+one, to compare the raw distance of both alignments on the same held-out protocol).
 The official pairs are split as ``eval verify`` splits them (``facestream.core.splits``: pairs
 whose two people fall in one half; pairs across the halves are left out). For each half, the
 threshold is fitted on that half's pairs and reported on the other half's pairs; the cohort of
@@ -31,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from facestream.core.datasets import datasets_root
+from facestream.core.engine import EngineConfig
 from facestream.core.evaluation import Pair, best_threshold, encode_subjects, read_pairs
 from facestream.core.photos import image_files
 from facestream.core.splits import SPLITS, Split, person_split
@@ -63,10 +66,12 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=default / "images")
     parser.add_argument("--pairs", type=Path, default=default / "pairs.txt")
     parser.add_argument("--k", type=int, nargs="*", default=[1, 3, 10, 30])
+    parser.add_argument("--landmarks", choices=["small", "large"], default="small")
     args = parser.parse_args()
     paths = [p for d in sorted(args.images.iterdir()) if d.is_dir() for p in image_files(d)]
-    encodings, seconds = encode_subjects(paths, progress=True)
-    print(f"encoded {len(paths)} images in {seconds:.0f} s")
+    config = EngineConfig(landmarks=args.landmarks)
+    encodings, seconds = encode_subjects(paths, config, progress=True)
+    print(f"encoded {len(paths)} images in {seconds:.0f} s ({args.landmarks} landmarks)")
 
     by_half: dict[Split, list[tuple[Path, NDArray[np.float32]]]] = {s: [] for s in SPLITS}
     for path, enc in encodings.items():
