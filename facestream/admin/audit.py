@@ -34,9 +34,10 @@ from facestream.admin.streams import held_before
 from facestream.core.gallery import Gallery
 from facestream.runtime.redis_clients import redis_client
 from facestream.runtime.settings import PipelineSettings
-from facestream.runtime.topic_reads import of_store, read_to_end
-from facestream.schemas.keys import split_identity_key
+from facestream.runtime.topic_reads import of_store, read_to_end, topic_partitions
+from facestream.schemas.keys import partition_for, split_identity_key
 from facestream.services.matcher.presence import acknowledgements
+from facestream.services.matcher.snapshots import SnapshotStore
 from facestream.services.sink.store import traces
 
 
@@ -97,6 +98,7 @@ def audit(
     settings: PipelineSettings,
     galleries: Sequence[Path] = (),
     timeout: float = 60.0,
+    snapshots: SnapshotStore | None = None,
 ) -> Audit:
     """Read every place that can hold ``subject`` (a member id, or ``store/face_id``) and say
     what each holds. Raises :class:`~facestream.runtime.topic_reads.ReadTimeout` when a topic
@@ -135,6 +137,8 @@ def audit(
     finally:
         client.close()
     places += [_gallery_place(path, person) for path in galleries]
+    if snapshots is not None and ident is not None:
+        places.append(_snapshot_place(settings, snapshots, subject, ident[0]))
     places += [
         Place(d.topic, False, d.naming, d.detail) for d in dead_letters(subject, settings, timeout)
     ]
@@ -186,6 +190,25 @@ def _topic_place(
             else "tombstoned; no older value readable"
         )
     return Place(topic, live, values, detail), erased_at if tombstoned else None
+
+
+def _snapshot_place(
+    settings: PipelineSettings, snapshots: SnapshotStore, subject: str, store_id: str
+) -> Place:
+    """Whether the snapshot of the visitor's ``identities.v1`` partition holds them."""
+    topic = settings.topics.identities
+    partition = partition_for(store_id, topic_partitions(settings, settings.topics.encodings))
+    path = snapshots.path(topic, partition)
+    if not snapshots.holds(topic, partition, subject):
+        detail = "no snapshot" if not path.exists() else "not in the snapshot"
+        return Place(str(path), False, 0, detail)
+    return Place(
+        str(path),
+        True,
+        1,
+        "the snapshot holds the visitor (or cannot be read): delete it with facestream erase "
+        "--snapshots, or write it again with facestream snapshot",
+    )
 
 
 def _gallery_place(path: Path, identity_id: str) -> Place:

@@ -38,6 +38,7 @@ from facestream.runtime.topic_reads import ReadTimeout, topic_exists
 from facestream.schemas.keys import partition_for, split_identity_key
 from facestream.services.api.galleryfile import erase_identity
 from facestream.services.matcher.presence import acknowledgements, live_matchers
+from facestream.services.matcher.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class Erasure:
     failed (:attr:`cut_error`)."""
     cut_error: str | None = None
     """Why the cut failed (the erasure itself is done; run it again to cut)."""
+    snapshots_removed: tuple[Path, ...] = ()
+    """Snapshot files of ``identities.v1`` that held the visitor, deleted."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form that ``facestream erase --json`` prints."""
@@ -112,6 +115,7 @@ class Erasure:
             ),
             "streams": None if self.streams is None else [c.as_dict() for c in self.streams],
             "cut_error": self.cut_error,
+            "snapshots_removed": [str(p) for p in self.snapshots_removed],
         }
 
 
@@ -122,6 +126,7 @@ def erase(
     galleries: Sequence[Path] = (),
     read_timeout: float = 60.0,
     cut: bool = False,
+    snapshots: SnapshotStore | None = None,
 ) -> Erasure:
     """Erase a member (``subject`` = member id) or a visitor (``store/face_id``) everywhere.
 
@@ -136,7 +141,10 @@ def erase(
     (:func:`~facestream.admin.streams.cut_streams`). Raises
     :class:`~facestream.core.gallery.GalleryError` or :class:`OSError` for a gallery file that
     cannot be read or written, and :class:`~kafka.errors.KafkaError` when, asked to cut, the
-    stream topics cannot be described (before anything is changed)."""
+    stream topics cannot be described (before anything is changed). With ``snapshots``, the
+    snapshot of a visitor's ``identities.v1`` partition is deleted once the tombstone is
+    written, if it holds the visitor (a snapshot job racing the erasure writes its file again,
+    see :mod:`facestream.services.matcher.snapshot_job`)."""
     topics = settings.topics
     ident = split_identity_key(subject)
     person = subject if ident is None else ident[1]
@@ -175,6 +183,15 @@ def erase(
     finally:
         producer.close(timeout=10)
     log.info("tombstone for %s %s at %s[%d]@%d", kind, subject, topic, meta.partition, meta.offset)
+    dropped: tuple[Path, ...] = ()
+    if (
+        snapshots is not None
+        and kind == "visitor"
+        and snapshots.holds(topic, meta.partition, subject)
+    ):
+        snapshots.remove(topic, meta.partition)
+        dropped = (snapshots.path(topic, meta.partition),)
+        log.info("snapshot %s held %s: deleted", dropped[0], subject)
 
     deadline = time.monotonic() + timeout
     acked: dict[str, float] = {}
@@ -206,6 +223,7 @@ def erase(
         dead_letters=dead,
         streams=cuts,
         cut_error=cut_error,
+        snapshots_removed=dropped,
     )
 
 

@@ -35,6 +35,7 @@ LAZY_COMMANDS = {
     "schemas": "facestream.cli.contracts:schemas_command",
     "erase": "facestream.cli.admin:erase_command",
     "audit": "facestream.cli.admin:audit_command",
+    "snapshot": "facestream.cli.admin:snapshot_command",
     "detector": "facestream.services.detector.cli:detector_command",
     "matcher": "facestream.services.matcher.cli:matcher_command",
     "sink": "facestream.services.sink.cli:sink_command",

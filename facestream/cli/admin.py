@@ -40,6 +40,16 @@ gallery_files_option = click.option(
 )
 
 
+snapshots_option = click.option(
+    "--snapshots",
+    "snapshot_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="FACESTREAM_MATCHER_SNAPSHOT_DIR",
+    help="The matchers' snapshot folder (facestream snapshot; default: "
+    "FACESTREAM_MATCHER_SNAPSHOT_DIR): a visitor's partition snapshot is included.",
+)
+
+
 def print_members_report(report: MembersReport, as_json: bool) -> None:
     """What :func:`facestream.admin.members.publish_members` did, as JSON or as lines."""
     summary = report.as_dict()
@@ -72,6 +82,7 @@ def print_members_report(report: MembersReport, as_json: bool) -> None:
     "every store in those partitions, and empty the dead-letter topics that hold a payload or "
     "name SUBJECT. Records written before then can no longer be replayed.",
 )
+@snapshots_option
 @progress_option
 @json_option
 def erase_command(
@@ -79,6 +90,7 @@ def erase_command(
     galleries: tuple[Path, ...],
     timeout: float,
     cut: bool,
+    snapshot_dir: Path | None,
     progress: bool | None,
     as_json: bool,
 ) -> None:
@@ -92,13 +104,15 @@ def erase_command(
 
     from facestream.admin.erasure import erase
     from facestream.core.gallery import GalleryError
+    from facestream.services.matcher.snapshots import SnapshotStore
 
     settings = PipelineSettings()
+    snapshots = SnapshotStore(snapshot_dir) if snapshot_dir else None
     configure_logging(settings.log_level)
     if show_progress(progress):
         say(f"erasing {subject}; waiting up to {timeout:g}s for every live matcher to confirm")
     try:
-        result = erase(subject, settings, timeout, galleries, cut=cut)
+        result = erase(subject, settings, timeout, galleries, cut=cut, snapshots=snapshots)
     except (GalleryError, OSError, KafkaError) as exc:
         fail(f"{subject} not erased: {exc}")
     if as_json:
@@ -129,6 +143,8 @@ def _print_erasure(result: Erasure) -> None:
         click.echo("dead-letter topics: not read in time (facestream audit reads them)")
     for place in result.dead_letters or ():
         click.echo(f"{place.topic}: {place.detail}")
+    for path in result.snapshots_removed:
+        click.echo(f"snapshot {path}: held the visitor, deleted")
     for cut in result.streams or ():
         click.echo(f"cut {cut.topic}: {cut.detail}")
     if result.cut_error:
@@ -145,18 +161,27 @@ def _print_erasure(result: Erasure) -> None:
     show_default=True,
     help="Seconds to read each topic to its end.",
 )
+@snapshots_option
 @json_option
-def audit_command(subject: str, galleries: tuple[Path, ...], timeout: float, as_json: bool) -> None:
+def audit_command(
+    subject: str,
+    galleries: tuple[Path, ...],
+    timeout: float,
+    snapshot_dir: Path | None,
+    as_json: bool,
+) -> None:
     """Say what every place still holds of SUBJECT: a member id, or a visitor as
     STORE/FACE_ID (the compacted topics, Redis, API gallery files, dead-letter topics).
 
     Exits with status 1 while any place holds the subject as current state; older values that
     only await the topic's compaction are reported but do not fail it."""
     from facestream.admin.audit import audit
+    from facestream.services.matcher.snapshots import SnapshotStore
 
     settings = PipelineSettings()
     configure_logging(settings.log_level)
-    result = audit(subject, settings, galleries, timeout)
+    snapshots = SnapshotStore(snapshot_dir) if snapshot_dir else None
+    result = audit(subject, settings, galleries, timeout, snapshots=snapshots)
     if as_json:
         emit(result.as_dict())
     else:
@@ -169,3 +194,59 @@ def audit_command(subject: str, galleries: tuple[Path, ...], timeout: float, as_
         click.echo(f"{result.kind} {subject}: {verdict}")
     if not result.erased:
         sys.exit(1)
+
+
+@click.command("snapshot")
+@click.option(
+    "--dir",
+    "snapshot_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="FACESTREAM_MATCHER_SNAPSHOT_DIR",
+    required=True,
+    help="Where to write them (default: FACESTREAM_MATCHER_SNAPSHOT_DIR, the matchers' own).",
+)
+@click.option(
+    "--partition",
+    "partitions",
+    type=click.IntRange(min=0),
+    multiple=True,
+    help="Only this partition of identities.v1 (repeatable; default: every partition).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Seconds to read each partition to its end.",
+)
+@json_option
+def snapshot_command(
+    snapshot_dir: Path, partitions: tuple[int, ...], timeout: float, as_json: bool
+) -> None:
+    """Write the snapshot of each identities.v1 partition, for matchers that take a partition
+    over to start from (run it hourly: a snapshot older than
+    FACESTREAM_MATCHER_SNAPSHOT_MAX_AGE_HOURS is not used)."""
+    from facestream.services.matcher.changelog import ChangelogError
+    from facestream.services.matcher.snapshot_job import write_snapshots
+    from facestream.services.matcher.snapshots import SnapshotStore
+
+    settings = PipelineSettings()
+    configure_logging(settings.log_level)
+    try:
+        written = write_snapshots(
+            settings, SnapshotStore(snapshot_dir), list(partitions) or None, timeout
+        )
+    except (ChangelogError, ValueError, OSError) as exc:
+        fail(f"snapshots not written: {exc}")
+    if as_json:
+        emit({"snapshots": [w.as_dict() for w in written]})
+        return
+    for w in written:
+        source = "previous snapshot and its tail" if w.previous else "the whole partition"
+        if w.path is None:
+            click.echo(f"partition {w.partition}: deleted (erasures kept racing it), read again")
+        else:
+            click.echo(
+                f"partition {w.partition}: {w.visitors} visitors, {w.samples} samples at offset "
+                f"{w.offset} from {source} in {w.seconds:.1f} s -> {w.path}"
+            )

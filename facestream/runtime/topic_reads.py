@@ -39,6 +39,15 @@ def topic_exists(settings: KafkaSettings, topic: str) -> bool:
         consumer.close(autocommit=False)
 
 
+def topic_partitions(settings: KafkaSettings, topic: str) -> int:
+    """How many partitions ``topic`` has (0 when the broker does not have it)."""
+    consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None)
+    try:
+        return len(consumer.partitions_for_topic(topic) or ())
+    finally:
+        consumer.close(autocommit=False)
+
+
 def read_to_end(
     settings: KafkaSettings,
     topic: str,

@@ -96,6 +96,19 @@ class ChangelogReader:
         if tps:
             self.consumer.seek_to_beginning(*tps)
 
+    def seek(self, partition: int, offset: int) -> None:
+        """Read ``partition`` from ``offset`` on (the tail after a snapshot)."""
+        self.consumer.seek(TopicPartition(self.topic, partition), offset)
+
+    def first_offset(self, partition: int) -> int:
+        """The partition's first offset still held by the broker."""
+        tp = TopicPartition(self.topic, partition)
+        return int(self.consumer.beginning_offsets([tp])[tp])
+
+    def position(self, partition: int) -> int:
+        """The offset of the next record the reader will apply in ``partition``."""
+        return int(self.consumer.position(TopicPartition(self.topic, partition)))
+
     def skip_to_end(self, partitions: Iterable[int]) -> None:
         """Follow ``partitions`` from now on only. Resolved at once (not lazily at the next
         poll) so that nothing produced after this call is missed."""

@@ -54,3 +54,19 @@ class ErasedKeys:
         for key, _ in due:
             del self._again[key]
         return due
+
+    def in_partition(self, partition: int) -> list[tuple[str, int]]:
+        """``(key, offset)`` of the tombstones remembered in ``partition``, oldest first."""
+        return [(key, at[1]) for key, at in self._at.items() if at[0] == partition]
+
+    def again_in(self, partition: int) -> list[str]:
+        """Keys of ``partition`` written after their tombstone and not yet taken."""
+        return [key for key, p in self._again.items() if p == partition]
+
+    def restore(self, partition: int, tombstones: list[tuple[str, int]], again: list[str]) -> None:
+        """What :meth:`in_partition` and :meth:`again_in` said of ``partition`` (a snapshot
+        taken over): as if its tombstones and late records had been read here."""
+        for key, offset in tombstones:
+            self.tombstoned(key, partition, offset)
+        for key in again:
+            self._again[key] = partition

@@ -28,6 +28,12 @@ REBUILD = Histogram(
     ["tier"],
     buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
+SNAPSHOTS = Counter(
+    "facestream_matcher_snapshots_total",
+    "identities.v1 partitions taken over, by what became of their snapshot: used, missing, or "
+    "refused (corrupt, unreadable, format, mismatch, model_mismatch, stale).",
+    ["outcome"],
+)
 ERASURES = Counter(
     "facestream_matcher_erasures_total", "Tombstones applied to a gallery, by tier.", ["tier"]
 )

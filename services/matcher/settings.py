@@ -26,6 +26,7 @@ from facestream.core.policy import (
     VISITOR_MAX_SAMPLES,
 )
 from facestream.schemas.messages import MAX_MEMBER_LEARNED, MAX_VISITOR_SAMPLES
+from facestream.services.matcher.snapshots import SnapshotStore
 
 ENV_PREFIX: Final = "FACESTREAM_MATCHER_"
 
@@ -56,6 +57,13 @@ class MatcherSettings(BaseSettings):
     vector_dir: str = ""
     """Where ``auto`` galleries keep their raw vectors, in unlinked files mapped into memory
     (512 bytes a sample): a disk-backed folder, not a tmpfs. Empty: the temporary directory."""
+    snapshot_dir: Path | None = None
+    """Where ``facestream snapshot`` writes the snapshots of ``identities.v1``'s partitions
+    (a volume every matcher mounts): a partition taken over starts from its snapshot and reads
+    only the changelog after it. None: every take-over reads the partition from its start."""
+    snapshot_max_age_hours: float = Field(default=24.0, gt=0, le=144)
+    """Snapshots older than this are not used (at most 6 days: tombstones leave
+    ``identities.v1`` after 7, and a tail read from an older offset could miss one)."""
     threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=2)
     """With ``policy=distance``: largest distance at which a face is taken for a member."""
     margin: float = Field(default=DEFAULT_MARGIN, ge=0, le=2)
@@ -114,6 +122,13 @@ class MatcherSettings(BaseSettings):
     past it the matcher stops rather than decide with half its state."""
     heartbeat_seconds: float = Field(default=5.0, gt=0, le=60)
     """How often the matcher tells Redis it is alive (erase waits for live matchers only)."""
+
+    @property
+    def snapshots(self) -> SnapshotStore | None:
+        """The snapshot store of :attr:`snapshot_dir`; None without one."""
+        if self.snapshot_dir is None:
+            return None
+        return SnapshotStore(self.snapshot_dir, timedelta(hours=self.snapshot_max_age_hours))
 
     @property
     def visitor_retention(self) -> timedelta | None:

@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from numpy.typing import NDArray
@@ -49,6 +49,7 @@ from facestream.services.matcher import metrics, ownership
 from facestream.services.matcher.changelog import ChangelogReader, is_recent, of_another_model
 from facestream.services.matcher.erased import ErasedKeys
 from facestream.services.matcher.ownership import Keep
+from facestream.services.matcher.snapshots import Snapshot, SnapshotStore, StoreVisitors
 from facestream.services.matcher.visitors import SampleSource, StoreShard
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,17 @@ class VisitorShards:
         client_id: str,
         retention: timedelta | None = None,
         model_version: str = MODEL_VERSION,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self.topic = topic
+        self.snapshots = snapshots
+        """Where partitions taken over may start from (:mod:`.snapshots`); None: always the
+        whole changelog."""
+        self._wrote = False
+        self._snapshotted: set[int] = set()
+        """Partitions last taken over from a snapshot (see :meth:`from_snapshot`)."""
+        """Whether this matcher changed a shard itself (minted, learned, retired): its shards
+        are then no longer exactly the changelog, and :meth:`snapshot` refuses."""
         self.config = config
         self.model_version = model_version
         """The encoder of this matcher: visitors recorded with another are not loaded."""
@@ -243,6 +253,7 @@ class VisitorShards:
     def mint(self, partition: int, record: IdentityRecord) -> None:
         """Add a newly minted visitor to the store's shard (its record goes to the changelog
         through the runner; reading it back later is a no-op)."""
+        self._wrote = True
         if self._shard(record.store_id, partition).apply(record):
             metrics.VISITOR_SAMPLES.inc()
 
@@ -256,6 +267,7 @@ class VisitorShards:
     ) -> IdentityRecord:
         """Add a sample (of a sighting at ``at``) to a visitor of an owned store; returns the
         record to write."""
+        self._wrote = True
         record = self._shards[store_id].learn(face_id, observation_id, vector, at)
         metrics.VISITOR_SAMPLES.inc()
         return record
@@ -263,6 +275,7 @@ class VisitorShards:
     def sighted(self, store_id: str, face_id: str, at: datetime) -> IdentityRecord | None:
         """A sighting at ``at`` of a visitor of an owned store that taught nothing: the record
         to write when it moves the visitor's ``last_seen`` (see :mod:`.visitors`)."""
+        self._wrote = True
         return self._shards[store_id].sighted(face_id, at)
 
     def retire(self, store_id: str, at: datetime, limit: int) -> list[str]:
@@ -278,6 +291,7 @@ class VisitorShards:
             return []
         retired = shard.expired(shard.clock - self.retention, limit)
         if retired:
+            self._wrote = True
             shard.remove_many(retired)  # one pass over the shard, however many
             metrics.RETIRED.inc(len(retired))
             log.debug("retired %d visitors of store %s", len(retired), store_id)
@@ -337,15 +351,89 @@ class VisitorShards:
         return ranked
 
     def _reconcile(self, wanted: dict[int, Keep]) -> list[int]:
-        """Make what is kept match ``wanted``; returns the partitions to read from the start."""
+        """Make what is kept match ``wanted``; returns the partitions to read again (from their
+        snapshot's offset, or from the start)."""
         plan = ownership.plan(self._keep, wanted)
         for partition, keep in plan.forget.items():
             for store in [s for s, sh in self._shards.items() if sh.partition == partition]:
                 if store not in keep:
                     del self._shards[store]
         self._keep = dict(wanted)
-        self.reader.rewind(plan.rebuild)
+        self._snapshotted -= set(plan.rebuild)
+        from_start = [p for p in plan.rebuild if not self._from_snapshot(p)]
+        self.reader.rewind(from_start)
         return plan.rebuild
+
+    def _from_snapshot(self, partition: int) -> bool:
+        """Load the partition's snapshot, if one may be used, and read on from its offset."""
+        if self.snapshots is None:
+            return False
+        snapshot = self.snapshots.usable(
+            self.topic,
+            partition,
+            partitions=self.partitions,
+            model_version=self.model_version,
+            first_offset=self.reader.first_offset(partition),
+        )
+        if snapshot is None:
+            return False
+        loaded = 0
+        for store in snapshot.stores:
+            # A shard held already (a replica now owned) followed the changelog: it is newer.
+            if store.store_id in self._shards or not ownership.keeps(
+                self._keep, partition, store.store_id
+            ):
+                continue
+            shard = StoreShard(self.config, store.store_id, partition, self.model_version)
+            shard.load(store.visitors, store.vectors)
+            self._shards[store.store_id] = shard
+            loaded += len(store.visitors)
+        self._erased.restore(partition, snapshot.tombstones, snapshot.again)
+        self.reader.seek(partition, snapshot.offset)
+        self._snapshotted.add(partition)
+        log.info(
+            "%s[%d]: %d visitors from the snapshot of %s (offset %d); reading on from there",
+            self.topic,
+            partition,
+            loaded,
+            snapshot.written_at.isoformat(timespec="seconds"),
+            snapshot.offset,
+        )
+        return True
+
+    def from_snapshot(self, partition: int) -> bool:
+        """Whether the partition was last taken over from a snapshot (else from its start)."""
+        return partition in self._snapshotted
+
+    def tombstones(self, partition: int) -> list[tuple[str, int]]:
+        """``(key, offset)`` of the erasure tombstones remembered in ``partition``."""
+        return self._erased.in_partition(partition)
+
+    def snapshot(self, partition: int) -> Snapshot:
+        """Every store shard of ``partition`` as read from the changelog up to the reader's
+        position (for :mod:`.snapshot_job`: a matcher's own shards hold what it minted before
+        reading it back, so this refuses once anything was written here)."""
+        if self._wrote:
+            raise RuntimeError("a matcher's shards are not a snapshot of the changelog")
+        if self._keep.get(partition, frozenset()) is not None:
+            raise RuntimeError(f"partition {partition} is not kept whole")
+        self._settle()
+        stores = []
+        for store_id, shard in self._shards.items():
+            if shard.partition == partition:
+                visitors, vectors = shard.export()
+                stores.append(StoreVisitors(store_id, visitors, vectors))
+        return Snapshot(
+            topic=self.topic,
+            partition=partition,
+            partitions=self.partitions,
+            offset=self.reader.position(partition),
+            written_at=datetime.now(UTC),
+            model_version=self.model_version,
+            stores=stores,
+            tombstones=self._erased.in_partition(partition),
+            again=self._erased.again_in(partition),
+        )
 
     def _shard(self, store_id: str, partition: int) -> StoreShard:
         shard = self._shards.get(store_id)

@@ -61,6 +61,17 @@ class _Visitor:
     they were added, and the record must list them in that order."""
 
 
+@dataclass(frozen=True)
+class VisitorState:
+    """What a shard keeps of a visitor besides its samples (a snapshot's row)."""
+
+    face_id: str
+    first_seen: datetime
+    last_seen: datetime
+    learned_from: tuple[str, ...]
+    """Observation ids of the samples, in order: as many as the visitor has samples."""
+
+
 def _print(vector: NDArray[Any]) -> bytes:
     return hashlib.blake2b(np.asarray(vector, dtype="<f4").tobytes(), digest_size=8).digest()
 
@@ -146,6 +157,55 @@ class StoreShard:
         if self._staged:
             staged, self._staged = self._staged, {}
             self.gallery.add_many((self._identity(f), v) for f, v in staged.items())
+
+    def export(self) -> tuple[list[VisitorState], NDArray[np.float32]]:
+        """Every visitor, in the order the gallery holds them, and their samples, each
+        visitor's in its record's order, one block after another (nothing may be staged)."""
+        if self._staged:
+            raise RuntimeError("a shard with staged samples cannot be exported")
+        owners, vectors = self.gallery.export()
+        rows: dict[str, list[int]] = {}
+        for row, owner in enumerate(owners):
+            rows.setdefault(owner, []).append(row)
+        order: list[int] = []
+        states: list[VisitorState] = []
+        for face_id, visitor in self._visitors.items():
+            held = {_print(vectors[row]): row for row in rows[face_id]}
+            order += [held[p] for p in visitor.prints]
+            states.append(
+                VisitorState(
+                    face_id, visitor.first_seen, visitor.last_seen, tuple(visitor.learned_from)
+                )
+            )
+        return states, vectors[np.asarray(order, dtype=np.intp)].reshape(-1, vectors.shape[1])
+
+    def load(self, states: Iterable[VisitorState], vectors: NDArray[np.float32]) -> None:
+        """Hold exactly these visitors (what :meth:`export` gave), in one ``add_many``: an
+        empty shard only."""
+        if self._visitors:
+            raise RuntimeError("only an empty shard can be loaded")
+        items: list[tuple[Identity, NDArray[np.float32]]] = []
+        start = 0
+        for state in states:
+            end = start + len(state.learned_from)
+            block = vectors[start:end]
+            start = end
+            self._visitors[state.face_id] = _Visitor(
+                state.first_seen,
+                state.last_seen,
+                list(state.learned_from),
+                [_print(v) for v in block],
+            )
+            for index, observation_id in enumerate(state.learned_from):
+                self._source[observation_id] = SampleSource(state.face_id, index)
+            self._by_seen.append((state.last_seen, state.face_id))
+            self.tick(state.last_seen)
+            items.append((self._identity(state.face_id), block))
+        if start != len(vectors):
+            raise ValueError(f"{len(vectors)} samples for visitors that have {start}")
+        heapq.heapify(self._by_seen)
+        self.samples += start
+        self.gallery.add_many(items)
 
     def sighted(self, face_id: str, at: datetime) -> IdentityRecord | None:
         """A sighting of the visitor at ``at`` (event time): the record to write when it moves

@@ -116,6 +116,7 @@ class MatcherHandler(Handler):
             client_id=f"{client}-identities",
             retention=settings.visitor_retention,
             model_version=model_version,
+            snapshots=settings.snapshots,
         )
         self._use_policies(settings)
         self.decider = Decider(

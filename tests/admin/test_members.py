@@ -184,6 +184,7 @@ def test_erase_with_no_live_matcher(pipeline: PipelineSettings) -> None:
         "dead_letters",
         "streams",
         "cut_error",
+        "snapshots_removed",
     ]
     assert result.as_dict()["streams"] is None  # no cut was asked for
 

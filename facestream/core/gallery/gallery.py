@@ -120,6 +120,14 @@ class Gallery:
                 raise UnknownIdentity(identity_id)
             return self._store.of_owner(number)
 
+    def export(self) -> tuple[list[str], Vectors]:
+        """Every sample as its identity's id and its vector, in the order they were added (a
+        copy): what a snapshot of the gallery needs, in one pass rather than one per identity."""
+        with self._lock.read():
+            by_number = self._by_number
+            ids = [by_number[number].id for number in self._store.owners.tolist()]
+            return ids, self._store.vectors
+
     def index_bytes(self) -> int:
         """Bytes of the Faiss index as serialised (what it costs in memory, roughly)."""
         with self._lock.read():
