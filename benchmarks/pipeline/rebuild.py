@@ -12,9 +12,11 @@ an empty gallery; what is left of the take-over is the per-record bookkeeping in
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,12 @@ from facestream.schemas.keys import identity_key, partition_for
 from facestream.services.matcher.changelog import ChangelogReader
 from facestream.services.matcher.member_tier import MemberTier
 from facestream.services.matcher.shards import VisitorShards
+from facestream.services.matcher.snapshot_job import write_snapshots
+from facestream.services.matcher.snapshots import SnapshotStore, read
+
+TAIL = 0.01
+"""Visitors minted after the snapshot, as a share of the shard (an hour of a day's traffic is
+about 4% of a day's visitors; a shard holds months of them)."""
 
 CHUNK = 50_000
 """Visitors generated and sent at a time (a 1e6-record changelog is never all in memory)."""
@@ -55,6 +63,7 @@ def measure_rebuild(
     _publish(pipeline, model, visitors, members, p, rng)
     shard_s = _own(pipeline, p, visitors, timeout)
     split = _split(pipeline, p, timeout)
+    snap = _from_snapshot(pipeline, model, visitors, p, rng, timeout)
     tier = MemberTier(
         kafka=pipeline,
         topic=pipeline.topics.members,
@@ -72,6 +81,7 @@ def measure_rebuild(
         "visitors": visitors,
         "shard_seconds": shard_s,
         **split,
+        **snap,
         "members": members,
         "member_samples": members * PER_PERSON,
         "member_seconds": member_s,
@@ -95,7 +105,8 @@ def measure_sizes(
 
 
 def report(rows: Sequence[dict[str, float]]) -> str:
-    """The take-over table of :func:`measure_sizes`: whole rebuilds and the shard's split."""
+    """The take-over tables of :func:`measure_sizes`: whole rebuilds and the shard's split,
+    then the take-over from a snapshot."""
     table = []
     for r in rows:
         parts = r["fetch_seconds"] + r["decode_seconds"] + r["gallery_seconds"]
@@ -113,7 +124,7 @@ def report(rows: Sequence[dict[str, float]]) -> str:
                 fmt(r["member_seconds"], 1),
             ]
         )
-    return markdown_table(
+    whole = markdown_table(
         [
             "identities.v1 records",
             "shard take-over s (VisitorShards.own)",
@@ -127,6 +138,32 @@ def report(rows: Sequence[dict[str, float]]) -> str:
         ],
         table,
     )
+    snapshots = markdown_table(
+        [
+            "identities.v1 records",
+            "snapshot MB",
+            "facestream snapshot s (from the whole changelog)",
+            "snapshot file read s",
+            "tail records after it",
+            "take-over from snapshot + tail s",
+            "take-over from the whole changelog s",
+            "whole / snapshot",
+        ],
+        [
+            [
+                f"{r['visitors']:,.0f}",
+                fmt(r["snapshot_bytes"] / 1e6, 1),
+                fmt(r["snapshot_job_seconds"], 1),
+                fmt(r["snapshot_read_seconds"], 2),
+                f"{r['tail']:,.0f}",
+                fmt(r["snapshot_takeover_seconds"], 2),
+                fmt(r["shard_seconds"], 1),
+                fmt(r["shard_seconds"] / r["snapshot_takeover_seconds"], 1),
+            ]
+            for r in rows
+        ],
+    )
+    return f"{whole}\n\nFrom a snapshot (FACESTREAM_MATCHER_SNAPSHOT_DIR):\n\n{snapshots}"
 
 
 def _publish(
@@ -136,17 +173,19 @@ def _publish(
     members: int,
     partition: int,
     rng: np.random.Generator,
+    first: int = 0,
 ) -> None:
-    """Write ``visitors`` minted one-sample visitors of :data:`STORE` and ``members`` members
-    with :data:`PER_PERSON` samples each. A producer batching more than the stages' own does:
-    only the changelogs' contents matter here, not how fast they were written."""
+    """Write ``visitors`` minted one-sample visitors (numbered from ``first``) of
+    :data:`STORE` and ``members`` members with :data:`PER_PERSON` samples each. A producer
+    batching more than the stages' own does: only the changelogs' contents matter here, not
+    how fast they were written."""
     topics = pipeline.topics
     producer = kafka_clients.producer(pipeline, acks=1, linger_ms=50, batch_size=1 << 20)
     now = datetime.now(UTC)
     try:
         for start in range(0, visitors, CHUNK):
             count = min(CHUNK, visitors - start)
-            for i, v in enumerate(model.photos(model.people(count, rng), rng), start):
+            for i, v in enumerate(model.photos(model.people(count, rng), rng), first + start):
                 face_id = derived_id("face", f"rebuild-{i}")
                 identity = IdentityRecord.minted(
                     face_id=face_id,
@@ -172,8 +211,15 @@ def _publish(
         producer.close()
 
 
-def _own(pipeline: PipelineSettings, partition: int, visitors: int, timeout: float) -> float:
-    """Seconds of ``VisitorShards.own([partition])`` in a matcher following every partition."""
+def _own(
+    pipeline: PipelineSettings,
+    partition: int,
+    visitors: int,
+    timeout: float,
+    snapshots: SnapshotStore | None = None,
+) -> float:
+    """Seconds of ``VisitorShards.own([partition])`` in a matcher following every partition
+    (from the partition's snapshot when ``snapshots`` has one)."""
     shards = VisitorShards(
         kafka=pipeline,
         topic=pipeline.topics.identities,
@@ -181,15 +227,51 @@ def _own(pipeline: PipelineSettings, partition: int, visitors: int, timeout: flo
         neighbours={},
         on_erased=_ignore,
         client_id="bench-rebuild-identities",
+        snapshots=snapshots,
     )
     try:
         shards.start(timeout)
         seconds = _seconds(lambda: shards.own([partition], timeout))
+        if snapshots is not None and not shards.from_snapshot(partition):
+            raise RuntimeError("the snapshot was not used (see the log)")
         if shards.visitors != visitors:
             raise RuntimeError(f"shard rebuilt with {shards.visitors} visitors, not {visitors}")
         return seconds
     finally:
         shards.close()
+
+
+def _from_snapshot(
+    pipeline: PipelineSettings,
+    model: EncodingModel,
+    visitors: int,
+    partition: int,
+    rng: np.random.Generator,
+    timeout: float,
+) -> dict[str, float]:
+    """The same partition through ``facestream snapshot`` (written from the whole changelog),
+    then :data:`TAIL` of its size minted after the snapshot (an hourly job's tail), then taken
+    over from the snapshot and that tail; and the snapshot file read alone."""
+    tail = max(1, int(visitors * TAIL))
+    with tempfile.TemporaryDirectory(prefix="bench-snapshots-") as folder:
+        store = SnapshotStore(Path(folder))
+        started = time.perf_counter()
+        (written,) = write_snapshots(pipeline, store, [partition], timeout)
+        job_s = time.perf_counter() - started
+        if written.visitors != visitors:
+            raise RuntimeError(f"snapshot of {written.visitors} visitors, not {visitors}")
+        path = store.path(pipeline.topics.identities, partition)
+        size = path.stat().st_size
+        read_s = _seconds(lambda: read(path))
+        _publish(pipeline, model, tail, 0, partition, rng, first=visitors)
+        took = _own(pipeline, partition, visitors + tail, timeout, store)
+    return {
+        "snapshot_job_seconds": job_s,
+        "snapshot_bytes": size,
+        "snapshot_read_seconds": read_s,
+        "tail": tail,
+        "snapshot_takeover_seconds": took,
+    }
 
 
 def _split(pipeline: PipelineSettings, partition: int, timeout: float) -> dict[str, float]:

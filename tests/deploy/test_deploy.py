@@ -329,9 +329,17 @@ def test_kustomizations_list_files_that_exist_and_nothing_is_left_out() -> None:
             assert path.resolve() in referenced, f"{path} is not used by any kustomization"
 
 
-def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def _pod(doc: dict[str, Any]) -> dict[str, Any]:
+    """The pod spec of a workload (a CronJob's is in its job template)."""
     spec = doc.get("spec", {})
-    pod = spec.get("template", {}).get("spec", {})
+    if doc.get("kind") == "CronJob":
+        spec = spec.get("jobTemplate", {}).get("spec", {})
+    pod: dict[str, Any] = spec.get("template", {}).get("spec", {})
+    return pod
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    pod = _pod(doc)
     containers: list[dict[str, Any]] = pod.get("containers", []) + pod.get("initContainers", [])
     return containers
 
@@ -352,9 +360,9 @@ def _workload_problems(docs: list[dict[str, Any]]) -> Iterator[str]:
     """Everything wrong with the workloads in ``docs``, one line each."""
     for doc in docs:
         kind, name = doc["kind"], doc["metadata"]["name"]
-        if kind not in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        if kind not in ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"):
             continue
-        pod = doc["spec"]["template"]["spec"]
+        pod = _pod(doc)
         if pod.get("automountServiceAccountToken") is not False:
             yield f"{kind}/{name}: mounts a service account token it does not need"
         pod_context = pod.get("securityContext", {})
@@ -390,7 +398,7 @@ def _workload_problems(docs: list[dict[str, Any]]) -> Iterator[str]:
                     SECRET_NAME.search(env["name"]) or URL_WITH_PASSWORD.search(str(env["value"]))
                 ):
                     yield f"{where}: {env['name']} is a literal; use valueFrom.secretKeyRef"
-            if kind == "Job":
+            if kind in ("Job", "CronJob"):
                 continue
             paths = {"startupProbe": LIVE, "livenessProbe": LIVE, "readinessProbe": READY}
             for probe, path in paths.items():
@@ -418,6 +426,7 @@ def test_base_manifests_as_written_are_hardened() -> None:
         assert ("Deployment", worker) in kinds
         assert ("Service", f"{worker}-metrics") in kinds
     assert {("Deployment", "api"), ("Service", "api"), ("Job", "topics")} <= kinds
+    assert ("CronJob", "snapshot") in kinds
     for name in (*WORKERS, "api"):
         assert ("PodDisruptionBudget", name) in kinds
     assert ("NetworkPolicy", "facestream-default-deny") in kinds

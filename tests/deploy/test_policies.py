@@ -34,6 +34,8 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "matcher": MatcherSettings,
     "sink": SinkSettings,
     "serve": ApiSettings,
+    # facestream snapshot reads FACESTREAM_MATCHER_SNAPSHOT_DIR, the matchers' own folder.
+    "snapshot": MatcherSettings,
 }
 """The settings model of each role (the container's first argument)."""
 
@@ -44,6 +46,7 @@ EGRESS = {
     "sink": {53, 9092, 6379},
     "api": {53, 6379},
     "topics": {53, 9092},
+    "snapshot": {53, 9092},
 }
 INGRESS = {"detector": {"metrics"}, "matcher": {"metrics"}, "sink": {"metrics"}, "api": {"http"}}
 
@@ -65,11 +68,14 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def _workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] in ("Deployment", "Job")]
+    return [d for d in docs if d["kind"] in ("Deployment", "Job", "CronJob")]
 
 
 def _pod_labels(workload: dict[str, Any]) -> dict[str, str]:
-    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    spec = workload["spec"]
+    if workload["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    labels: dict[str, str] = spec["template"]["metadata"]["labels"]
     return labels
 
 
@@ -121,7 +127,7 @@ def test_network_policies_allow_exactly_what_each_component_uses(
 def test_every_facestream_variable_is_known_to_its_component(
     rendered: list[dict[str, Any]],
 ) -> None:
-    for deployment in (d for d in rendered if d["kind"] == "Deployment"):
+    for deployment in (d for d in rendered if d["kind"] in ("Deployment", "CronJob")):
         for container in _containers(deployment):
             model = SETTINGS[container["args"][0]]
             env = _container_env(rendered, deployment, container["name"])
