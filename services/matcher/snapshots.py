@@ -112,7 +112,8 @@ def path_of(directory: Path, topic: str, partition: int) -> Path:
 def write(directory: Path, snapshot: Snapshot) -> Path:
     """Write ``snapshot`` in place of the partition's previous one (atomically)."""
     path = path_of(directory, snapshot.topic, snapshot.partition)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Faces: readable by the user the matchers and the job run as, nobody else.
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     header = {
         "format": FORMAT,
         "topic": snapshot.topic,
@@ -144,7 +145,8 @@ def write(directory: Path, snapshot: Snapshot) -> Path:
     digest = hashlib.sha256()
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "wb") as out:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(descriptor, "wb") as out:
             for chunk in (MAGIC, struct.pack("<Q", len(head)), head):
                 out.write(chunk)
                 digest.update(chunk)

@@ -238,6 +238,8 @@ def _snapshot(**changes: Any) -> Snapshot:
 def test_snapshot_files_round_trip_and_are_refused_when_they_do_not_fit(tmp_path: Path) -> None:
     written = _snapshot()
     path = write(tmp_path, written)
+    assert path.stat().st_mode & 0o777 == 0o600  # faces: the owner only
+    assert not [p for p in path.parent.iterdir() if p != path]  # no temporary file left
     back = read(path)
     assert back.stores[0].visitors == written.stores[0].visitors
     assert back.stores[0].vectors.tolist() == written.stores[0].vectors.tolist()
