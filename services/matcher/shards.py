@@ -21,6 +21,11 @@ Records are applied one by one, in offset order, but their samples are only stag
 the galleries in bulk when the read hands back (:meth:`VisitorShards._settle`), so that taking
 over a partition costs one gallery build per shard, not one per record.
 
+Snapshots: with a :class:`~.snapshots.SnapshotStore`, a partition to read again starts from its
+snapshot (written by :mod:`.snapshot_job`) when one may be used: its shards are loaded in bulk,
+its tombstones remembered, and the changelog is read from the snapshot's offset instead of the
+start. Stores already held as replicas keep their shards (they followed the changelog).
+
 Retention: before each decision in an owned store, :meth:`VisitorShards.retire` drops the
 store's visitors whose ``last_seen`` is more than the retention period behind the store's clock
 (its latest event time), and the decider tombstones them. Judged at decision time and in event
@@ -85,10 +90,10 @@ class VisitorShards:
         """Where partitions taken over may start from (:mod:`.snapshots`); None: always the
         whole changelog."""
         self._wrote = False
-        self._snapshotted: set[int] = set()
-        """Partitions last taken over from a snapshot (see :meth:`from_snapshot`)."""
         """Whether this matcher changed a shard itself (minted, learned, retired): its shards
         are then no longer exactly the changelog, and :meth:`snapshot` refuses."""
+        self._snapshotted: set[int] = set()
+        """Partitions last taken over from a snapshot (see :meth:`from_snapshot`)."""
         self.config = config
         self.model_version = model_version
         """The encoder of this matcher: visitors recorded with another are not loaded."""
