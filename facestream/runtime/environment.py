@@ -35,6 +35,9 @@ COMPONENT_PREFIXES: Final = (
 
 TOOL_VARIABLES: Final = frozenset(
     {
+        # The matchers' snapshot folder (MatcherSettings.snapshot_dir), which facestream
+        # snapshot, erase and audit also read as their default folder.
+        "FACESTREAM_MATCHER_SNAPSHOT_DIR",
         # facestream.core.datasets: where the sample photos are (tests, demos, CI).
         "FACESTREAM_DATASETS",
         # facestream.devstack: the local Kafka and Redis.
