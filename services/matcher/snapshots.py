@@ -40,6 +40,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from facestream.runtime.bulk import gc_paused
 from facestream.schemas.keys import identity_key
 from facestream.services.matcher import metrics
 from facestream.services.matcher.visitors import VisitorState
@@ -174,6 +175,11 @@ def write(directory: Path, snapshot: Snapshot) -> Path:
 def read(path: Path) -> Snapshot:
     """The snapshot in ``path``; raises :class:`SnapshotError` when it does not check out
     and :class:`OSError` when it cannot be read."""
+    with gc_paused():
+        return _read(path)
+
+
+def _read(path: Path) -> Snapshot:
     data = path.read_bytes()
     if len(data) < len(MAGIC) + 8 + DIGEST or not data.startswith(MAGIC):
         raise SnapshotError("corrupt", f"{path}: not a facestream snapshot")
@@ -191,13 +197,10 @@ def read(path: Path) -> Snapshot:
         vectors = np.frombuffer(body, dtype="<f4", offset=start + length).reshape(-1, DIM)
         stores, at = [], 0
         for entry in header["stores"]:
+            # The header is the job's own JSON, checked by the digest above: read as written.
+            parse = datetime.fromisoformat
             visitors = [
-                VisitorState(
-                    str(face_id),
-                    datetime.fromisoformat(first),
-                    datetime.fromisoformat(last),
-                    tuple(str(o) for o in learned),
-                )
+                VisitorState(face_id, parse(first), parse(last), tuple(learned))
                 for face_id, first, last, learned in entry["visitors"]
             ]
             count = sum(len(v.learned_from) for v in visitors)

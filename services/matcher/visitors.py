@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from facestream.core.engine import MODEL_VERSION
 from facestream.core.gallery import Gallery, GalleryConfig, Identity
+from facestream.runtime.bulk import gc_paused
 from facestream.schemas import IdentityRecord, vector_to_wire
 
 LAST_SEEN_STEP: Final = timedelta(days=1)
@@ -74,6 +75,17 @@ class VisitorState:
 
 def _print(vector: NDArray[Any]) -> bytes:
     return hashlib.blake2b(np.asarray(vector, dtype="<f4").tobytes(), digest_size=8).digest()
+
+
+def _prints(vectors: NDArray[Any]) -> list[bytes]:
+    """:func:`_print` of each row of an (n, 128) block, from one copy of it (in a bulk load a
+    numpy conversion per row costs more than the hash)."""
+    rows = np.ascontiguousarray(vectors, dtype="<f4")
+    raw = memoryview(rows.tobytes())
+    step = 4 * rows.shape[1]
+    return [
+        hashlib.blake2b(raw[i : i + step], digest_size=8).digest() for i in range(0, len(raw), step)
+    ]
 
 
 class StoreShard:
@@ -184,28 +196,34 @@ class StoreShard:
         empty shard only."""
         if self._visitors:
             raise RuntimeError("only an empty shard can be loaded")
-        items: list[tuple[Identity, NDArray[np.float32]]] = []
+        with gc_paused():
+            self._load(states, vectors)
+
+    def _load(self, states: Iterable[VisitorState], vectors: NDArray[np.float32]) -> None:
+        identities: list[Identity] = []
+        counts: list[int] = []
+        prints = _prints(vectors)
         start = 0
         for state in states:
-            end = start + len(state.learned_from)
-            block = vectors[start:end]
-            start = end
+            count = len(state.learned_from)
             self._visitors[state.face_id] = _Visitor(
                 state.first_seen,
                 state.last_seen,
                 list(state.learned_from),
-                [_print(v) for v in block],
+                prints[start : start + count],
             )
+            start += count
             for index, observation_id in enumerate(state.learned_from):
                 self._source[observation_id] = SampleSource(state.face_id, index)
             self._by_seen.append((state.last_seen, state.face_id))
             self.tick(state.last_seen)
-            items.append((self._identity(state.face_id), block))
+            identities.append(self._identity(state.face_id))
+            counts.append(count)
         if start != len(vectors):
             raise ValueError(f"{len(vectors)} samples for visitors that have {start}")
         heapq.heapify(self._by_seen)
         self.samples += start
-        self.gallery.add_many(items)
+        self.gallery.add_rows(identities, counts, vectors)
 
     def sighted(self, face_id: str, at: datetime) -> IdentityRecord | None:
         """A sighting of the visitor at ``at`` (event time): the record to write when it moves

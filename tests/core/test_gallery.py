@@ -230,3 +230,27 @@ def test_decide_threshold_margin_and_unknown() -> None:
     assert alone.reason == "match" and alone.margin is None
     assert _decide([np.inf], [-1]).reason == "empty_gallery"
     assert len(_decide([0.1, 0.2, 0.3], [0, 1, 2], top_k=2).candidates) == 2
+
+
+def test_rows_added_as_one_block_are_the_identities_added_one_by_one() -> None:
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((6, 128)).astype(np.float32)
+    people = [Identity("a"), Identity("b"), Identity("c")]
+    counts = [1, 3, 2]
+    block = Gallery(GalleryConfig(index="flat"))
+    block.add_rows(people, counts, vectors)
+    one_by_one = Gallery(GalleryConfig(index="flat"))
+    one_by_one.add_many(
+        [(people[0], vectors[:1]), (people[1], vectors[1:4]), (people[2], vectors[4:])]
+    )
+    (ids, held), (ids_one, held_one) = block.export(), one_by_one.export()
+    assert ids == ids_one == ["a", "b", "b", "b", "c", "c"]
+    assert np.array_equal(held, vectors) and np.array_equal(held_one, vectors)
+    for probe in vectors + 0.01:
+        assert block.identify(probe) == one_by_one.identify(probe)
+    with pytest.raises(GalleryError, match="3 identities, 2 counts"):
+        block.add_rows(people, [1, 3], vectors[:4])
+    with pytest.raises(GalleryError, match="6 samples counted, 5 given"):
+        block.add_rows(people, counts, vectors[:5])
+    with pytest.raises(GalleryError, match="NaN"):
+        block.add_rows([Identity("d")], [1], np.full((1, 128), np.nan, dtype=np.float32))

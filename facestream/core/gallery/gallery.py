@@ -170,10 +170,24 @@ class Gallery:
             blocks.append(arr if arr.ndim == 2 and arr.shape[1] == DIM else as_vectors(arr))
         if not identities:
             return
-        vecs = self._prepare(as_vectors(np.concatenate(blocks)))
-        counts = [len(b) for b in blocks]
+        self.add_rows(identities, [len(b) for b in blocks], np.concatenate(blocks))
+
+    def add_rows(
+        self, identities: Sequence[Identity], counts: Sequence[int], vectors: VectorInput
+    ) -> None:
+        """:meth:`add_many` of samples already in one block: the first ``counts[0]`` rows of
+        ``vectors`` for ``identities[0]``, and so on (a snapshot loaded: no array per
+        identity)."""
+        if len(identities) != len(counts) or sum(counts) != len(vectors):
+            raise GalleryError(
+                f"{len(identities)} identities, {len(counts)} counts, {sum(counts)} samples "
+                f"counted, {len(vectors)} given"
+            )
+        if not identities:
+            return
+        vecs = self._prepare(as_vectors(vectors))
         with self._lock.write():
-            build = self._add_locked(identities, counts, vecs)
+            build = self._add_locked(list(identities), list(counts), vecs)
         if build is not None:
             self._start_build(build)
 
