@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from facestream.services.matcher.visitors import VisitorState
 from tests.kafka_fixtures import PARTITIONS, pipeline_env
 from tests.services.matcher.test_matcher import T0
 from tests.services.matcher.test_takeover import STORES, _near, _record, _unit
+from tests.services.matcher.test_takeover import closing as closing  # the fixture
 
 KEY = identity_key
 
@@ -75,14 +75,6 @@ def _send(pipeline: PipelineSettings, records: list[tuple[str, bytes | None, lis
         producer.close()
 
 
-@pytest.fixture
-def closing() -> Iterator[list[VisitorShards]]:
-    held: list[VisitorShards] = []
-    yield held
-    for each in held:
-        each.close()
-
-
 def _counting(shards: VisitorShards) -> list[int]:
     """Count the changelog records ``shards`` applies from now on (in a one-item list)."""
     count = [0]
@@ -115,7 +107,7 @@ def _same(one: VisitorShards, other: VisitorShards, faces: dict[str, list[str]])
 
 
 def test_a_partition_taken_over_from_its_snapshot_is_the_one_read_from_its_start(
-    pipeline: PipelineSettings, tmp_path: Path, closing: list[VisitorShards]
+    pipeline: PipelineSettings, tmp_path: Path, closing: list[Any]
 ) -> None:
     a, b = STORES
     looks = {face: _unit() for face in "ABCDEFG"}
@@ -183,7 +175,7 @@ def test_a_partition_taken_over_from_its_snapshot_is_the_one_read_from_its_start
 
 
 def test_a_snapshot_that_cannot_be_trusted_is_not_used(
-    pipeline: PipelineSettings, tmp_path: Path, closing: list[VisitorShards]
+    pipeline: PipelineSettings, tmp_path: Path, closing: list[Any]
 ) -> None:
     a, _ = STORES
     _send(pipeline, [(KEY(a, f"V{i}"), _record(a, f"V{i}", [_unit()]), []) for i in range(3)])
