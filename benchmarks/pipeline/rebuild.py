@@ -12,6 +12,10 @@ an empty gallery; what is left of the take-over is the per-record bookkeeping in
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +39,6 @@ from facestream.schemas.keys import identity_key, partition_for
 from facestream.services.matcher.changelog import ChangelogReader
 from facestream.services.matcher.member_tier import MemberTier
 from facestream.services.matcher.shards import VisitorShards
-from facestream.services.matcher.snapshot_job import write_snapshots
 from facestream.services.matcher.snapshots import SnapshotStore, read
 
 TAIL = 0.01
@@ -143,22 +146,28 @@ def report(rows: Sequence[dict[str, float]]) -> str:
             "identities.v1 records",
             "snapshot MB",
             "facestream snapshot s (from the whole changelog)",
+            "its peak RSS MB",
             "snapshot file read s",
             "tail records after it",
             "take-over from snapshot + tail s",
             "take-over from the whole changelog s",
             "whole / snapshot",
+            "facestream snapshot again s (from its snapshot + tail)",
+            "its peak RSS MB",
         ],
         [
             [
                 f"{r['visitors']:,.0f}",
                 fmt(r["snapshot_bytes"] / 1e6, 1),
                 fmt(r["snapshot_job_seconds"], 1),
+                fmt(r["snapshot_job_peak_bytes"] / 1e6, 0),
                 fmt(r["snapshot_read_seconds"], 2),
                 f"{r['tail']:,.0f}",
                 fmt(r["snapshot_takeover_seconds"], 2),
                 fmt(r["shard_seconds"], 1),
                 fmt(r["shard_seconds"] / r["snapshot_takeover_seconds"], 1),
+                fmt(r["snapshot_job_again_seconds"], 1),
+                fmt(r["snapshot_job_again_peak_bytes"] / 1e6, 0),
             ]
             for r in rows
         ],
@@ -249,29 +258,64 @@ def _from_snapshot(
     rng: np.random.Generator,
     timeout: float,
 ) -> dict[str, float]:
-    """The same partition through ``facestream snapshot`` (written from the whole changelog),
-    then :data:`TAIL` of its size minted after the snapshot (an hourly job's tail), then taken
-    over from the snapshot and that tail; and the snapshot file read alone."""
+    """The same partition through ``facestream snapshot`` (a process of its own, as the
+    CronJob runs it: its time and peak memory), written from the whole changelog; then
+    :data:`TAIL` of its size minted after the snapshot (an hourly job's tail, generously); the
+    partition taken over from the snapshot and that tail; and the job again, now from its
+    previous snapshot (an hourly run's cost). The snapshot file is also read once alone."""
     tail = max(1, int(visitors * TAIL))
     with tempfile.TemporaryDirectory(prefix="bench-snapshots-") as folder:
         store = SnapshotStore(Path(folder))
-        started = time.perf_counter()
-        (written,) = write_snapshots(pipeline, store, [partition], timeout)
-        job_s = time.perf_counter() - started
-        if written.visitors != visitors:
-            raise RuntimeError(f"snapshot of {written.visitors} visitors, not {visitors}")
+        first = _job(pipeline, Path(folder), partition, timeout, visitors)
         path = store.path(pipeline.topics.identities, partition)
         size = path.stat().st_size
         read_s = _seconds(lambda: read(path))
         _publish(pipeline, model, tail, 0, partition, rng, first=visitors)
         took = _own(pipeline, partition, visitors + tail, timeout, store)
+        again = _job(pipeline, Path(folder), partition, timeout, visitors + tail)
     return {
-        "snapshot_job_seconds": job_s,
+        "snapshot_job_seconds": first["seconds"],
+        "snapshot_job_peak_bytes": first["peak_bytes"],
         "snapshot_bytes": size,
         "snapshot_read_seconds": read_s,
         "tail": tail,
         "snapshot_takeover_seconds": took,
+        "snapshot_job_again_seconds": again["seconds"],
+        "snapshot_job_again_peak_bytes": again["peak_bytes"],
     }
+
+
+def _job(
+    pipeline: PipelineSettings, folder: Path, partition: int, timeout: float, visitors: int
+) -> dict[str, float]:
+    """``facestream snapshot --partition P`` in a process of its own: seconds and peak RSS."""
+    command = [
+        str(Path(sys.executable).parent / "facestream"),
+        "snapshot",
+        "--dir",
+        str(folder),
+        "--partition",
+        str(partition),
+        "--timeout",
+        str(timeout),
+        "--json",
+    ]
+    env = {**os.environ, **pipeline.to_env(), "FACESTREAM_METRICS_PORT": "0"}
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        job = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(job.pid, 0)
+        seconds = time.perf_counter() - started
+        job.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode()
+    if job.returncode != 0:
+        raise RuntimeError(f"facestream snapshot exited {job.returncode}: {text[-500:]}")
+    (written,) = json.loads(text)["snapshots"]
+    if written["visitors"] != visitors:
+        raise RuntimeError(f"snapshot of {written['visitors']} visitors, not {visitors}")
+    # ru_maxrss is in KiB on Linux.
+    return {"seconds": seconds, "peak_bytes": float(usage.ru_maxrss) * 1024}
 
 
 def _split(pipeline: PipelineSettings, partition: int, timeout: float) -> dict[str, float]:
