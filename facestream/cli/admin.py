@@ -226,6 +226,7 @@ def snapshot_command(
     """Write the snapshot of each identities.v1 partition, for matchers that take a partition
     over to start from (run it hourly: a snapshot older than
     FACESTREAM_MATCHER_SNAPSHOT_MAX_AGE_HOURS is not used)."""
+    from facestream.runtime.bulk import peak_rss_bytes
     from facestream.services.matcher.changelog import ChangelogError
     from facestream.services.matcher.snapshot_job import write_snapshots
     from facestream.services.matcher.snapshots import SnapshotStore
@@ -239,7 +240,7 @@ def snapshot_command(
     except (ChangelogError, ValueError, OSError) as exc:
         fail(f"snapshots not written: {exc}")
     if as_json:
-        emit({"snapshots": [w.as_dict() for w in written]})
+        emit({"snapshots": [w.as_dict() for w in written], "peak_rss_bytes": peak_rss_bytes()})
         return
     for w in written:
         source = "previous snapshot and its tail" if w.previous else "the whole partition"
@@ -250,3 +251,6 @@ def snapshot_command(
                 f"partition {w.partition}: {w.visitors} visitors, {w.samples} samples at offset "
                 f"{w.offset} from {source} in {w.seconds:.1f} s -> {w.path}"
             )
+    peak = peak_rss_bytes()
+    if peak is not None:
+        click.echo(f"peak memory {peak / 2**20:,.0f} MiB")

@@ -1,11 +1,12 @@
 """Helpers for bulk loads: building millions of small objects at once (a shard loaded from a
-snapshot)."""
+snapshot), and what they cost in memory."""
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 @contextmanager
@@ -21,3 +22,16 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory since it started (Linux: ``VmHWM``); None where the
+    system does not say. Read from /proc rather than ``getrusage``, whose figure for a program
+    started from a large parent can include the parent's memory at the fork."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None

@@ -175,20 +175,23 @@ class StoreShard:
         visitor's in its record's order, one block after another (nothing may be staged)."""
         if self._staged:
             raise RuntimeError("a shard with staged samples cannot be exported")
-        owners, vectors = self.gallery.export()
-        rows: dict[str, list[int]] = {}
-        for row, owner in enumerate(owners):
-            rows.setdefault(owner, []).append(row)
-        order: list[int] = []
-        states: list[VisitorState] = []
-        for face_id, visitor in self._visitors.items():
-            held = {_print(vectors[row]): row for row in rows[face_id]}
-            order += [held[p] for p in visitor.prints]
-            states.append(
-                VisitorState(
-                    face_id, visitor.first_seen, visitor.last_seen, tuple(visitor.learned_from)
+        with gc_paused():
+            owners, vectors = self.gallery.export()
+            prints = _prints(vectors)
+            rows: dict[str, list[int]] = {}
+            for row, owner in enumerate(owners):
+                rows.setdefault(owner, []).append(row)
+            order: list[int] = []
+            states: list[VisitorState] = []
+            for face_id, visitor in self._visitors.items():
+                held = {prints[row]: row for row in rows[face_id]}
+                order += [held[p] for p in visitor.prints]
+                states.append(
+                    VisitorState(
+                        face_id, visitor.first_seen, visitor.last_seen, tuple(visitor.learned_from)
+                    )
                 )
-            )
+            del prints, rows
         return states, vectors[np.asarray(order, dtype=np.intp)].reshape(-1, vectors.shape[1])
 
     def load(self, states: Iterable[VisitorState], vectors: NDArray[np.float32]) -> None:

@@ -314,7 +314,9 @@ def test_erasure_deletes_the_snapshot_and_a_job_racing_it_writes_again(
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    listed = json.loads(result.stdout)["snapshots"]
+    printed = json.loads(result.stdout)
+    assert printed["peak_rss_bytes"] > 10 * 2**20  # the job's own memory, for sizing it
+    listed = printed["snapshots"]
     assert [(s["partition"], s["visitors"], s["previous"]) for s in listed] == [
         (0, 1, True),
         *[(p, 0, False) for p in range(1, PARTITIONS)],
