@@ -183,13 +183,14 @@ def _read(path: Path) -> Snapshot:
     data = path.read_bytes()
     if len(data) < len(MAGIC) + 8 + DIGEST or not data.startswith(MAGIC):
         raise SnapshotError("corrupt", f"{path}: not a facestream snapshot")
-    body, digest = data[:-DIGEST], data[-DIGEST:]
+    # A view, not a slice: the samples are most of the file and are not copied here.
+    body, digest = memoryview(data)[:-DIGEST], data[-DIGEST:]
     if hashlib.sha256(body).digest() != digest:
         raise SnapshotError("corrupt", f"{path}: checksum mismatch (truncated or damaged)")
     (length,) = struct.unpack_from("<Q", body, len(MAGIC))
     start = len(MAGIC) + 8
     try:
-        header: dict[str, Any] = json.loads(body[start : start + length])
+        header: dict[str, Any] = json.loads(bytes(body[start : start + length]))
         if header.get("format") != FORMAT or header.get("dim") != DIM:
             raise SnapshotError(
                 "format", f"{path}: format {header.get('format')}, dim {header.get('dim')}"
