@@ -13,7 +13,6 @@ an empty gallery; what is left of the take-over is the per-record bookkeeping in
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from benchmarks.pipeline.matcher import PER_PERSON, STORE
 from benchmarks.pipeline.synthetic import EncodingModel, lfw_encodings
 from facestream.core.engine import FaceEngine
 from facestream.core.gallery import Gallery, GalleryConfig, Identity
+from facestream.devstack.workers import worker_env
 from facestream.runtime import kafka_clients
 from facestream.runtime.runner import KafkaRecord
 from facestream.runtime.settings import PipelineSettings
@@ -300,9 +300,10 @@ def _job(
         str(timeout),
         "--json",
     ]
-    env = {**os.environ, **pipeline.to_env(), "FACESTREAM_METRICS_PORT": "0"}
     started = time.perf_counter()
-    job = subprocess.run(command, env=env, capture_output=True, timeout=timeout, check=False)
+    job = subprocess.run(
+        command, env=worker_env(pipeline), capture_output=True, timeout=timeout, check=False
+    )
     seconds = time.perf_counter() - started
     if job.returncode != 0:
         raise RuntimeError(f"facestream snapshot exited {job.returncode}: {job.stderr[-500:]!r}")

@@ -32,15 +32,12 @@ def of_store(store: str) -> Select:
 def topic_exists(settings: KafkaSettings, topic: str) -> bool:
     """Whether the broker has ``topic`` (asked without creating it, and without the minute a
     producer would wait for the metadata of a topic that does not exist)."""
-    consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None)
-    try:
-        return bool(consumer.partitions_for_topic(topic))
-    finally:
-        consumer.close(autocommit=False)
+    return topic_partitions(settings, topic) > 0
 
 
 def topic_partitions(settings: KafkaSettings, topic: str) -> int:
-    """How many partitions ``topic`` has (0 when the broker does not have it)."""
+    """How many partitions ``topic`` has (0 when the broker does not have it; asked as
+    :func:`topic_exists` says)."""
     consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None)
     try:
         return len(consumer.partitions_for_topic(topic) or ())

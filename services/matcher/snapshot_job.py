@@ -24,6 +24,7 @@ from facestream.core.gallery import GalleryConfig
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas.keys import identity_key
 from facestream.services.matcher import snapshots
+from facestream.services.matcher.changelog import ChangelogReader
 from facestream.services.matcher.shards import VisitorShards
 from facestream.services.matcher.snapshots import Snapshot, SnapshotStore
 
@@ -70,10 +71,9 @@ def write_snapshots(
     ``timeout`` seconds."""
     topic = pipeline.topics.identities
     done = []
-    probe = _shards(pipeline, store, model_version, "probe")
+    probe = ChangelogReader(pipeline, topic, lambda _record: None, client_id=_client("probe"))
     try:
-        probe.start(timeout)
-        every = list(range(probe.partitions))
+        every = probe.partitions(timeout)
     finally:
         probe.close()
     for partition in every if partitions is None else sorted(set(partitions)):
@@ -93,10 +93,14 @@ def _shards(
         config=GalleryConfig(index="flat"),
         neighbours={},
         on_erased=lambda _key: None,
-        client_id=f"facestream-snapshot-{name}",
+        client_id=_client(name),
         model_version=model_version,
         snapshots=store,
     )
+
+
+def _client(name: str) -> str:
+    return f"facestream-snapshot-{name}"
 
 
 def _write_one(
@@ -108,12 +112,11 @@ def _write_one(
 ) -> Written:
     started = time.perf_counter()
     topic = pipeline.topics.identities
-    previous = store.path(topic, partition).exists()
     shards = _shards(pipeline, store, model_version, str(partition))
     try:
         shards.start(timeout)
         shards.own([partition], timeout)
-        previous = previous and shards.from_snapshot(partition)
+        previous = shards.from_snapshot(partition)
         for _attempt in range(ATTEMPTS):
             snapshot = shards.snapshot(partition)
             path = snapshots.write(store.directory, snapshot)

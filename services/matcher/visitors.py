@@ -74,11 +74,13 @@ class VisitorState:
 
 
 def _print(vector: NDArray[Any]) -> bytes:
-    return hashlib.blake2b(np.asarray(vector, dtype="<f4").tobytes(), digest_size=8).digest()
+    """A digest of one sample (see :attr:`_Visitor.prints`)."""
+    (found,) = _prints(np.asarray(vector)[None, :])
+    return found
 
 
 def _prints(vectors: NDArray[Any]) -> list[bytes]:
-    """:func:`_print` of each row of an (n, 128) block, from one copy of it (in a bulk load a
+    """The digest of each row of an (n, 128) block, from one copy of it (in a bulk load a
     numpy conversion per row costs more than the hash)."""
     rows = np.ascontiguousarray(vectors, dtype="<f4")
     raw = memoryview(rows.tobytes())

@@ -22,7 +22,6 @@ from prometheus_client import REGISTRY
 from facestream.admin.audit import audit
 from facestream.admin.erasure import erase
 from facestream.core.engine import MODEL_VERSION
-from facestream.core.gallery import GalleryConfig
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas.keys import RETIRED, identity_key
@@ -40,6 +39,7 @@ from facestream.services.matcher.visitors import VisitorState
 from tests.kafka_fixtures import PARTITIONS, pipeline_env
 from tests.services.matcher.test_matcher import T0
 from tests.services.matcher.test_takeover import STORES, _near, _record, _unit
+from tests.services.matcher.test_takeover import _shards as takeover_shards
 from tests.services.matcher.test_takeover import closing as closing  # the fixture
 
 KEY = identity_key
@@ -53,15 +53,7 @@ def _outcome(outcome: str) -> float:
 def _shards(
     pipeline: PipelineSettings, name: str, store: SnapshotStore | None = None
 ) -> VisitorShards:
-    return VisitorShards(
-        kafka=pipeline,
-        topic=pipeline.topics.identities,
-        config=GalleryConfig(),
-        neighbours={},
-        on_erased=lambda _key: None,
-        client_id=f"snapshot-{name}",
-        snapshots=store,
-    )
+    return takeover_shards(pipeline, f"snapshot-{name}", [], store)
 
 
 def _send(pipeline: PipelineSettings, records: list[tuple[str, bytes | None, list[Any]]]) -> None:

@@ -26,6 +26,7 @@ from facestream.schemas import IdentityRecord, MemberRecord, MemberSamples, vect
 from facestream.schemas.keys import RETIRED, identity_key, partition_for
 from facestream.services.matcher.member_tier import MemberTier
 from facestream.services.matcher.shards import VisitorShards
+from facestream.services.matcher.snapshots import SnapshotStore
 from tests.kafka_fixtures import PARTITIONS
 from tests.services.matcher.test_matcher import T0
 
@@ -75,7 +76,12 @@ def _record(store: str, face: str, vectors: list[NDArray[np.float32]], days: int
     ).to_bytes()
 
 
-def _shards(pipeline: PipelineSettings, name: str, erased: list[str]) -> VisitorShards:
+def _shards(
+    pipeline: PipelineSettings,
+    name: str,
+    erased: list[str],
+    snapshots: SnapshotStore | None = None,
+) -> VisitorShards:
     return VisitorShards(
         kafka=pipeline,
         topic=pipeline.topics.identities,
@@ -83,6 +89,7 @@ def _shards(pipeline: PipelineSettings, name: str, erased: list[str]) -> Visitor
         neighbours={},
         on_erased=erased.append,
         client_id=f"takeover-{name}",
+        snapshots=snapshots,
     )
 
 
