@@ -41,6 +41,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from facestream.core.gallery import Candidate, Decision, Gallery
+from facestream.core.scales import ScaleTable
 
 # Fitted by `facestream calibrate` on the fit half of ../shared/datasets (lfw-fold1 and
 # lfw-east-asian, split by people with facestream.core.splits) and reported on the other half:
@@ -116,7 +117,11 @@ class Judge:
     policy: Policy
     gallery: Gallery
     cohorts: Sequence[Gallery] = ()
-    _scales: dict[str, tuple[int, float | None]] = field(default_factory=dict, repr=False)
+    scales: ScaleTable = field(init=False, repr=False)
+    """The identities' scales ``u_k``, kept while the galleries change."""
+
+    def __post_init__(self) -> None:
+        self.scales = ScaleTable(self.policy.k, (self.gallery, *self.cohorts))
 
     def judge(self, vector: NDArray[Any]) -> Judgement:
         return self.judge_batch(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
@@ -126,6 +131,7 @@ class Judge:
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, 128)
         if not len(vectors):
             return []
+        generations = self.scales.generations()
         found = self.gallery.identify_batch(vectors)
         cohort_found = [c.identify_batch(vectors) if len(c) else None for c in self.cohorts]
         out = []
@@ -134,6 +140,10 @@ class Judge:
             for cf in cohort_found:
                 if cf is not None:
                     others += [c.distance for c in cf[i].candidates]
+            # Should the face become a sample of the gallery, its neighbours are these.
+            searched = [decision if len(self.gallery) else None]
+            searched += [cf[i] if cf is not None else None for cf in cohort_found]
+            self.scales.remember(vectors[i], generations, searched)
             out.append(self._verdict(decision, sorted(others)))
         return out
 
@@ -153,41 +163,13 @@ class Judge:
         if d1 > p.max_distance:
             return verdict(False, "over_threshold", None)
         u_probe = others[p.k - 1] if len(others) >= p.k else None
-        u_ident = self._identity_scale(top.identity.id)
+        u_ident = self.scales.scale(top.identity.id)
         if u_probe is None or u_ident is None or u_probe <= 0 or u_ident <= 0:
             ok = d1 <= p.cold_threshold
             return verdict(ok, "match" if ok else "over_threshold", None)
         score = d1 / math.sqrt(u_probe * u_ident)
         ok = score <= p.threshold
         return verdict(ok, "match" if ok else "over_threshold", score, u_probe, u_ident)
-
-    def _identity_scale(self, identity_id: str) -> float | None:
-        """u_k of a gallery identity, cached until the gallery or a cohort changes."""
-        version = self._version()
-        cached = self._scales.get(identity_id)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        samples = self.gallery.samples(identity_id)
-        # Each other identity counts at its nearest sample's distance; ids are per gallery, so a
-        # cohort person who shares an id with someone in the gallery still counts apart.
-        nearest: dict[tuple[int, str], float] = {}
-        for source, gallery in enumerate((self.gallery, *self.cohorts)):
-            if not len(gallery):
-                continue
-            for decision in gallery.identify_batch(samples):
-                for c in decision.candidates:
-                    if source == 0 and c.identity.id == identity_id:
-                        continue
-                    key = (source, c.identity.id)
-                    nearest[key] = min(c.distance, nearest.get(key, math.inf))
-        distances = sorted(nearest.values())
-        scale = distances[self.policy.k - 1] if len(distances) >= self.policy.k else None
-        self._scales[identity_id] = (version, scale)
-        return scale
-
-    def _version(self) -> int:
-        """Changes whenever the gallery or a cohort gains or loses samples."""
-        return hash((self.gallery.generation, *(c.generation for c in self.cohorts)))
 
 
 @dataclass(frozen=True)

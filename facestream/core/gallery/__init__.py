@@ -23,7 +23,7 @@ One module per concern:
 * :mod:`~facestream.core.gallery.locking` -- the readers-writer lock.
 """
 
-from facestream.core.gallery.gallery import Gallery
+from facestream.core.gallery.gallery import Change, Gallery
 from facestream.core.gallery.samples import as_vectors
 from facestream.core.gallery.types import (
     DEFAULT_MARGIN,
@@ -52,6 +52,7 @@ __all__ = [
     "INDEX_TYPES",
     "Aggregate",
     "Candidate",
+    "Change",
     "Decision",
     "Gallery",
     "GalleryConfig",

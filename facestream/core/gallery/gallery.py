@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -39,6 +39,25 @@ log = logging.getLogger(__name__)
 
 # Encodings as callers pass them: one vector, a list of vectors or an (n, 128) array.
 VectorInput = Sequence[NDArray[Any]] | NDArray[Any]
+
+
+JOURNAL: Final = 256
+"""Changes a gallery remembers (:meth:`Gallery.changes_since`), for caches that follow it."""
+JOURNAL_IDENTITIES: Final = 64
+"""An add of more identities than this (a bulk load) is journalled as a change of everything."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of a gallery, as :meth:`Gallery.changes_since` reports it: which identities
+    gained samples and which went (ids only: the journal holds no encodings)."""
+
+    generation: int
+    """The gallery's :attr:`~Gallery.generation` once the change was made."""
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    everything: bool = False
+    """Too many identities changed to name them (a bulk load): a follower starts afresh."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,7 @@ class Gallery:
         self._build: builds.Build | None = None  # auto: a compressed index being built
         self._build_error: BaseException | None = None
         self._generation = 0  # bumped by every change: caches of derived figures compare it
+        self._journal: deque[Change] = deque(maxlen=JOURNAL)  # the latest changes, oldest first
         self._prefetched: _Prefetched | None = None  # see prefetch()
 
     # -- introspection -----------------------------------------------------------------------
@@ -91,6 +111,18 @@ class Gallery:
     def generation(self) -> int:
         """A number that changes whenever identities or samples are added or removed."""
         return self._generation
+
+    def changes_since(self, generation: int) -> list[Change] | None:
+        """The changes made after ``generation``, oldest first; None when the journal no
+        longer reaches back that far (a follower must then start afresh)."""
+        with self._lock.read():
+            if generation == self._generation:
+                return []
+            journal = self._journal
+            reaches = bool(journal) and journal[0].generation <= generation + 1
+            if generation > self._generation or not reaches:
+                return None
+            return [c for c in journal if c.generation > generation]
 
     @property
     def sample_count(self) -> int:
@@ -197,7 +229,7 @@ class Gallery:
         with self._lock.write():
             if identity_id not in self._number:
                 raise UnknownIdentity(identity_id)
-            return self._erase_locked(self._forget_locked([identity_id]))
+            return self._erase_locked(*self._forget_locked([identity_id]))
 
     def remove_many(self, identity_ids: Iterable[str]) -> int:
         """Erase these identities and all their samples, as :meth:`remove` would one after the
@@ -206,7 +238,7 @@ class Gallery:
         erases, so a batch (the visitors retired before a decision) costs about one removal.
         Ids not in the gallery are skipped, as are repeats. Returns the samples erased."""
         with self._lock.write():
-            return self._erase_locked(self._forget_locked(identity_ids))
+            return self._erase_locked(*self._forget_locked(identity_ids))
 
     def rebuild(self) -> None:
         """Rebuild (and for IVF retrain) the index from the stored samples. With ``auto`` past
@@ -411,27 +443,36 @@ class Gallery:
         self._next_sample += len(vecs)
         self._store.append(ids, np.repeat(np.array(numbers, dtype=np.int64), counts), vecs)
         self._generation += 1
+        named = tuple(dict.fromkeys(identity.id for identity in identities))
+        if len(named) > JOURNAL_IDENTITIES:
+            self._journal.append(Change(self._generation, everything=True))
+        else:
+            self._journal.append(Change(self._generation, added=named))
         self._prefetched = None  # nor held: it may name what was just removed
         self._index_add(numbers, ids, vecs)
         return self._due_build()
 
-    def _forget_locked(self, identity_ids: Iterable[str]) -> NDArray[np.int64]:
-        """Drop these identities (those held) from the maps; returns their numbers."""
-        numbers = []
+    def _forget_locked(
+        self, identity_ids: Iterable[str]
+    ) -> tuple[NDArray[np.int64], tuple[str, ...]]:
+        """Drop these identities (those held) from the maps; returns their numbers and ids."""
+        numbers, forgotten = [], []
         for identity_id in identity_ids:
             number = self._number.pop(identity_id, None)
             if number is not None:
                 del self._by_number[number]
                 del self._identities[identity_id]
                 numbers.append(number)
-        return np.array(numbers, dtype=np.int64)
+                forgotten.append(identity_id)
+        return np.array(numbers, dtype=np.int64), tuple(forgotten)
 
-    def _erase_locked(self, numbers: NDArray[np.int64]) -> int:
-        """Erase the samples of the identities ``numbers`` (already forgotten) from the store
-        and the index; returns how many there were."""
+    def _erase_locked(self, numbers: NDArray[np.int64], ids: tuple[str, ...]) -> int:
+        """Erase the samples of the identities ``numbers`` (already forgotten; their ``ids``)
+        from the store and the index; returns how many there were."""
         if not numbers.size:
             return 0
         self._generation += 1
+        self._journal.append(Change(self._generation, removed=ids))
         self._prefetched = None  # nor held: it may name what was just removed
         removed_ids = self._store.remove_owners(numbers)
         if self._build is not None:
