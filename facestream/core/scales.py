@@ -145,13 +145,19 @@ class ScaleTable:
         """The galleries' state now (what :meth:`remember` wants with a search made now)."""
         return self._now()
 
-    def fill(self, stop: threading.Event | None = None, chunk: int = FILL_CHUNK) -> int:
-        """Compute the entry of every identity of the gallery that has none, ``chunk`` at a
-        time (searches run with no lock held: lookups go on meanwhile). A chunk computed while
-        a gallery changed is not kept (its identities are computed when looked up). Returns
-        the entries added; stops early when ``stop`` is set."""
+    def fill(
+        self,
+        stop: threading.Event | None = None,
+        chunk: int = FILL_CHUNK,
+        ids: Sequence[str] | None = None,
+    ) -> int:
+        """Compute the entry of every identity of the gallery (or of ``ids``) that has none,
+        ``chunk`` at a time (searches run with no lock held: lookups go on meanwhile). A chunk
+        computed while a gallery changed is not kept (its identities are computed when looked
+        up). Returns the entries added; stops early when ``stop`` is set."""
         added = 0
-        ids = [identity.id for identity in self.galleries[0].identities()]
+        if ids is None:
+            ids = [identity.id for identity in self.galleries[0].identities()]
         for start in range(0, len(ids), chunk):
             if stop is not None and stop.is_set():
                 break
@@ -172,6 +178,11 @@ class ScaleTable:
                         added += 1
         self.stats["filled"] += added
         return added
+
+    def clear(self) -> None:
+        """Forget every entry (they are computed again as they are looked up)."""
+        with self._lock:
+            self._reset()
 
     # -- following the galleries -------------------------------------------------------------
 

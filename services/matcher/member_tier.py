@@ -19,6 +19,7 @@ learned samples arrive after the enrolled record is placed once, not removed and
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class MemberTier:
         are ignored."""
         self.gallery = Gallery(config)
         self.judge: Judge | None = None
+        self._stop_fill = threading.Event()
         self._on_erased = on_erased
         self._partitions: list[int] = []
         self._sample_partitions: list[int] = []
@@ -192,9 +194,35 @@ class MemberTier:
 
     def use_policy(self, policy: Policy, cohorts: Sequence[Gallery] = ()) -> None:
         """Decide with the normalised ``policy``, against the other members and ``cohorts``."""
-        self.judge = Judge(policy, self.gallery, cohorts)
+        judge = self.judge = Judge(policy, self.gallery, cohorts)
+        metrics.MEMBER_SCALES.set_function(lambda: len(judge.scales))
+
+    def fill_scales(self) -> threading.Thread | None:
+        """Compute every member's scale (the normalised policy's ``u_k``) on a thread, so that
+        member decisions find them ready; lookups and changes go on meanwhile, and a member
+        looked up before the thread reaches them is computed then, as without it. Returns the
+        thread (None without the normalised policy)."""
+        judge = self.judge
+        if judge is None:
+            return None
+
+        def fill() -> None:
+            started = time.perf_counter()
+            try:
+                added = judge.scales.fill(self._stop_fill)
+            except Exception:  # the lookups compute what the thread did not
+                log.exception("computing the member scales failed; they are computed as needed")
+                return
+            elapsed = time.perf_counter() - started
+            metrics.MEMBER_SCALES_FILLED.observe(elapsed)
+            log.info("member scales: %d computed in %.1f s", added, elapsed)
+
+        thread = threading.Thread(target=fill, name="member-scales", daemon=True)
+        thread.start()
+        return thread
 
     def close(self) -> None:
+        self._stop_fill.set()
         self.reader.close()
         if self.samples_reader is not None:
             self.samples_reader.close()

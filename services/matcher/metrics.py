@@ -119,3 +119,13 @@ BATCH_FACES = Histogram(
     "Faces per poll batch searched together before they are decided one by one.",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
+MEMBER_SCALES = Gauge(
+    "facestream_matcher_member_scales",
+    "Members whose normalised-policy scale is computed and kept (facestream.core.scales).",
+)
+MEMBER_SCALES_FILLED = Histogram(
+    "facestream_matcher_member_scales_fill_seconds",
+    "Seconds to compute every member's scale on the background thread after the members are "
+    "read (FACESTREAM_MATCHER_MEMBER_SCALES=background).",
+    buckets=(0.1, 1, 10, 60, 300, 1200, 3600),
+)

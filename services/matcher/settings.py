@@ -64,6 +64,13 @@ class MatcherSettings(BaseSettings):
     snapshot_max_age_hours: float = Field(default=24.0, gt=0, le=144)
     """Snapshots older than this are not used (at most 6 days: tombstones leave
     ``identities.v1`` after 7, and a tail read from an older offset could miss one)."""
+    member_scales: Literal["background", "lazy"] = "background"
+    """With ``policy=normalized``: ``background`` computes every member's scale (its distance to
+    its nearest other members, facestream.core.scales) on a thread once the members are read,
+    so that member decisions find them ready (a search of the member's samples each, about
+    2.4 ms at 1e6 samples, spent off the hot path; docs/pipeline-benchmarks.md); ``lazy``
+    computes each at the member's first match. Either way the scales are kept while the
+    members change."""
     threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=2)
     """With ``policy=distance``: largest distance at which a face is taken for a member."""
     margin: float = Field(default=DEFAULT_MARGIN, ge=0, le=2)

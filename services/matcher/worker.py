@@ -175,6 +175,8 @@ class MatcherHandler(Handler):
                 f"{self.topics.identities} has {self.shards.partitions}; they must be equal"
             )
         self.members.start(self.settings.startup_timeout)
+        if self.settings.member_scales == "background":
+            self.members.fill_scales()
         self.presence.tick(force=True)
         log.info("matcher %s ready", self.settings.matcher_id)
 

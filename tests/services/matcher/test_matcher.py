@@ -230,6 +230,36 @@ def test_member_first_and_members_followed_live(
     assert (event.kind, event.member_id) == ("member", "m-at")
 
 
+def test_member_scales_are_computed_in_the_background(
+    pipeline: PipelineSettings, faces: dict[str, list[Encoding]], make_handler: Any
+) -> None:
+    produce(
+        pipeline,
+        pipeline.topics.members,
+        [
+            (
+                f"m-{name}".encode(),
+                MemberRecord(member_id=f"m-{name}", encodings=enc[:1], enrolled_at=T0).to_bytes(),
+            )
+            for name, enc in faces.items()
+        ],
+    )
+    lazy = make_handler(member_scales="lazy")
+    handler = make_handler()  # background, the default
+    assert lazy.members.judge is not None and handler.members.judge is not None
+    table = handler.members.judge.scales
+    deadline = time.monotonic() + 20
+    while len(table) < len(handler.members.gallery) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(table) == len(handler.members.gallery) >= len(faces)
+    assert len(lazy.members.judge.scales) == 0
+    # The same decision either way; the background table answered it without a search.
+    probe = record(pipeline, observation("s1", "ms1:0", faces["Gordon_Brown"][2]))
+    assert match_of(handler.handle(probe)) == match_of(lazy.handle(probe))
+    assert table.stats["cached"] >= 1 and table.stats["computed"] == 0
+    assert lazy.members.judge.scales.stats["computed"] == 1
+
+
 def test_new_then_returning_and_replay_is_identical(
     pipeline: PipelineSettings, faces: dict[str, list[Encoding]], make_handler: Any
 ) -> None:
