@@ -55,9 +55,9 @@ FILL_CHUNK: Final = 1024
 """Identities computed per search batch by :meth:`ScaleTable.fill`."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
-    nearest: list[tuple[float, Key]]
+    nearest: tuple[tuple[float, Key], ...]
     """The k nearest other identities, nearest first (fewer when the galleries hold fewer)."""
     samples: int
     """How many samples of the identity it was computed from."""
@@ -83,10 +83,13 @@ class ScaleTable:
         self.k = k
         self.galleries = tuple(galleries)
         self.stats: Counter[str] = Counter()
-        """cached / computed lookups; dropped / reset entries; filled entries."""
+        """Lookups ``cached`` and ``computed``; entries ``filled``, ``reset`` and ``dropped``
+        (and ``dropped_<why>``: ``gone``, ``neighbour_gone``, ``own_sample`` (a sample whose
+        neighbours were not at hand), ``own_sample_unreached``, ``unreached`` (a neighbour the
+        search could not vouch for))."""
         self._lock = threading.RLock()
         self._entries: dict[str, _Entry] = {}
-        self._holders: dict[Key, set[str]] = {}
+        self._holders: dict[Key, list[str]] = {}
         """Neighbour -> the identities whose entry names it."""
         self._heap: list[tuple[float, int, str]] = []
         """(-u_k, seq, identity): the entries with the widest neighbourhoods first."""
@@ -221,9 +224,9 @@ class ScaleTable:
 
     def _removed(self, key: Key) -> None:
         if key[0] == 0:
-            self._drop(key[1])
-        for holder in self._holders.pop(key, set()):
-            self._drop(holder)
+            self._drop(key[1], "gone")
+        for holder in self._holders.pop(key, []):
+            self._drop(holder, "neighbour_gone")
 
     def _added(self, source: int, identity_id: str, generation: int) -> None:
         gallery = self.galleries[source]
@@ -260,7 +263,7 @@ class ScaleTable:
         when they are known (``searched``) and it is the entry's one new sample, else drop."""
         entry = self._entries.get(identity_id)
         if searched is None or (entry is not None and entry.samples != samples - 1):
-            self._drop(identity_id)
+            self._drop(identity_id, "own_sample")
             return
         if entry is None and samples != 1:
             return  # not held, and more than this sample to search: left to a lookup
@@ -271,10 +274,10 @@ class ScaleTable:
         ranked = sorted((d, key) for key, d in nearest.items())[: self.k]
         if len(ranked) == self.k and ranked[-1][0] > min(searched.bounds):
             # Its k-th neighbour could be one the probe's candidate lists did not reach.
-            self._drop(identity_id)
+            self._drop(identity_id, "own_sample_unreached")
             return
-        self._drop(identity_id)
-        self._store(identity_id, _Entry(ranked, samples))
+        self._drop(identity_id, "")
+        self._store(identity_id, _Entry(tuple(ranked), samples))
 
     def _offer(self, holder: str, key: Key, distance: float) -> None:
         entry = self._entries.get(holder)
@@ -288,7 +291,7 @@ class ScaleTable:
             return
         merged[key] = distance
         ranked = sorted((d, k) for k, d in merged.items())[: self.k]
-        self._store(holder, _Entry(ranked, entry.samples))
+        self._store(holder, _Entry(tuple(ranked), entry.samples))
 
     def _drop_wider_than(self, bound: float) -> None:
         """Drop the entries whose k-th neighbour is farther than ``bound``: a neighbour the
@@ -298,7 +301,7 @@ class ScaleTable:
             _, seq, identity_id = heapq.heappop(heap)
             entry = self._entries.get(identity_id)
             if entry is not None and entry.seq == seq:
-                self._drop(identity_id)
+                self._drop(identity_id, "unreached")
 
     # -- entries -----------------------------------------------------------------------------
 
@@ -313,24 +316,27 @@ class ScaleTable:
         entry.seq = self._seq
         self._entries[identity_id] = entry
         for _, key in entry.nearest:
-            self._holders.setdefault(key, set()).add(identity_id)
+            self._holders.setdefault(key, []).append(identity_id)
         u = self._u(entry)
         heapq.heappush(self._heap, (-(u if u is not None else math.inf), entry.seq, identity_id))
         if len(self._heap) > 4 * len(self._entries) + 64:
             self._heap = [(-(self._u(e) or math.inf), e.seq, i) for i, e in self._entries.items()]
             heapq.heapify(self._heap)
 
-    def _drop(self, identity_id: str) -> None:
+    def _drop(self, identity_id: str, reason: str) -> None:
+        """Forget an entry; ``reason`` (empty: replaced at once) is counted in ``stats``."""
         entry = self._entries.pop(identity_id, None)
         if entry is not None:
             self._unhold(identity_id, entry)
-            self.stats["dropped"] += 1
+            if reason:
+                self.stats["dropped"] += 1
+                self.stats[f"dropped_{reason}"] += 1
 
     def _unhold(self, identity_id: str, entry: _Entry) -> None:
         for _, key in entry.nearest:
             holders = self._holders.get(key)
-            if holders is not None:
-                holders.discard(identity_id)
+            if holders is not None and identity_id in holders:
+                holders.remove(identity_id)
                 if not holders:
                     del self._holders[key]
 
@@ -359,7 +365,9 @@ class ScaleTable:
                     mine[key] = min(c.distance, mine.get(key, math.inf))
         counts = Counter(owners)
         return {
-            owner: _Entry(sorted((d, key) for key, d in found.items())[: self.k], counts[owner])
+            owner: _Entry(
+                tuple(sorted((d, key) for key, d in found.items())[: self.k]), counts[owner]
+            )
             for owner, found in nearest.items()
         }
 
