@@ -88,7 +88,8 @@ def measure(
                         probes = bench.probes(model, centres, per_kind, rng)
                         judge.scales.clear()
                         if ready:
-                            judge.scales.fill(ids=[p.person for p in probes if p.expected == "member"])
+                            probed = [p.person for p in probes if p.expected == "member"]
+                            judge.scales.fill(ids=probed)
                         bench.run(built.gallery, probes, result, batch=size_of_batch)
                         results[label].append(result)
                 for label, done in results.items():
