@@ -123,23 +123,34 @@ class Judge:
     def __post_init__(self) -> None:
         self.scales = ScaleTable(self.policy.k, (self.gallery, *self.cohorts))
 
-    def judge(self, vector: NDArray[Any]) -> Judgement:
-        return self.judge_batch(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
+    def judge(self, vector: NDArray[Any], probe_cohorts: Sequence[Gallery] = ()) -> Judgement:
+        vectors = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        return self.judge_batch(vectors, probe_cohorts)[0]
 
-    def judge_batch(self, vectors: NDArray[Any]) -> list[Judgement]:
-        """Judgements for many probes; the gallery and each cohort are searched once."""
+    def judge_batch(
+        self, vectors: NDArray[Any], probe_cohorts: Sequence[Gallery] = ()
+    ) -> list[Judgement]:
+        """Judgements for many probes; the gallery and each cohort are searched once.
+
+        ``probe_cohorts``: more galleries that count in the probe's scale only, not in the
+        identities' (a store's visitors, for a member decision: the people the store's camera
+        sees, whose neighbourhood the probe is in, while a member's scale stays the one every
+        store shares)."""
         vectors = np.asarray(vectors, dtype=np.float32).reshape(-1, 128)
         if not len(vectors):
             return []
         generations = self.scales.generations()
         found = self.gallery.identify_batch(vectors)
         cohort_found = [c.identify_batch(vectors) if len(c) else None for c in self.cohorts]
+        probe_found = [c.identify_batch(vectors) for c in probe_cohorts if len(c)]
         out = []
         for i, decision in enumerate(found):
             others = [c.distance for c in decision.candidates[1:]]
             for cf in cohort_found:
                 if cf is not None:
                     others += [c.distance for c in cf[i].candidates]
+            for pf in probe_found:
+                others += [c.distance for c in pf[i].candidates]
             # Should the face become a sample of the gallery, its neighbours are these.
             searched = [decision if len(self.gallery) else None]
             searched += [cf[i] if cf is not None else None for cf in cohort_found]

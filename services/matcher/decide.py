@@ -56,7 +56,10 @@ class Decider:
         learning: LearnPolicy,
         out: Outputs,
         member_learning: MemberLearnPolicy | None = None,
+        store_cohort: bool = False,
     ) -> None:
+        self.store_cohort = store_cohort
+        """Whether a face's own scale in the member decision counts its store's visitors."""
         self.members = members
         self.shards = shards
         self.learning = learning
@@ -91,7 +94,8 @@ class Decider:
             log.info("%s decided before: its match event re-emitted", obs.observation_id)
             return [self.out.published(obs, published)]
 
-        member = self.members.identify(vector)
+        cohort = self.shards.store_gallery(obs.store_id) if self.store_cohort else None
+        member = self.members.identify(vector, [cohort] if cohort is not None else [])
         if member.identity is not None:
             metrics.DECISIONS.labels("member").inc()
             fields = {"member_id": member.identity.id, "margin": member.margin}

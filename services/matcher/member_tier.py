@@ -181,10 +181,11 @@ class MemberTier:
             metrics.IDENTITIES.labels("member").set(len(self.gallery))
         return applied
 
-    def identify(self, vector: NDArray[Any]) -> Decision:
-        """Who ``vector`` is among the members (the normalised policy when one is set)."""
+    def identify(self, vector: NDArray[Any], probe_cohorts: Sequence[Gallery] = ()) -> Decision:
+        """Who ``vector`` is among the members (the normalised policy when one is set;
+        ``probe_cohorts`` count in the face's own scale, see :meth:`Judge.judge_batch`)."""
         if self.judge is not None:
-            return self.judge.judge(vector).decision
+            return self.judge.judge(vector, probe_cohorts).decision
         return self.gallery.identify(vector)
 
     def galleries(self) -> list[Gallery]:

@@ -221,6 +221,11 @@ class VisitorShards:
             return None
         return VisitorMatch(face_id, store, distance, margin)
 
+    def store_gallery(self, store_id: str) -> Gallery | None:
+        """The gallery of the store's own shard (None when no shard of it is held)."""
+        shard = self._shards.get(store_id)
+        return shard.gallery if shard is not None else None
+
     def galleries_for(self, store_id: str) -> list[Gallery]:
         """The galleries :meth:`identify` searches for a face of ``store_id``: the store's
         shard and its neighbours' replicas, and the cohorts with the normalised policy."""

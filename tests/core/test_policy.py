@@ -94,6 +94,23 @@ def test_scales_follow_the_gallery_as_it_changes(faces) -> None:
         assert after == pytest.approx(before)
 
 
+def test_a_probe_cohort_counts_in_the_face_scale_only(faces) -> None:
+    g = gallery_of(faces, PEOPLE[:3])
+    judge = Judge(Policy(threshold=0.9, k=2), g)
+    probe = faces["Tom_Ridge"][1]
+    alone = judge.judge(probe)
+    # The store's visitors: the other two people, one of them twice (nearer than the members).
+    store = gallery_of(faces, PEOPLE[3:])
+    store.add(Identity("again"), faces["Tom_Ridge"][2])
+    crowded = judge.judge(probe, [store])
+    assert crowded.decision.identity == alone.decision.identity
+    assert crowded.identity_scale == alone.identity_scale  # Tom's own scale: the members'
+    assert alone.probe_scale is not None and crowded.probe_scale is not None
+    assert crowded.probe_scale < alone.probe_scale
+    assert crowded.score is not None and alone.score is not None
+    assert crowded.score > alone.score  # a crowded store makes the same distance less sure
+
+
 def test_policy_files_round_trip(faces, tmp_path: Path) -> None:
     cohort = gallery_of(faces, PEOPLE)
     policies = PolicySet(Policy(threshold=0.77), Policy(threshold=0.88, k=1), cohort)
