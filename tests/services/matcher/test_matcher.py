@@ -260,6 +260,35 @@ def test_member_scales_are_computed_in_the_background(
     assert lazy.members.judge.scales.stats["computed"] == 1
 
 
+def test_a_store_cohort_puts_the_store_visitors_in_the_face_scale(
+    pipeline: PipelineSettings,
+    faces: dict[str, list[Encoding]],
+    make_handler: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handler = make_handler(member_probe_cohort="store")
+    plain = make_handler()
+    asked: list[list[Any]] = []
+    for made in (handler, plain):
+        identify = made.members.identify
+
+        def spy(vector: Any, probe_cohorts: Any = (), identify: Any = identify) -> Any:
+            asked.append(list(probe_cohorts))
+            return identify(vector, probe_cohorts)
+
+        monkeypatch.setattr(made.members, "identify", spy)
+    amber = faces["Amber_Tamblyn"]
+    for made in (handler, plain):
+        match_of(made.handle(record(pipeline, observation("s9", "pc0:0", amber[0]))))
+        match_of(made.handle(record(pipeline, observation("s9", "pc1:0", amber[1], 60))))
+    store = handler.shards.store_gallery("s9")
+    assert store is not None and len(store) == 1
+    # The store's shard is the face's cohort with the setting, and only with it (the first
+    # face comes before the store has a shard).
+    assert [len(a) for a in asked] == [0, 1, 0, 0]
+    assert asked[1][0] is store
+
+
 def test_new_then_returning_and_replay_is_identical(
     pipeline: PipelineSettings, faces: dict[str, list[Encoding]], make_handler: Any
 ) -> None:
