@@ -56,10 +56,11 @@ class Decider:
         learning: LearnPolicy,
         out: Outputs,
         member_learning: MemberLearnPolicy | None = None,
-        store_cohort: bool = False,
+        store_cohort: str = "none",
     ) -> None:
         self.store_cohort = store_cohort
-        """Whether a face's own scale in the member decision counts its store's visitors."""
+        """Whether the member decision counts the store's visitors: ``none``, ``store`` (in
+        the face's scale) or ``store_both`` (the member's too)."""
         self.members = members
         self.shards = shards
         self.learning = learning
@@ -94,8 +95,13 @@ class Decider:
             log.info("%s decided before: its match event re-emitted", obs.observation_id)
             return [self.out.published(obs, published)]
 
-        cohort = self.shards.store_gallery(obs.store_id) if self.store_cohort else None
-        member = self.members.identify(vector, [cohort] if cohort is not None else [])
+        shard = self.shards.store_gallery(obs.store_id) if self.store_cohort != "none" else None
+        if shard is None:
+            member = self.members.identify(vector)
+        elif self.store_cohort == "store":
+            member = self.members.identify(vector, [shard])
+        else:
+            member = self.members.identify(vector, store=shard)
         if member.identity is not None:
             metrics.DECISIONS.labels("member").inc()
             fields = {"member_id": member.identity.id, "margin": member.margin}

@@ -107,6 +107,8 @@ class MemberTier:
         self.gallery = Gallery(config)
         self.judge: Judge | None = None
         self._stop_fill = threading.Event()
+        self._store_judges: dict[int, Judge] = {}
+        """id of a store's shard gallery -> the members' judge with it as a cohort."""
         self._on_erased = on_erased
         self._partitions: list[int] = []
         self._sample_partitions: list[int] = []
@@ -181,11 +183,18 @@ class MemberTier:
             metrics.IDENTITIES.labels("member").set(len(self.gallery))
         return applied
 
-    def identify(self, vector: NDArray[Any], probe_cohorts: Sequence[Gallery] = ()) -> Decision:
+    def identify(
+        self,
+        vector: NDArray[Any],
+        probe_cohorts: Sequence[Gallery] = (),
+        store: Gallery | None = None,
+    ) -> Decision:
         """Who ``vector`` is among the members (the normalised policy when one is set;
-        ``probe_cohorts`` count in the face's own scale, see :meth:`Judge.judge_batch`)."""
+        ``probe_cohorts`` count in the face's own scale, see :meth:`Judge.judge_batch`;
+        ``store``, a store's visitors, in the face's and the members' scales)."""
         if self.judge is not None:
-            return self.judge.judge(vector, probe_cohorts).decision
+            judge = self.judge if store is None else self._store_judge(store)
+            return judge.judge(vector, probe_cohorts).decision
         return self.gallery.identify(vector)
 
     def galleries(self) -> list[Gallery]:
@@ -196,7 +205,17 @@ class MemberTier:
     def use_policy(self, policy: Policy, cohorts: Sequence[Gallery] = ()) -> None:
         """Decide with the normalised ``policy``, against the other members and ``cohorts``."""
         judge = self.judge = Judge(policy, self.gallery, cohorts)
+        self._store_judges.clear()
         metrics.MEMBER_SCALES.set_function(lambda: len(judge.scales))
+
+    def _store_judge(self, store: Gallery) -> Judge:
+        """The members' judge with a store's visitors as one more cohort (its own scales)."""
+        assert self.judge is not None
+        judge = self._store_judges.get(id(store))
+        if judge is None or judge.cohorts[-1] is not store or judge.gallery is not self.gallery:
+            cohorts = [*self.judge.cohorts, store]
+            judge = self._store_judges[id(store)] = Judge(self.judge.policy, self.gallery, cohorts)
+        return judge
 
     def fill_scales(self) -> threading.Thread | None:
         """Compute every member's scale (the normalised policy's ``u_k``) on a thread, so that

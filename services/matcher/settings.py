@@ -71,10 +71,12 @@ class MatcherSettings(BaseSettings):
     2.4 ms at 1e6 samples, spent off the hot path; docs/pipeline-benchmarks.md); ``lazy``
     computes each at the member's first match. Either way the scales are kept while the
     members change."""
-    member_probe_cohort: Literal["none", "store"] = "none"
+    member_probe_cohort: Literal["none", "store", "store_both"] = "none"
     """With ``policy=normalized``: ``store`` counts the store's own visitors in a face's scale
     when it is judged against the members (only the face's: a member's scale is the same in
-    every store). An experiment measured in docs/accuracy.md, not the default."""
+    every store); ``store_both`` in the member's scale too (one member table per store, its
+    scales computed as members are matched there). Experiments measured in docs/accuracy.md,
+    not the default."""
     threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=2)
     """With ``policy=distance``: largest distance at which a face is taken for a member."""
     margin: float = Field(default=DEFAULT_MARGIN, ge=0, le=2)

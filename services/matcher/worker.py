@@ -125,7 +125,7 @@ class MatcherHandler(Handler):
             LearnPolicy.from_settings(settings),
             Outputs(self.topics),
             MemberLearnPolicy.from_settings(settings),
-            store_cohort=settings.member_probe_cohort == "store",
+            store_cohort=settings.member_probe_cohort,
         )
         self.published = DecisionLog(pipeline, self.topics.matches, client_id=f"{client}-decided")
         """Match events already published for observations of the owned partitions."""
