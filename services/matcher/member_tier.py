@@ -217,6 +217,15 @@ class MemberTier:
             judge = self._store_judges[id(store)] = Judge(self.judge.policy, self.gallery, cohorts)
         return judge
 
+    def keep_store_judges(self, stores: Sequence[Gallery]) -> None:
+        """Forget the per-store judges of shards no longer held (each keeps its shard)."""
+        live = {id(g): g for g in stores}
+        self._store_judges = {
+            key: judge
+            for key, judge in self._store_judges.items()
+            if live.get(key) is judge.cohorts[-1]
+        }
+
     def fill_scales(self) -> threading.Thread | None:
         """Compute every member's scale (the normalised policy's ``u_k``) on a thread, so that
         member decisions find them ready; lookups and changes go on meanwhile, and a member

@@ -221,6 +221,10 @@ class VisitorShards:
             return None
         return VisitorMatch(face_id, store, distance, margin)
 
+    def store_galleries(self) -> list[Gallery]:
+        """The gallery of every shard held."""
+        return [shard.gallery for shard in self._shards.values()]
+
     def store_gallery(self, store_id: str) -> Gallery | None:
         """The gallery of the store's own shard (None when no shard of it is held)."""
         shard = self._shards.get(store_id)

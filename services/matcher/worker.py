@@ -205,6 +205,8 @@ class MatcherHandler(Handler):
         if self._pending:
             self.shards.own(self._pending, self.settings.startup_timeout)
             self._pending.clear()
+            # Shards dropped or rebuilt: the member judges made with them go (store_both).
+            self.members.keep_store_judges(self.shards.store_galleries())
 
     def idle(self) -> None:
         """Between polls (and so before every batch): build newly assigned shards, apply

@@ -287,6 +287,18 @@ def test_a_store_cohort_puts_the_store_visitors_in_the_face_scale(
     # face comes before the store has a shard).
     assert [len(a) for a in asked] == [0, 1, 0, 0]
     assert asked[1][0] is store
+    # store_both: a member judge of its own for the store, with its shard as a cohort, that
+    # goes with the shard.
+    both = make_handler(member_probe_cohort="store_both")
+    for i, face in enumerate(amber[:2]):
+        match_of(both.handle(record(pipeline, observation("s9", f"pb{i}:0", face, 60 * i))))
+    [judge] = both.members._store_judges.values()
+    assert judge.cohorts[-1] is both.shards.store_gallery("s9")
+    assert judge.gallery is both.members.gallery
+    both.members.keep_store_judges(both.shards.store_galleries())
+    assert len(both.members._store_judges) == 1
+    both.members.keep_store_judges([])
+    assert not both.members._store_judges
 
 
 def test_new_then_returning_and_replay_is_identical(
