@@ -12,6 +12,7 @@ they cannot vouch for are dropped and computed again.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from facestream.core.scales import ScaleTable
 def _people(rng: np.random.Generator, n: int) -> NDArray[np.float32]:
     """Centres of norm about 1.4 (a face's), every fourth one close to another (a crowd)."""
     v = rng.standard_normal((n, 128)).astype(np.float32)
-    centres = v / np.linalg.norm(v, axis=1, keepdims=True) * 1.4
+    centres: NDArray[np.float32] = v / np.linalg.norm(v, axis=1, keepdims=True) * 1.4
     for i in range(3, n, 4):
         centres[i] = centres[i - 1] + rng.standard_normal(128).astype(np.float32) * 0.03
     return centres
@@ -149,8 +150,6 @@ def test_fill_stops_when_told() -> None:
     gallery = Gallery()
     gallery.add_many((Identity(f"p{i}"), _photo(rng, people[i])) for i in range(50))
     table = ScaleTable(2, [gallery])
-    import threading
-
     stop = threading.Event()
     stop.set()
     assert table.fill(stop) == 0
