@@ -89,8 +89,10 @@ def test_a_batch_searched_together_is_decided_as_face_by_face(
         record(pipeline, observation("s2", "c1:0", carl[1], 90), 7),  # returning in s2
     ]
 
-    alone = make_handler(neighbours=neighbours)
-    together = make_handler(neighbours=neighbours)
+    # Member scales computed as matched (not by the background thread, whose searches would
+    # race with the count below).
+    alone = make_handler(neighbours=neighbours, member_scales="lazy")
+    together = make_handler(neighbours=neighbours, member_scales="lazy")
     searches = _searches(monkeypatch)
     expected = _handled(alone, batch)
     face_by_face = list(searches)
@@ -142,7 +144,7 @@ def test_a_batch_searched_together_is_decided_as_face_by_face(
 def test_an_empty_or_invalid_batch_prepares_nothing(
     pipeline: PipelineSettings, make_handler: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    handler = make_handler()
+    handler = make_handler(member_scales="lazy")  # no background thread searching meanwhile
     searches = _searches(monkeypatch)
     handler.prepare([])
     handler.prepare([Record(pipeline.topics.encodings, 0, 1, b"s1", b"[]")])
