@@ -49,7 +49,7 @@ from types import FrameType
 from typing import Any, Protocol
 
 from kafka import ConsumerRebalanceListener, KafkaProducer
-from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from facestream.runtime import kafka_clients, metrics
@@ -391,6 +391,13 @@ class Runner:
             # idempotent; the new owner replays from the last commit. Carry on.
             metrics.RETRIES.labels(stage).inc()
             log.warning("commit refused during a rebalance; the new owner replays the batch")
+        except KafkaError as exc:
+            # The broker is away (a restart, a cut): the outputs are out and idempotent, and the
+            # next batch's commit, or whoever owns the partitions after a restart, covers these
+            # offsets (a replay at worst, decided as before). The worker must not stop for it.
+            metrics.RETRIES.labels(stage).inc()
+            log.warning("commit failed (%s); the next commit covers the batch", exc)
+            self._wait(self.backoff.delay(1))
 
     def _send(self, out: Output) -> Any:
         """Send one output (the producer's future)."""

@@ -6,9 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from kafka import TopicPartition
+from kafka.errors import KafkaConnectionError
 
-from facestream.runtime.runner import Handler, KafkaRecord, Output, Runner, make_producer
+from facestream.runtime.runner import (
+    Backoff,
+    Handler,
+    KafkaRecord,
+    Output,
+    Runner,
+    make_producer,
+)
 from facestream.runtime.settings import PipelineSettings
 from tests.kafka_fixtures import read_topic
 
@@ -111,3 +120,38 @@ def test_what_a_handler_holds_back_is_published_when_the_worker_stops(
     # drains again and finds nothing owed.
     assert handler.drained[0] is None and handler.held == []
     assert [r.value for r in read_topic(pipeline, pipeline.topics.encodings)] == values
+
+
+def test_a_commit_the_broker_refuses_does_not_stop_the_worker(
+    pipeline: PipelineSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker restarted under a worker can fail its commit with a connection error (seen in
+    tests/reliability/test_faults.py): the worker carries on, and whoever reads the partition
+    next replays what was not committed."""
+    values = [f"c{i}".encode() for i in range(6)]
+    _publish(pipeline, values)
+    group = pipeline.group("commit-refused")
+    handler = Recording(pipeline.topics.encodings)
+    runner = Runner(
+        handler,
+        kafka=pipeline,
+        topic=pipeline.topics.frames,
+        group=group,
+        backoff=Backoff(first=0.01, cap=0.01),
+    )
+    refused: list[object] = []
+
+    def refuse(offsets: object = None) -> None:
+        refused.append(offsets)
+        raise KafkaConnectionError("111 ECONNREFUSED")
+
+    monkeypatch.setattr(runner.consumer, "commit", refuse)
+    try:
+        runner.run(max_idle_seconds=3)  # returns: nothing raised out of the loop
+    finally:
+        monkeypatch.undo()
+        runner.close()
+    assert [v for v, _ in handler.handled] == values and refused
+    again = Recording(pipeline.topics.encodings)
+    _run(pipeline, again, group)
+    assert [v for v, _ in again.handled] == values  # nothing was committed: all read again
