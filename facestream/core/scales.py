@@ -50,9 +50,12 @@ Key = tuple[int, str]
 Ids are per gallery, so a cohort person who shares an id with someone in the gallery counts
 apart."""
 
-REMEMBERED: Final = 1024
-"""Probes whose neighbours a table keeps for the sample they may become (the latest ones; by a
-digest of the encoding, with the neighbours' ids and distances: no encoding is kept)."""
+REMEMBERED: Final = 32
+"""Probes whose neighbours a table keeps for the sample they may become: the latest ones judged
+since the galleries last changed (a probe becomes a sample right after it is judged, and its
+neighbours are of use only if nothing changed in between); by a digest of the encoding, with
+the neighbours' ids and distances: no encoding is kept. A matcher holds a table per store
+searched, so what each keeps must stay small."""
 FILL_CHUNK: Final = 256
 """Identities computed per search batch by :meth:`ScaleTable.fill`. The batch holds the
 gallery's read lock, and a change waiting for it holds up every search after it: 256 members
@@ -101,6 +104,8 @@ class ScaleTable:
         self._generations = self._now()
         """The galleries' state the entries reflect."""
         self._searched: OrderedDict[bytes, _Searched] = OrderedDict()
+        self._searched_at: tuple[int, ...] = ()
+        """The galleries' state the remembered probes were judged at."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -144,6 +149,12 @@ class ScaleTable:
                 nearest[key] = min(c.distance, nearest.get(key, math.inf))
             bounds.append(_bound(decision, self.galleries[source]))
         with self._lock:
+            self._sync()
+            if generations != self._generations:
+                return  # a gallery changed since the search: of no use for the next change
+            if self._searched_at != generations:
+                self._searched.clear()  # judged before the latest change: of no use any more
+                self._searched_at = generations
             self._searched[_probe_key(vector)] = _Searched(generations, nearest, tuple(bounds))
             while len(self._searched) > REMEMBERED:
                 self._searched.popitem(last=False)
