@@ -74,9 +74,8 @@ class _Entry:
 
 @dataclass(frozen=True)
 class _Searched:
-    """A probe's neighbours as the judge found them, and the galleries' state then."""
+    """A probe's neighbours as the judge found them (at the table's ``_searched_at``)."""
 
-    generations: tuple[int, ...]
     nearest: dict[Key, float]
     bounds: tuple[float, ...]
     """Per gallery: no neighbour missing from ``nearest`` is nearer than this (inf: none is
@@ -101,7 +100,7 @@ class ScaleTable:
         self._heap: list[tuple[float, int, str]] = []
         """(-u_k, seq, identity): the entries with the widest neighbourhoods first."""
         self._seq = 0
-        self._generations = self._now()
+        self._generations = self.generations()
         """The galleries' state the entries reflect."""
         self._searched: OrderedDict[bytes, _Searched] = OrderedDict()
         self._searched_at: tuple[int, ...] = ()
@@ -155,13 +154,13 @@ class ScaleTable:
             if self._searched_at != generations:
                 self._searched.clear()  # judged before the latest change: of no use any more
                 self._searched_at = generations
-            self._searched[_probe_key(vector)] = _Searched(generations, nearest, tuple(bounds))
+            self._searched[_probe_key(vector)] = _Searched(nearest, tuple(bounds))
             while len(self._searched) > REMEMBERED:
                 self._searched.popitem(last=False)
 
     def generations(self) -> tuple[int, ...]:
         """The galleries' state now (what :meth:`remember` wants with a search made now)."""
-        return self._now()
+        return tuple(g.generation for g in self.galleries)
 
     def fill(
         self,
@@ -204,13 +203,10 @@ class ScaleTable:
 
     # -- following the galleries -------------------------------------------------------------
 
-    def _now(self) -> tuple[int, ...]:
-        return tuple(g.generation for g in self.galleries)
-
     def _sync(self) -> None:
         """Apply every change the galleries journalled since the entries were last brought up
         to date (under the lock)."""
-        if self._now() == self._generations:
+        if self.generations() == self._generations:
             return
         done = list(self._generations)
         for source, gallery in enumerate(self.galleries):
@@ -235,7 +231,7 @@ class ScaleTable:
         self._holders.clear()
         self._heap.clear()
         self._searched.clear()
-        self._generations = self._now()
+        self._generations = self.generations()
 
     def _removed(self, key: Key) -> None:
         if key[0] == 0:
@@ -250,7 +246,7 @@ class ScaleTable:
         samples = gallery.samples(identity_id)
         searched = self._searched.get(_probe_key(samples[-1]))
         before = (*self._generations[:source], generation - 1, *self._generations[source + 1 :])
-        fresh = searched is not None and searched.generations == before
+        fresh = searched is not None and self._searched_at == before
         key = (source, identity_id)
         if source == 0:
             self._own_sample(identity_id, len(samples), searched if fresh else None)
@@ -286,13 +282,12 @@ class ScaleTable:
         for key, d in searched.nearest.items():
             if key != (0, identity_id):
                 nearest[key] = min(d, nearest.get(key, math.inf))
-        ranked = sorted((d, key) for key, d in nearest.items())[: self.k]
+        ranked = self._ranked(nearest)
         if len(ranked) == self.k and ranked[-1][0] > min(searched.bounds):
             # Its k-th neighbour could be one the probe's candidate lists did not reach.
             self._drop(identity_id, "own_sample_unreached")
             return
-        self._drop(identity_id, "")
-        self._store(identity_id, _Entry(tuple(ranked), samples))
+        self._store(identity_id, _Entry(ranked, samples))
 
     def _offer(self, holder: str, key: Key, distance: float) -> None:
         entry = self._entries.get(holder)
@@ -305,8 +300,7 @@ class ScaleTable:
         if distance >= merged.get(key, math.inf):
             return
         merged[key] = distance
-        ranked = sorted((d, k) for k, d in merged.items())[: self.k]
-        self._store(holder, _Entry(tuple(ranked), entry.samples))
+        self._store(holder, _Entry(self._ranked(merged), entry.samples))
 
     def _drop_wider_than(self, bound: float) -> None:
         """Drop the entries whose k-th neighbour is farther than ``bound``: a neighbour the
@@ -319,6 +313,10 @@ class ScaleTable:
                 self._drop(identity_id, "unreached")
 
     # -- entries -----------------------------------------------------------------------------
+
+    def _ranked(self, found: dict[Key, float]) -> tuple[tuple[float, Key], ...]:
+        """The k nearest of ``found`` (neighbour -> distance), nearest first."""
+        return tuple(sorted((d, key) for key, d in found.items())[: self.k])
 
     def _u(self, entry: _Entry) -> float | None:
         return entry.nearest[self.k - 1][0] if len(entry.nearest) >= self.k else None
@@ -339,13 +337,12 @@ class ScaleTable:
             heapq.heapify(self._heap)
 
     def _drop(self, identity_id: str, reason: str) -> None:
-        """Forget an entry; ``reason`` (empty: replaced at once) is counted in ``stats``."""
+        """Forget an entry; counted in ``stats`` with its ``reason``."""
         entry = self._entries.pop(identity_id, None)
         if entry is not None:
             self._unhold(identity_id, entry)
-            if reason:
-                self.stats["dropped"] += 1
-                self.stats[f"dropped_{reason}"] += 1
+            self.stats["dropped"] += 1
+            self.stats[f"dropped_{reason}"] += 1
 
     def _unhold(self, identity_id: str, entry: _Entry) -> None:
         for _, key in entry.nearest:
@@ -380,10 +377,7 @@ class ScaleTable:
                     mine[key] = min(c.distance, mine.get(key, math.inf))
         counts = Counter(owners)
         return {
-            owner: _Entry(
-                tuple(sorted((d, key) for key, d in found.items())[: self.k]), counts[owner]
-            )
-            for owner, found in nearest.items()
+            owner: _Entry(self._ranked(found), counts[owner]) for owner, found in nearest.items()
         }
 
 
