@@ -3,6 +3,7 @@
 from facestream.schemas.messages import (
     UNSTATED_MODEL_VERSION,
     Box,
+    CameraProgress,
     DeadLetter,
     FaceObservation,
     FrameMeta,
@@ -18,6 +19,7 @@ from facestream.schemas.wire import Message, SchemaError, decode, vector_from_wi
 __all__ = [
     "UNSTATED_MODEL_VERSION",
     "Box",
+    "CameraProgress",
     "DeadLetter",
     "FaceObservation",
     "FrameMeta",

@@ -23,6 +23,7 @@ from typing import Any, Final
 from pydantic import BaseModel
 
 from facestream.schemas.messages import (
+    CameraProgress,
     DeadLetter,
     FaceObservation,
     FrameMeta,
@@ -82,6 +83,11 @@ class Contract:
 CONTRACTS: Final = (
     Contract(FrameMeta, 1, "the headers of a frames.v1 record", headers=True),
     Contract(FaceObservation, 1, "the value of an encodings.v1 record"),
+    Contract(
+        CameraProgress,
+        1,
+        "the value of an encodings.v1 record with the header facestream-kind: progress",
+    ),
     Contract(MatchEvent, 1, "the value of a matches.v1 record"),
     Contract(MemberRecord, 1, "the value of a members.v1 record (null: a tombstone)"),
     Contract(MemberSamples, 1, "the value of a member-samples.v1 record (null: a tombstone)"),

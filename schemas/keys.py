@@ -20,6 +20,16 @@ period, rather than erasing one on request: it needs no acknowledgement from the
 nothing guards the key against being written again (a retired FaceId is never minted again)."""
 
 
+PROGRESS: Final = ("facestream-kind", b"progress")
+"""The header of an ``encodings.v1`` record that is a detector's
+:class:`~facestream.schemas.CameraProgress`, not a face: the matcher tells them apart by it."""
+
+
+def is_progress(headers: list[tuple[str, bytes]] | None) -> bool:
+    """Whether an ``encodings.v1`` record with these headers is a camera's progress."""
+    return PROGRESS in (headers or [])
+
+
 def is_retirement(headers: list[tuple[str, bytes]] | None) -> bool:
     """Whether a tombstone with these headers retires a visitor (see :data:`RETIRED`)."""
     return RETIRED in (headers or [])

@@ -3,7 +3,7 @@
 | topic | key | value |
 |---|---|---|
 | ``frames.v1`` | store id, or ``store/camera`` | the image bytes; :class:`FrameMeta` in headers |
-| ``encodings.v1`` | store id | :class:`FaceObservation`, one face each |
+| ``encodings.v1`` | store id | :class:`FaceObservation`, one face each; :class:`CameraProgress` |
 | ``matches.v1`` | store id | :class:`MatchEvent`, one decision per face |
 | ``members.v1`` (compacted) | member id | :class:`MemberRecord`; a tombstone (null) erases |
 | ``identities.v1`` (compacted) | ``store/face_id`` | :class:`IdentityRecord`; a tombstone erases |
@@ -184,6 +184,25 @@ class FaceObservation(Message):
     @property
     def vector(self) -> NDArray[np.float32]:
         return vector_from_wire(self.encoding)
+
+
+class CameraProgress(Message):
+    """A detector's promise about one camera (``encodings.v1``, beside the observations, keyed
+    by the store; the record carries the header :data:`~facestream.schemas.keys.PROGRESS`):
+    no observation of this camera published after this record has a ``captured_at`` before
+    ``before``. The matcher decides a store's faces in capture order once every camera of the
+    store has promised past them (docs/pipeline.md, "Capture order").
+
+    ``before`` is the first frame of the camera's earliest pass still open, or, with none open,
+    just past (1 µs) its latest committed frame (a camera's frames have distinct times). Only
+    committed frames count, so it holds across a detector's retries and restarts (what is
+    replayed starts at the last commit).
+    """
+
+    v: Literal[1] = 1
+    store_id: Id
+    camera_id: Id
+    before: EventTime
 
 
 class MatchEvent(Message):

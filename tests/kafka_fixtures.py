@@ -25,6 +25,8 @@ from facestream.devstack import stack
 from facestream.devstack.kafka_broker import admin_client
 from facestream.runtime.settings import PipelineSettings
 from facestream.runtime.topics import Topics
+from facestream.schemas import CameraProgress, decode
+from facestream.schemas.keys import is_progress
 
 PARTITIONS = 4
 
@@ -96,6 +98,18 @@ def read_topic(settings: PipelineSettings, topic: str, timeout: float = 20.0) ->
         return sorted(records, key=lambda r: (r.partition, r.offset))
     finally:
         consumer.close()
+
+
+def read_observations(settings: PipelineSettings, timeout: float = 20.0) -> list[Any]:
+    """The records of ``encodings.v1`` that are faces, without the detectors' camera progress."""
+    records = read_topic(settings, settings.topics.encodings, timeout)
+    return [r for r in records if not is_progress(r.headers)]
+
+
+def read_progress(settings: PipelineSettings, timeout: float = 20.0) -> list[CameraProgress]:
+    """The detectors' camera progress records in ``encodings.v1``, in offset order."""
+    records = read_topic(settings, settings.topics.encodings, timeout)
+    return [decode(CameraProgress, r.value) for r in records if is_progress(r.headers)]
 
 
 def run_detector_until_idle(settings: PipelineSettings, log: Path, idle_seconds: int = 3) -> None:

@@ -25,7 +25,7 @@ from facestream.runtime import kafka_clients
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import FaceObservation, MatchEvent, SchemaError, decode
-from facestream.schemas.keys import frame_key, partition_for
+from facestream.schemas.keys import frame_key, is_progress, partition_for
 from facestream.services.camera.publisher import frame_id, publish
 from facestream.tools import replay
 
@@ -84,6 +84,8 @@ class Tail(threading.Thread):
                             read_at,
                             ev.kind,
                         )
+            elif is_progress(record.headers):
+                return  # a detector's camera progress, not a face
             else:
                 obs = decode(FaceObservation, record.value)
                 with self.lock:

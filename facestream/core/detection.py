@@ -65,6 +65,11 @@ class DetectorSettings(BaseSettings):
     pass_max_open_seconds: float = Field(default=10.0, gt=0, le=600)
     """A face in view this long is published anyway and goes on as a new pass (bounds the
     latency of a person standing in view, and what a crash can lose)."""
+    progress: bool = True
+    """After each commit, publish each camera's progress on ``encodings.v1``
+    (:class:`~facestream.schemas.CameraProgress`), from which the matcher decides a store's
+    faces in capture order. Off only while matchers older than progress records still run:
+    they dead-letter them (docs/deploy.md, "Upgrading to camera keys")."""
     video_max_cameras: int = Field(default=64, ge=1, le=100_000)
     """Video cameras followed at once. Past it, the camera whose latest frame is the oldest
     has its open passes published and is forgotten (it starts afresh with its next frame), so

@@ -118,6 +118,12 @@ class CameraPasses:
     def open_passes(self) -> int:
         return self.tracker.open_tracks
 
+    @property
+    def open_since(self) -> datetime | None:
+        """The ``captured_at`` the earliest open pass will be published with, or None."""
+        since = self.tracker.open_since
+        return None if since is None else self._time(since)
+
     def _restart_if_back(self, captured_at: datetime) -> list[FaceObservation]:
         """A frame before the camera's latest is another video on this camera (a replay, a
         restarted camera with its clock set back): end what is open, start again."""

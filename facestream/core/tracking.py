@@ -216,6 +216,11 @@ class Tracker:
     def open_tracks(self) -> int:
         return len(self._tracks)
 
+    @property
+    def open_since(self) -> float | None:
+        """When the earliest open pass began (what it will be published with), or None."""
+        return min((t.first_seen for t in self._tracks), default=None)
+
     def expected_boxes(self, at: float) -> list[Box]:
         """Where each open track's face should be at ``at`` (its last box moved on by its
         velocity): where a detector looks first (:mod:`facestream.core.regions`)."""

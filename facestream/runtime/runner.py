@@ -14,9 +14,19 @@ contract, after quix-streams' checkpointing:
    partition, visibly (errors and retries counted, lag growing), rather than being lost;
 3. send every output, flush the producer and check every send succeeded;
 4. let the handler flush its own side effects (``before_commit``);
-5. only then commit offset + 1 of the last record handled in each partition.
+5. only then commit offset + 1 of the last record handled in each partition, or, when the
+   handler still holds records of a partition back (:meth:`Handler.held`: the matcher waiting
+   to decide a store's faces in capture order), the offset of the first one it holds: a crash
+   then reads them again;
+6. send what the handler owes once its input is committed (:meth:`Handler.after_commit`: the
+   detector's camera progress).
 
-If step 3 or 4 fails, nothing is committed: the consumer seeks back to the batch start and the
+A handler that holds records back releases them with a later record, or by itself
+(:meth:`Handler.due`, asked once per poll, batch or not): such outputs go through steps 3-5 as
+a batch of their own.
+
+If step 3 or 4 fails, nothing is committed: the handler goes back to its state as of the last
+commit (:meth:`Handler.rewind`), the consumer seeks back to the batch start and the
 batch is handled again after the same capped backoff (outputs are idempotent downstream: ids
 are derived, not random). So nothing accepted is lost and a crash anywhere replays at most one
 batch.
@@ -189,6 +199,27 @@ class Handler:
     def before_commit(self) -> None:
         """Make the batch's own side effects durable; raising prevents the commit."""
 
+    def held(self) -> Mapping[int, int]:
+        """Per partition of the input topic, the offset of the first record handled but held
+        back (its outputs not produced yet): the runner commits no further. Empty: nothing
+        held (the default)."""
+        return {}
+
+    def due(self) -> Sequence[Output]:
+        """Outputs of held records released by the passing of time (the matcher's wait for a
+        camera gone quiet); asked once per poll, whether records came or not."""
+        return ()
+
+    def rewind(self) -> None:
+        """The outputs since the last commit were not acknowledged: go back to the state of
+        the last :meth:`before_commit`; the runner then handles the batch again."""
+
+    def after_commit(self) -> Sequence[Output]:
+        """Outputs owed once the batch is committed (the detector's camera progress, which
+        may only speak of committed input). Sent without waiting; one that fails is logged,
+        and the next commit's outputs supersede it."""
+        return ()
+
     def idle(self) -> None:
         """Called once per poll, records or not (for background reads such as members)."""
 
@@ -215,6 +246,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         if revoked:
             log.info("partitions revoked: %s", sorted(tp.partition for tp in revoked))
             self.runner.drain(list(revoked))
+            self.runner.forget(list(revoked))
             self.handler.on_revoked(list(revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
@@ -257,6 +289,10 @@ class Runner:
         self._stop = False
         self._signals = 0
         self._batch_failures = 0
+        self._handled: dict[TopicPartition, int] = {}
+        """Per partition, offset + 1 of the last record handled whose outputs were acknowledged."""
+        self._committed: dict[TopicPartition, int] = {}
+        """Per partition, the offset this runner last committed."""
         self.producer = producer or make_producer(kafka)
         self.consumer = kafka_clients.consumer(
             kafka,
@@ -301,9 +337,14 @@ class Runner:
                 self.handler.idle()
                 self.health.beat()  # idle() may have built state (the matcher's shards)
                 if not batch:
-                    if not self.consumer.assignment():
-                        # Still joining the group (or waiting out a killed predecessor's
-                        # session): that is not idleness.
+                    try:
+                        released = self._process({})
+                    except _Stopped:
+                        log.info("stopping while released outputs wait for a retry")
+                        break
+                    if released or self.handler.held() or not self.consumer.assignment():
+                        # Work done, work held back, or still joining the group (or waiting
+                        # out a killed predecessor's session): that is not idleness.
                         idle_since = time.monotonic()
                     elif max_idle_seconds and time.monotonic() - idle_since > max_idle_seconds:
                         break
@@ -335,6 +376,13 @@ class Runner:
         except Exception:
             log.exception("held-back outputs could not be published; they are lost")
 
+    def forget(self, partitions: Sequence[TopicPartition]) -> None:
+        """Partitions no longer ours: what was handled or committed of them is the next
+        owner's business."""
+        for tp in partitions:
+            self._handled.pop(tp, None)
+            self._committed.pop(tp, None)
+
     def close(self) -> None:
         try:
             self.drain(None)
@@ -346,15 +394,18 @@ class Runner:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def _process(self, batch: dict[TopicPartition, list[KafkaRecord]]) -> None:
+    def _process(self, batch: dict[TopicPartition, list[KafkaRecord]]) -> bool:
+        """Handle a poll's records (none: only what the handler releases by itself), produce,
+        commit. Whether anything was handled or produced."""
         stage = self.handler.stage
         first = {tp: records[0].offset for tp, records in batch.items() if records}
-        commit: dict[TopicPartition, OffsetAndMetadata] = {}
+        handled: dict[TopicPartition, int] = {}
         futures = []
-        try:
-            self.handler.prepare([record for records in batch.values() for record in records])
-        except Exception:
-            log.exception("preparing the batch failed; handling its records without it")
+        if batch:
+            try:
+                self.handler.prepare([record for records in batch.values() for record in records])
+            except Exception:
+                log.exception("preparing the batch failed; handling its records without it")
         for tp, records in batch.items():
             for record in records:
                 with log_context(where(record)):
@@ -362,7 +413,12 @@ class Runner:
                 for out in outputs:
                     futures.append(self._send(out))
                     metrics.OUTPUTS.labels(stage, out.kind).inc()
-                commit[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+                handled[tp] = record.offset + 1
+        for out in self._due():
+            futures.append(self._send(out))
+            metrics.OUTPUTS.labels(stage, out.kind).inc()
+        if not handled and not futures:
+            return False
         try:
             self.producer.flush(timeout=30)
             for f in futures:
@@ -370,6 +426,7 @@ class Runner:
             self.handler.before_commit()
         except Exception:
             # Nothing of this batch is committed: go back and handle it again, later.
+            self.handler.rewind()
             metrics.RETRIES.labels(stage).inc()
             self._batch_failures += 1
             delay = self.backoff.delay(self._batch_failures)
@@ -382,10 +439,39 @@ class Runner:
             for tp, offset in first.items():
                 self.consumer.seek(tp, offset)
             self._wait(delay)
-            return
+            return True
         self._batch_failures = 0
+        self._handled.update(handled)
+        self._commit()
+        return True
+
+    def _due(self) -> Sequence[Output]:
+        """What the handler releases by itself; a failure is logged and asked again next poll."""
+        try:
+            return self.handler.due()
+        except Fatal:
+            raise
+        except Exception:
+            log.exception("releasing held records failed; trying again at the next poll")
+            return ()
+
+    def _commit(self) -> None:
+        """Commit what has been handled and acknowledged, short of what the handler holds."""
+        stage = self.handler.stage
+        held = self.handler.held()
+        commit: dict[TopicPartition, OffsetAndMetadata] = {}
+        for tp, offset in self._handled.items():
+            if tp.topic == self.topic and tp.partition in held:
+                offset = min(offset, held[tp.partition])
+            if self._committed.get(tp) != offset:
+                commit[tp] = OffsetAndMetadata(offset, "", -1)
+        if not commit:
+            self._after_commit()
+            return
         try:
             self.consumer.commit(commit)
+            self._committed.update({tp: meta.offset for tp, meta in commit.items()})
+            self._after_commit()
         except (CommitFailedError, RebalanceInProgressError):
             # The partitions moved to another member mid-batch. Our outputs are out and
             # idempotent; the new owner replays from the last commit. Carry on.
@@ -398,6 +484,16 @@ class Runner:
             metrics.RETRIES.labels(stage).inc()
             log.warning("commit failed (%s); the next commit covers the batch", exc)
             self._wait(self.backoff.delay(1))
+
+    def _after_commit(self) -> None:
+        try:
+            for out in self.handler.after_commit():
+                self._send(out).add_errback(
+                    lambda exc, kind=out.kind: log.warning("%s not sent: %s", kind, exc)
+                )
+                metrics.OUTPUTS.labels(self.handler.stage, out.kind).inc()
+        except Exception:
+            log.exception("outputs owed after the commit were not sent")
 
     def _send(self, out: Output) -> Any:
         """Send one output (the producer's future)."""

@@ -34,6 +34,7 @@ from facestream.runtime import kafka_clients
 from facestream.runtime.settings import PipelineSettings
 from facestream.runtime.topic_reads import ReadTimeout, read_to_end
 from facestream.schemas import MatchEvent, SchemaError, decode
+from facestream.schemas.keys import is_progress
 
 if TYPE_CHECKING:
     from facestream.services.sink.stats import StoreStats
@@ -231,15 +232,15 @@ class Session:
         return sent.published
 
     def observations(self) -> int:
-        """Records now in encodings.v1 (every partition, from its start)."""
-        consumer = kafka_clients.consumer(self.settings, enable_auto_commit=False)
-        try:
-            topic = self.settings.topics.encodings
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            ends, starts = consumer.end_offsets(tps), consumer.beginning_offsets(tps)
-            return sum(ends[tp] - starts[tp] for tp in tps)
-        finally:
-            consumer.close()
+        """Faces now in encodings.v1 (every partition, from its start), the detectors' camera
+        progress records not counted."""
+        records = read_to_end(
+            self.settings,
+            self.settings.topics.encodings,
+            lambda record: not is_progress(record.headers),
+            timeout=60,
+        )
+        return len(records)
 
     def wait(self, timeout: float) -> None:
         """Until every stage has committed all of its input (twice in a row)."""

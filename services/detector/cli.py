@@ -44,7 +44,12 @@ def subscribe(
     engine = FaceEngine(detector.engine_config())
     passes = VideoPasses.from_settings(engine, detector) if detector.video_passes else None
     return Subscription(
-        DetectorHandler(engine, encodings_topic=pipeline.topics.encodings, passes=passes),
+        DetectorHandler(
+            engine,
+            encodings_topic=pipeline.topics.encodings,
+            passes=passes,
+            progress=detector.progress,
+        ),
         topic=pipeline.topics.frames,
         max_batch=detector.max_batch,
         # Static membership (KIP-345) when configured, as the sink's.

@@ -15,13 +15,20 @@ as of the last commit, and a batch handled again (its outputs were not acknowled
 from that copy, so it gives the same observations. Before partitions move to another detector,
 or the detector stops, their cameras' open passes are ended as of the last commit and published
 (:meth:`DetectorHandler.drain`); only a crash loses them.
+
+After each commit the detector publishes, per camera whose frames it handled, a
+:class:`~facestream.schemas.CameraProgress` on ``encodings.v1`` (keyed by the store, so in order
+with the camera's observations): no later observation of the camera will have a ``captured_at``
+before the earlier of its latest committed frame and the first frame of its open passes. The
+matcher decides a store's faces in capture order from these, whichever detectors its cameras'
+frames went through (docs/pipeline.md, "Capture order").
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from kafka import TopicPartition
@@ -37,8 +44,8 @@ from facestream.core.passes import CameraKey, CameraPasses, VideoPasses
 from facestream.runtime import metrics
 from facestream.runtime.logs import add_log_context
 from facestream.runtime.runner import Handler, KafkaRecord, Output, Poison
-from facestream.schemas import FaceObservation, FrameMeta, SchemaError
-from facestream.schemas.keys import frame_key
+from facestream.schemas import CameraProgress, FaceObservation, FrameMeta, SchemaError
+from facestream.schemas.keys import PROGRESS, frame_key
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,8 @@ CAMERAS_EVICTED = Counter(
 Place = tuple[str, int]
 """A record's ``(topic, partition)``."""
 
+_EPSILON = timedelta(microseconds=1)
+
 
 class DetectorHandler(Handler):
     """Frame in, :class:`FaceObservation` outputs out. Holds no Kafka client."""
@@ -96,10 +105,13 @@ class DetectorHandler(Handler):
         *,
         encodings_topic: str,
         passes: VideoPasses | None = None,
+        progress: bool = True,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.engine = engine
         self.encodings_topic = encodings_topic
+        self.progress = progress
+        """Whether to publish each camera's progress after a commit (DetectorSettings.progress)."""
         self.passes = passes
         """None: video frames are observed face by face, as stills."""
         self.clock = clock
@@ -109,6 +121,12 @@ class DetectorHandler(Handler):
         """The partition of each video camera's frames."""
         self._committed: tuple[dict[CameraKey, CameraPasses], dict[Place, int]] = ({}, {})
         """The cameras' passes and ``_handled`` as of the last commit."""
+        self._latest: dict[CameraKey, tuple[Place, datetime]] = {}
+        """Each camera's partition and latest frame time (still or video)."""
+        self._promised: dict[CameraKey, datetime] = {}
+        """The ``before`` of each camera's last progress record."""
+        self._promise: dict[CameraKey, datetime] = {}
+        """Each camera's ``before`` as of the last commit (published after it)."""
 
     def handle(self, record: KafkaRecord) -> Sequence[Output]:
         """The frame's observations (one per face that passed the gate, best score first).
@@ -130,6 +148,10 @@ class DetectorHandler(Handler):
         else:
             observations = self._still(meta, record.value or b"")
         self._handled[place] = record.offset
+        key = (meta.store_id, meta.camera_id)
+        latest = self._latest.get(key)
+        if latest is None or latest[1] < meta.captured_at:
+            self._latest[key] = (place, meta.captured_at)
         delay = (self.clock() - meta.captured_at).total_seconds()
         metrics.EVENT_DELAY.labels(STAGE).observe(max(0.0, delay))
         return self._outputs(observations)
@@ -151,6 +173,38 @@ class DetectorHandler(Handler):
             self._committed = (self.passes.snapshot(), dict(self._handled))
         else:
             self._committed = ({}, dict(self._handled))
+        if self.progress:
+            self._promise = {
+                key: self._before(key, latest) for key, (_, latest) in self._latest.items()
+            }
+
+    def _before(self, key: CameraKey, latest: datetime) -> datetime:
+        """What the camera's committed frames promise: no later observation of it is captured
+        before this. Its open passes will be published with their first frame's time; without
+        any, the next observation comes from a later frame (a camera's frames have distinct
+        times), so the promise is just past the latest frame: its faces need not wait."""
+        camera = self.passes.cameras.get(key) if self.passes is not None else None
+        since = camera.open_since if camera is not None else None
+        return latest + _EPSILON if since is None else min(latest, since)
+
+    def after_commit(self) -> Sequence[Output]:
+        """A :class:`CameraProgress` for each camera whose promise moved on with this commit."""
+        outputs = []
+        for key, before in self._promise.items():
+            if key in self._latest and before > self._promised.get(key, before - _EPSILON):
+                self._promised[key] = before
+                progress = CameraProgress(store_id=key[0], camera_id=key[1], before=before)
+                outputs.append(
+                    Output(
+                        self.encodings_topic,
+                        progress.to_bytes(),
+                        key=key[0].encode(),
+                        headers=[PROGRESS],
+                        kind="progress",
+                    )
+                )
+        self._promise = {}
+        return outputs
 
     def drain(self, partitions: Sequence[TopicPartition] | None) -> Sequence[Output]:
         """The open passes of the cameras on ``partitions`` (None: every camera), ended as of
@@ -167,6 +221,7 @@ class DetectorHandler(Handler):
         for key in cameras:  # owed once: neither a later drain nor a rewind brings them back
             del self._where[key]
             self._committed[0].pop(key, None)
+        self._forget_progress(places)
         PASSES.labels("published").inc(len(ended))
         if ended:
             log.info(
@@ -174,8 +229,17 @@ class DetectorHandler(Handler):
             )
         return self._outputs(ended)
 
+    def _forget_progress(self, places: set[Place] | None) -> None:
+        """The cameras of ``places`` (None: all) are another detector's to speak for now."""
+        for key, (place, _) in list(self._latest.items()):
+            if places is None or place in places:
+                del self._latest[key]
+                self._promised.pop(key, None)
+                self._promise.pop(key, None)
+
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._forget_progress(gone)
         cameras = [key for key, place in self._where.items() if place in gone]
         for key in cameras:
             del self._where[key]

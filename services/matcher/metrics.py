@@ -129,3 +129,25 @@ MEMBER_SCALES_FILLED = Histogram(
     "read (FACESTREAM_MATCHER_MEMBER_SCALES=background).",
     buckets=(0.1, 1, 10, 60, 300, 1200, 3600),
 )
+
+# -- capture order (see .ordering) -----------------------------------------------------------
+ORDER = Counter(
+    "facestream_matcher_order_total",
+    "Faces by how they met the capture order: held until every camera of the store had "
+    "promised past them, direct (captured before every promise, or from a camera that reports "
+    "no progress), late (from a camera that had promised past them: decided on arrival).",
+    ["how"],
+)
+ORDER_ESCAPED = Counter(
+    "facestream_matcher_order_escaped_total",
+    "Held faces decided because their store heard no camera progress for "
+    "FACESTREAM_MATCHER_ORDER_WAIT_SECONDS (a detector down or restarting, the end of a day).",
+)
+ORDER_HELD = Gauge(
+    "facestream_matcher_order_held",
+    "Faces held now, waiting for every camera of their store to promise past them.",
+)
+PROGRESS_READ = Counter(
+    "facestream_matcher_progress_read_total",
+    "Camera progress records read back from encodings.v1 when a partition was assigned.",
+)

@@ -77,6 +77,19 @@ class MatcherSettings(BaseSettings):
     every store); ``store_both`` in the member's scale too (one member table per store, its
     scales computed as members are matched there). Experiments measured in docs/accuracy.md,
     not the default."""
+    order: Literal["capture", "arrival"] = "capture"
+    """``capture``: a store's faces are decided in capture order, from the progress its
+    cameras' detectors report (services/matcher/ordering.py; docs/pipeline.md, "Capture
+    order"), so that a run and its replay decide alike whichever detectors the cameras went
+    through. ``arrival``: each face as it arrives (progress records are then only read)."""
+    order_wait_seconds: float = Field(default=2.0, gt=0, le=600)
+    """A store whose faces are held and whose cameras reported no progress for this long (wall
+    time) has them decided anyway: the last faces of a day, a detector down."""
+    order_max_lag_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """A camera whose promise is more than this (event time) behind its store's most advanced
+    camera holds no face back (a camera gone dark). Above the longest pass a detector keeps
+    open (FACESTREAM_DETECTOR_PASS_MAX_OPEN_SECONDS plus its gap, 11 s), which holds a
+    camera's promise back that long."""
     threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=2)
     """With ``policy=distance``: largest distance at which a face is taken for a member."""
     margin: float = Field(default=DEFAULT_MARGIN, ge=0, le=2)

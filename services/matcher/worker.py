@@ -9,6 +9,9 @@ taught or seen a day after its recorded ``last_seen``; a member's learned sample
 ``member-samples.v1``. Visitors unseen for the retention period are tombstoned before the
 decision that finds them so (:mod:`.decide`).
 
+A store's faces are decided in capture order (:mod:`.ordering`): each is held until every camera
+of the store has reported progress past it, then decided; the records held are not committed.
+
 Decisions depend on the input, not on timing: before each batch the member tier and the kept
 shards are read up to the end offsets of that moment. Replays are idempotent: ids are derived
 from the observation id; a batch retried before its outputs were acknowledged gets the outputs
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import numpy as np
@@ -33,18 +36,20 @@ from facestream.core.engine import MODEL_VERSION
 from facestream.core.gallery import Gallery, GalleryConfig
 from facestream.core.policy import PolicySet, load_policies
 from facestream.runtime import metrics as runtime_metrics
-from facestream.runtime.logs import add_log_context
+from facestream.runtime.logs import add_log_context, log_context
 from facestream.runtime.redis_clients import redis_client as new_redis_client
 from facestream.runtime.runner import Fatal, Handler, KafkaRecord, Output, Poison, where
 from facestream.runtime.settings import PipelineSettings
-from facestream.schemas import FaceObservation, SchemaError, decode
-from facestream.schemas.keys import partition_for
+from facestream.runtime.topic_reads import read_to_end
+from facestream.schemas import CameraProgress, FaceObservation, SchemaError, decode
+from facestream.schemas.keys import is_progress, partition_for
 from facestream.services.matcher import metrics
 from facestream.services.matcher.changelog import ChangelogError
 from facestream.services.matcher.decide import Decider
 from facestream.services.matcher.decided import CLOCK_MARGIN_MS, DecisionLog
 from facestream.services.matcher.learning import LearnPolicy, MemberLearnPolicy
 from facestream.services.matcher.member_tier import MemberTier
+from facestream.services.matcher.ordering import CaptureOrder, Held
 from facestream.services.matcher.outputs import Outputs
 from facestream.services.matcher.presence import Presence
 from facestream.services.matcher.settings import MatcherSettings
@@ -54,6 +59,10 @@ log = logging.getLogger(__name__)
 
 MAX_UNACKED: Final = 10_000
 """Decisions remembered until acknowledged (a runner clears them every batch)."""
+
+PROGRESS_LOOKBACK: Final = timedelta(minutes=5)
+"""How far before a newly assigned partition's first record (its Kafka timestamp) the cameras'
+progress is read back, beyond ``order_max_lag_seconds``."""
 
 
 class ShardUnavailable(Fatal):
@@ -137,6 +146,14 @@ class MatcherHandler(Handler):
         """Whether the batch in hand was preceded by a catch-up (reset between polls)."""
         self._unacked: dict[str, list[Output]] = {}
         """Observation id -> outputs, for the batch whose outputs are not acknowledged yet."""
+        self.order = CaptureOrder(
+            wait_seconds=settings.order_wait_seconds,
+            max_lag=timedelta(seconds=settings.order_max_lag_seconds),
+        )
+        self._order_saved = self.order.snapshot()
+        """The faces held and the cameras' promises as of the last commit (:meth:`rewind`)."""
+        self._pipeline = pipeline
+        self._client = client
 
     def _use_policies(self, settings: MatcherSettings) -> None:
         """Both tiers decide with the normalised policy unless ``policy=distance``."""
@@ -198,6 +215,7 @@ class MatcherHandler(Handler):
         self._pending -= gone
         self.shards.release(gone)
         self.published.forget(gone)
+        self.order.forget(gone, self._order_saved)
         self._unacked.clear()  # committed by now; the next owner decides anything replayed
 
     def _build_pending(self) -> None:
@@ -227,6 +245,29 @@ class MatcherHandler(Handler):
     def before_commit(self) -> None:
         # The batch's outputs are acknowledged: its decisions need not be remembered.
         self._unacked.clear()
+        self._order_saved = self.order.snapshot()
+
+    def held(self) -> Mapping[int, int]:
+        return self.order.held_offsets()
+
+    def rewind(self) -> None:
+        # The faces released since the last commit are held again; handled again, they get
+        # the outputs remembered for them (_unacked).
+        self.order.restore(self._order_saved)
+
+    def due(self) -> Sequence[Output]:
+        """The held faces of stores whose cameras went quiet (:meth:`CaptureOrder.due`)."""
+        released = self.order.due()
+        if not released:
+            return []
+        if not self._caught_up:
+            self._catch_up()
+            self._caught_up = True
+        outputs: list[Output] = []
+        for face in released:
+            with log_context(where(face.record)):
+                outputs += self._decide(face.record, face.observation)
+        return outputs
 
     def _erased(self, subject: str) -> None:
         # A decision remembered for a retry may name the erased person: decide it again.
@@ -294,7 +335,10 @@ class MatcherHandler(Handler):
 
     def handle(self, record: KafkaRecord) -> Sequence[Output]:
         """One observation in, its match event out (plus the visitor's record when one was
-        minted or learned a sample)."""
+        minted or learned a sample); in capture order, the outputs of the faces this record
+        lets through (none while it is held; several when a camera's progress releases them)."""
+        if is_progress(record.headers):
+            return self._progress(record)
         obs = decode(FaceObservation, record.value)
         add_log_context(store=obs.store_id, camera=obs.camera_id)
         key = record.key.decode("utf-8", "replace") if record.key is not None else None
@@ -307,6 +351,30 @@ class MatcherHandler(Handler):
                 "model_mismatch",
                 f"an encoding of {obs.model_version!r}; this matcher's are {self.model_version!r}",
             )
+        self._ready(record)
+        if self.settings.order == "arrival":
+            return self._decide(record, obs)
+        return self._decide_all(self.order.face(record, obs))
+
+    def _progress(self, record: KafkaRecord) -> Sequence[Output]:
+        """A camera's progress: the faces it lets through."""
+        progress = decode(CameraProgress, record.value)
+        add_log_context(store=progress.store_id, camera=progress.camera_id)
+        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        if key != progress.store_id:
+            raise Poison("key_mismatch", f"key {key!r} but the progress is of {progress.store_id}")
+        self._ready(record)
+        return self._decide_all(self.order.progress(record.partition, progress))
+
+    def _decide_all(self, faces: Sequence[Held]) -> list[Output]:
+        outputs: list[Output] = []
+        for face in faces:
+            outputs += self._decide(face.record, face.observation)
+        return outputs
+
+    def _ready(self, record: KafkaRecord) -> None:
+        """The record's shard built, the changelogs caught up for the batch, and the cameras'
+        promises read back on the partition's first record since it was assigned."""
         if not self.shards.ready(record.partition):
             try:
                 self._build_pending()
@@ -319,6 +387,38 @@ class MatcherHandler(Handler):
         if not self._caught_up:  # once per batch: idle() runs between polls
             self._catch_up()
             self._caught_up = True
+        if self.settings.order == "capture" and self.order.needs_load(record.partition):
+            self._load_progress(record)
+
+    def _load_progress(self, record: KafkaRecord) -> None:
+        """The promises made on the record's partition before it (from a little before its
+        time): those a matcher that had handled them would hold (raises the read's error:
+        the batch is retried, not decided without them)."""
+        lookback = PROGRESS_LOOKBACK + timedelta(seconds=self.settings.order_max_lag_seconds)
+        since = record.timestamp - int(lookback.total_seconds() * 1000)
+        found = read_to_end(
+            self._pipeline,
+            record.topic,
+            lambda r: r.offset < record.offset and is_progress(r.headers),
+            self.settings.startup_timeout,
+            lambda _: [record.partition],
+            since_ms=max(0, since),
+            client_id=f"{self._client}-progress",
+        )
+        progress = []
+        for one in found:
+            try:
+                progress.append(decode(CameraProgress, one.value))
+            except SchemaError:
+                continue  # dead-lettered when it was handled
+        self.order.load(record.partition, progress)
+        metrics.PROGRESS_READ.inc(len(progress))
+        log.info(
+            "partition %d: %d camera progress records read back", record.partition, len(progress)
+        )
+
+    def _decide(self, record: KafkaRecord, obs: FaceObservation) -> list[Output]:
+        """Decide one face (its shard ready, the changelogs caught up)."""
         self._check_partitioner(obs.store_id, record.partition)
         outputs = self._unacked.get(obs.observation_id)
         if outputs is not None:

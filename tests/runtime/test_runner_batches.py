@@ -91,18 +91,18 @@ class Holding(Handler):
 
     def __init__(self, out: str) -> None:
         self.out = out
-        self.held: list[tuple[int, bytes | None]] = []
+        self.owed: list[tuple[int, bytes | None]] = []
         self.drained: list[object] = []
 
     def handle(self, record: KafkaRecord) -> Sequence[Output]:
-        self.held.append((record.partition, record.value))
+        self.owed.append((record.partition, record.value))
         return []
 
     def drain(self, partitions: Sequence[TopicPartition] | None) -> Sequence[Output]:
         self.drained.append(None if partitions is None else sorted(p.partition for p in partitions))
         wanted = None if partitions is None else {p.partition for p in partitions}
-        owed = [v for p, v in self.held if wanted is None or p in wanted]
-        self.held = [(p, v) for p, v in self.held if wanted is not None and p not in wanted]
+        owed = [v for p, v in self.owed if wanted is None or p in wanted]
+        self.owed = [(p, v) for p, v in self.owed if wanted is not None and p not in wanted]
         return [Output(self.out, v, key=b"s1") for v in owed]
 
 
@@ -118,7 +118,7 @@ def test_what_a_handler_holds_back_is_published_when_the_worker_stops(
     runner.run(max_idle_seconds=3)  # then closes the runner, which drains it
     # Drained at close (None); the consumer's own close may then revoke its partitions, which
     # drains again and finds nothing owed.
-    assert handler.drained[0] is None and handler.held == []
+    assert handler.drained[0] is None and handler.owed == []
     assert [r.value for r in read_topic(pipeline, pipeline.topics.encodings)] == values
 
 
@@ -155,3 +155,88 @@ def test_a_commit_the_broker_refuses_does_not_stop_the_worker(
     again = Recording(pipeline.topics.encodings)
     _run(pipeline, again, group)
     assert [v for v, _ in again.handled] == values  # nothing was committed: all read again
+
+
+class Waiting(Handler):
+    """Holds every record back (as the matcher holds faces for their capture order) until
+    ``release`` is set; then :meth:`due` lets them all go."""
+
+    stage = "test"
+
+    def __init__(self, out: str) -> None:
+        self.out = out
+        self.waiting: list[KafkaRecord] = []
+        self.saved: list[KafkaRecord] = []
+        self.release = False
+        self.seen: list[int] = []
+
+    def handle(self, record: KafkaRecord) -> Sequence[Output]:
+        self.waiting.append(record)
+        self.seen.append(record.offset)
+        return []
+
+    def held(self) -> dict[int, int]:
+        first: dict[int, int] = {}
+        for r in self.waiting:
+            first[r.partition] = min(first.get(r.partition, r.offset), r.offset)
+        return first
+
+    def due(self) -> Sequence[Output]:
+        if not self.release or not self.waiting:
+            return []
+        out = [Output(self.out, r.value, key=r.key) for r in self.waiting]
+        self.waiting = []
+        return out
+
+    def before_commit(self) -> None:
+        self.saved = list(self.waiting)
+
+    def rewind(self) -> None:
+        self.waiting = list(self.saved)
+
+
+def _committed(runner: Runner, pipeline: PipelineSettings, partition: int) -> int | None:
+    offset = runner.consumer.committed(TopicPartition(pipeline.topics.frames, partition))
+    return None if offset is None else int(offset)
+
+
+def test_records_held_back_are_not_committed_until_released(
+    pipeline: PipelineSettings,
+) -> None:
+    """The runner commits no further than the first record a handler holds, does not stop
+    for idleness while it holds any, and sends and commits what ``due`` releases without a
+    record to handle. A runner that stops while records are held leaves them to be read again."""
+    values = [f"w{i}".encode() for i in range(5)]
+    _publish(pipeline, values)
+    group = pipeline.group("waiting")
+
+    first = Waiting(pipeline.topics.encodings)
+    runner = Runner(first, kafka=pipeline, topic=pipeline.topics.frames, group=group)
+    try:
+        for _ in range(40):  # bounded: polls until every record is handled, then a few more
+            runner._process(runner.consumer.poll(timeout_ms=500, max_records=10))
+            if len(first.seen) == len(values):
+                break
+        assert len(first.seen) == len(values) and first.held()
+        part = first.waiting[0].partition
+        assert _committed(runner, pipeline, part) in (None, 0)  # everything is held: nothing moves
+    finally:
+        runner.close()
+    assert read_topic(pipeline, pipeline.topics.encodings) == []
+
+    # The next owner reads them all again; released by due(), they go out and are committed.
+    second = Waiting(pipeline.topics.encodings)
+    runner = Runner(second, kafka=pipeline, topic=pipeline.topics.frames, group=group)
+    try:
+        for _ in range(40):
+            runner._process(runner.consumer.poll(timeout_ms=500, max_records=10))
+            if len(second.seen) == len(values):
+                break
+        assert second.seen == first.seen  # all read again
+        second.release = True
+        assert runner._process({})  # no record: what due() released
+        assert second.held() == {}
+        assert _committed(runner, pipeline, part) == len(values)
+    finally:
+        runner.close()
+    assert [r.value for r in read_topic(pipeline, pipeline.topics.encodings)] == values

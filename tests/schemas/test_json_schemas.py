@@ -22,6 +22,7 @@ from facestream.core.engine import FaceEngine
 from facestream.runtime.settings import PipelineSettings
 from facestream.schemas import FrameMeta, IdentityRecord, Message, SchemaError, decode, messages
 from facestream.schemas import json_schemas as generator
+from facestream.schemas.keys import is_progress
 from facestream.schemas.messages import IdentityRecordV1
 from tests.kafka_fixtures import read_topic
 from tests.schemas.small_replay import SmallReplay, run_small_replay
@@ -223,11 +224,13 @@ def replayed(
     return run_small_replay(lfw, engine, live_stack, tmp_path_factory.mktemp("contracts"), "json")
 
 
-def _values(settings: PipelineSettings, topic: str) -> list[Any]:
+def _values(settings: PipelineSettings, topic: str, progress: bool = False) -> list[Any]:
+    """The JSON values of ``topic``; of ``encodings.v1``, the faces, or with ``progress`` the
+    detectors' camera progress (told apart by their header)."""
     return [
         json.loads(r.value)
         for r in read_topic(settings, topic)
-        if r.value and not r.value.startswith(b"this is not")
+        if r.value and not r.value.startswith(b"this is not") and is_progress(r.headers) == progress
     ]
 
 
@@ -249,6 +252,10 @@ def test_every_record_of_a_replay_fits_its_schema(replayed: SmallReplay) -> None
         for value in values:
             assert _errors(_file(model), value) == [], (topic, value)
         checked[topic] = len(values)
+    progress = _values(replayed.settings, topics.encodings, progress=True)
+    for value in progress:
+        assert _errors(_file(messages.CameraProgress), value) == [], value
+    checked["progress"] = len(progress)
     # Members learn only from confident sightings: the small day may or may not teach one.
     for value in _values(replayed.settings, topics.member_samples):
         assert _errors(_file(messages.MemberSamples), value) == [], value

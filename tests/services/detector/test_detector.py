@@ -29,11 +29,18 @@ from facestream.core.passes import VideoPasses
 from facestream.runtime.logs import FORMAT, ContextFilter, log_context
 from facestream.runtime.runner import Poison, Record, Runner, make_producer, where
 from facestream.runtime.settings import PipelineSettings
-from facestream.schemas import DeadLetter, FaceObservation, FrameMeta, decode
-from facestream.schemas.keys import frame_key, partition_for
+from facestream.schemas import CameraProgress, DeadLetter, FaceObservation, FrameMeta, decode
+from facestream.schemas.keys import PROGRESS, frame_key, partition_for
 from facestream.services.detector.cli import detector_command
 from facestream.services.detector.worker import DetectorHandler, DetectorSettings
-from tests.kafka_fixtures import PARTITIONS, pipeline_env, read_topic, run_detector_until_idle
+from tests.kafka_fixtures import (
+    PARTITIONS,
+    pipeline_env,
+    read_observations,
+    read_progress,
+    read_topic,
+    run_detector_until_idle,
+)
 
 STORE = "store-7"
 CAMERA = "door-1"
@@ -241,6 +248,45 @@ def video_handler(engine: FaceEngine) -> DetectorHandler:
         encodings_topic="encodings.v1",
         passes=VideoPasses.from_settings(engine, settings),
     )
+
+
+def test_after_each_commit_each_camera_promises_what_its_committed_frames_allow(
+    detector_engine: FaceEngine, video_records: list[Record]
+) -> None:
+    """The camera progress the matcher orders a store's faces by (services/matcher/ordering):
+    published only after a commit, never going back, and kept: no observation published after
+    a promise is captured before it, although a pass is published seconds after its first
+    frame. While a pass is open the promise stays at its first frame, behind the latest one."""
+    handler = video_handler(detector_engine)
+    assert handler.after_commit() == []  # nothing committed yet
+    stream: list[tuple[str, datetime]] = []  # what encodings.v1 would hold, in order
+    behind = 0
+    for rec in video_records:
+        for out in handler.handle(rec):
+            stream.append(("face", decode(FaceObservation, out.value).captured_at))
+        handler.before_commit()
+        for out in handler.after_commit():
+            assert out.headers == [PROGRESS] and out.key == STORE.encode()
+            promise = decode(CameraProgress, out.value)
+            assert (promise.store_id, promise.camera_id) == (STORE, CAMERA)
+            stream.append(("promise", promise.before))
+            behind += promise.before < FrameMeta.from_headers(rec.headers).captured_at
+    promises = [t for kind, t in stream if kind == "promise"]
+    faces = [t for kind, t in stream if kind == "face"]
+    assert len(faces) >= 3 and len(promises) >= 5
+    assert promises == sorted(set(promises))  # each moves on, none goes back
+    for i, (kind, at) in enumerate(stream):
+        if kind == "face":
+            assert all(at >= t for k, t in stream[:i] if k == "promise")
+    assert behind > 0  # held back by open passes
+    # The end record closed every pass: the last promise is just past the last frame's time.
+    last_frame = FrameMeta.from_headers(video_records[-2].headers).captured_at
+    assert promises[-1] == last_frame + timedelta(microseconds=1)
+    # Off (while old matchers still run): no progress.
+    quiet = DetectorHandler(detector_engine, encodings_topic="encodings.v1", progress=False)
+    quiet.handle(video_records[0])
+    quiet.before_commit()
+    assert quiet.after_commit() == []
 
 
 def test_video_frames_are_observed_once_per_pass(
@@ -466,10 +512,11 @@ def test_runner_dead_letters_poison_and_goes_on(
 
     group = run_until_idle(pipeline, detector_engine)
 
-    observations = [
-        decode(FaceObservation, r.value) for r in read_topic(pipeline, pipeline.topics.encodings)
-    ]
+    observations = [decode(FaceObservation, r.value) for r in read_observations(pipeline)]
     assert sorted(o.observation_id for o in observations) == ["frame-a:0", "frame-a:1", "frame-b:0"]
+    # The camera's progress, after the commits: up to its latest frame, never back.
+    promised = [p.before for p in read_progress(pipeline)]
+    assert promised == sorted(set(promised)) and promised[-1] == T0 + timedelta(microseconds=1)
 
     letters = [
         decode(DeadLetter, r.value)
@@ -521,7 +568,7 @@ def test_cameras_of_one_store_spread_and_old_keys_still_work(
 
     group = run_until_idle(pipeline, detector_engine)
 
-    out = read_topic(pipeline, pipeline.topics.encodings)
+    out = read_observations(pipeline)
     assert {r.key for r in out} == {STORE.encode()}  # one store, one partition for the matcher
     ids = [decode(FaceObservation, r.value).frame_id for r in out]
     assert sorted(ids) == sorted(
@@ -597,8 +644,7 @@ def test_sigterm_mid_stream_then_restart_loses_nothing(
             second.wait()
 
     ids = Counter(
-        decode(FaceObservation, r.value).observation_id
-        for r in read_topic(pipeline, pipeline.topics.encodings)
+        decode(FaceObservation, r.value).observation_id for r in read_observations(pipeline)
     )
     assert len(ids) == expected
     assert sum(ids.values()) - len(ids) <= batch
@@ -624,6 +670,6 @@ def test_a_stopping_detector_publishes_its_open_passes(
     send_all(pipeline, frames)
     log = tmp_path / "detector.log"
     run_detector_until_idle(pipeline, log)
-    published = [r.value for r in read_topic(pipeline, pipeline.topics.encodings)]
+    published = [r.value for r in read_observations(pipeline)]
     assert published == expected + owed, log.read_text()
     assert "ended early and published" in log.read_text()
