@@ -14,17 +14,27 @@ the detectors' hands:
   past its ``captured_at`` (the store's *watermark*, the least of its cameras' promises).
   The decisions are then the same for any interleaving of the cameras' records.
 
-Two escapes keep a store from waiting for ever, each giving up the order only where it applies:
+One escape keeps a store from waiting for ever: a camera that has reported no progress for
+``wait_seconds`` no longer holds the others, until it reports again (a camera gone dark, a
+detector down; the last faces of a replay, when the store's other cameras have no frames
+left). The time is the partition's own: the Kafka timestamps of its records (when the
+detectors wrote them), and the wall clock only once the matcher has read everything, so a
+matcher that falls behind (Redis away, a restart) does not take cameras for silent when their
+progress is in its backlog. A camera that reports progress, however far behind, holds the
+others: a detector working through a backlog keeps its cameras' faces in order with the
+others'. The order is given up only for a camera silent that long, and only when its next face
+is captured before faces already decided: a detector restarting for longer than
+``wait_seconds``.
 
-* a camera whose promise is more than ``max_lag`` (event time) behind the store's most
-  advanced camera no longer holds the others (a camera gone dark, a detector far behind);
-* a store that has held faces and heard no progress for ``wait_seconds`` (wall time) has them
-  all decided (the last customer of the day, a detector restarting).
+A store the matcher has not heard from holds its faces for its first ``wait_seconds``, promises
+or not: its cameras are not known until their detectors report, and its first faces may come
+from any of them, in any order (a store's first records, or the first after it was quiet for
+longer than the read-back reaches, :data:`~.worker.PROGRESS_LOOKBACK`).
 
 A face captured before the watermark is decided at once: from a camera that reports no
-progress (an edge box, a detector from before progress records, a store keyed by store), or
-``late``, from a camera that had promised past it (a camera whose clock went back, a video
-replayed on the same camera id). Such faces are counted, never held or dropped.
+progress (an edge box, a detector from before progress records) or is silent, or ``late``, from
+a camera that had promised past it (a camera whose clock went back, a video replayed on the
+same camera id). Such faces are counted, never held or dropped.
 
 The held faces' records are not committed (:meth:`held_offsets`; the runner commits no further
 than the first), so a crash reads them again; the cameras' promises are read back from the
@@ -38,7 +48,7 @@ import heapq
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from facestream.runtime.runner import KafkaRecord
 from facestream.schemas import CameraProgress, FaceObservation
@@ -59,37 +69,33 @@ class Held:
 @dataclass
 class _Store:
     partition: int
-    promised: dict[str, datetime] = field(default_factory=dict)
-    """Each camera's latest promise (``CameraProgress.before``)."""
+    first: int
+    """The Kafka timestamp (ms) of the store's first record read: it holds its faces for
+    ``wait_seconds`` from then even without a promise (:meth:`CaptureOrder._release`)."""
+    promised: dict[str, tuple[datetime, int]] = field(default_factory=dict)
+    """Each camera's latest promise (``CameraProgress.before``), and the Kafka timestamp (ms)
+    of its latest progress record."""
     held: list[Held] = field(default_factory=list)
     """A heap of the faces not decided yet."""
-    heard: float = 0.0
-    """When (monotonic seconds) the store's last progress arrived."""
 
     def copy(self) -> _Store:
-        return _Store(self.partition, dict(self.promised), list(self.held), self.heard)
+        return _Store(self.partition, self.first, dict(self.promised), list(self.held))
 
-    def watermark(self, max_lag: timedelta) -> datetime | None:
-        """The least promise of the cameras within ``max_lag`` of the most advanced one."""
-        if not self.promised:
-            return None
-        newest = max(self.promised.values())
-        return min(t for t in self.promised.values() if t >= newest - max_lag)
+    def watermark(self, since: int) -> datetime | None:
+        """The least promise of the cameras that reported progress at ``since`` or later
+        (None: none did)."""
+        return min((t for t, heard in self.promised.values() if heard >= since), default=None)
 
 
 class CaptureOrder:
     """The faces held per store, and the promises of each store's cameras."""
 
-    def __init__(
-        self,
-        *,
-        wait_seconds: float,
-        max_lag: timedelta,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.wait_seconds = wait_seconds
-        self.max_lag = max_lag
+    def __init__(self, *, wait_seconds: float, clock: Callable[[], float] = time.time) -> None:
+        self.wait_ms = int(wait_seconds * 1000)
         self.clock = clock
+        """The wall clock (epoch seconds), used once everything is read (:meth:`due`)."""
+        self._stream: dict[int, int] = {}
+        """Per partition, the latest Kafka timestamp (ms) of a record read there."""
         self._stores: dict[str, _Store] = {}
         self._loaded: set[int] = set()
         """Partitions whose promises were read back since they were assigned."""
@@ -99,11 +105,13 @@ class CaptureOrder:
     def face(self, record: KafkaRecord, obs: FaceObservation) -> list[Held]:
         """A face arrived: the faces now due, in order (this one among them, or not)."""
         face = Held(obs.captured_at, obs.camera_id, obs.observation_id, record, obs)
-        store = self._stores.get(obs.store_id)
-        mark = store.watermark(self.max_lag) if store is not None else None
-        if store is None or mark is None or face.captured_at < mark:
-            promised = store.promised.get(obs.camera_id) if store is not None else None
-            late = promised is not None and face.captured_at < promised
+        self._read(record)
+        store = self._store(obs.store_id, record.partition, record.timestamp)
+        since = self._since(store)
+        mark = store.watermark(since)
+        if not self._new(store, since) and (mark is None or face.captured_at < mark):
+            promised = store.promised.get(obs.camera_id)
+            late = promised is not None and face.captured_at < promised[0]
             metrics.ORDER.labels("late" if late else "direct").inc()
             return [face]
         metrics.ORDER.labels("held").inc()
@@ -111,38 +119,65 @@ class CaptureOrder:
         self._gauge()
         return []
 
-    def progress(self, partition: int, progress: CameraProgress) -> list[Held]:
-        """A camera's promise: the faces it lets through, in order."""
-        return self._release(self._promise(partition, progress))
+    def progress(self, record: KafkaRecord, progress: CameraProgress) -> list[Held]:
+        """A camera's promise (the record that carried it): the faces it lets through, in
+        order."""
+        self._read(record)
+        return self._release(self._promise(record.partition, progress, record.timestamp))
 
-    def _promise(self, partition: int, progress: CameraProgress) -> _Store:
-        store = self._stores.get(progress.store_id)
+    def _read(self, record: KafkaRecord) -> None:
+        partition = record.partition
+        self._stream[partition] = max(self._stream.get(partition, 0), record.timestamp)
+
+    def _store(self, store_id: str, partition: int, at: int) -> _Store:
+        store = self._stores.get(store_id)
         if store is None:
-            store = self._stores[progress.store_id] = _Store(partition)
-        before = store.promised.get(progress.camera_id)
-        if before is None or before < progress.before:
-            store.promised[progress.camera_id] = progress.before
-        store.heard = self.clock()
+            store = self._stores[store_id] = _Store(partition, at)
         return store
 
-    def due(self) -> list[Held]:
-        """The faces of stores that heard no progress for ``wait_seconds``, in order."""
-        now = self.clock()
+    def _new(self, store: _Store, since: int) -> bool:
+        """Whether the store was first heard of less than ``wait_seconds`` ago."""
+        return store.first > since
+
+    def _promise(self, partition: int, progress: CameraProgress, at: int) -> _Store:
+        store = self._store(progress.store_id, partition, at)
+        before = store.promised.get(progress.camera_id)
+        if before is not None:
+            at = max(at, before[1])
+            latest = max(before[0], progress.before)
+        else:
+            latest = progress.before
+        store.promised[progress.camera_id] = (latest, at)
+        return store
+
+    def due(self, idle: bool) -> list[Held]:
+        """The faces no longer held by cameras that went silent for ``wait_seconds``, in
+        order. ``idle``: the matcher's last poll found nothing, so it has read everything
+        and the wall clock is the partition's time too."""
         out: list[Held] = []
         for store in self._stores.values():
-            if store.held and now - store.heard >= self.wait_seconds:
-                escaped = sorted(store.held)
-                store.held.clear()
+            if store.held:
+                escaped = self._release(store, idle)
                 metrics.ORDER_ESCAPED.inc(len(escaped))
                 out += escaped
-        if out:
-            self._gauge()
         return out
 
-    def _release(self, store: _Store) -> list[Held]:
-        mark = store.watermark(self.max_lag)
+    def _since(self, store: _Store, idle: bool = False) -> int:
+        """Cameras of ``store`` that last reported progress before this (ms) are silent."""
+        now = self._stream.get(store.partition, 0)
+        if idle:
+            now = max(now, int(self.clock() * 1000))
+        return now - self.wait_ms
+
+    def _release(self, store: _Store, idle: bool = False) -> list[Held]:
+        """The faces before the least promise of the store's cameras not silent (every face,
+        when all are); none while the store is new."""
+        since = self._since(store, idle)
+        if self._new(store, since):
+            return []
+        mark = store.watermark(since)
         out: list[Held] = []
-        while store.held and mark is not None and store.held[0].captured_at < mark:
+        while store.held and (mark is None or store.held[0].captured_at < mark):
             out.append(heapq.heappop(store.held))
         if out:
             self._gauge()
@@ -165,11 +200,13 @@ class CaptureOrder:
         be read back (its first record since it was assigned)."""
         return partition not in self._loaded
 
-    def load(self, partition: int, progress: Iterable[CameraProgress]) -> None:
+    def load(self, partition: int, progress: Iterable[tuple[CameraProgress, int]]) -> None:
         """The promises read back from ``partition`` before the first record handled there
-        (the committed offset), in their order: as if this matcher had handled them."""
-        for one in progress:
-            self._promise(partition, one)
+        (the committed offset), with their records' timestamps, in their order: as if this
+        matcher had handled them."""
+        for one, at in progress:
+            self._promise(partition, one, at)
+            self._stream[partition] = max(self._stream.get(partition, 0), at)
         self._loaded.add(partition)
 
     def snapshot(self) -> dict[str, _Store]:
@@ -189,6 +226,8 @@ class CaptureOrder:
             for store_id in [s for s, store in stores.items() if store.partition in gone]:
                 del stores[store_id]
         self._loaded -= gone
+        for partition in gone:
+            self._stream.pop(partition, None)
         self._gauge()
 
     def held(self) -> Sequence[Held]:

@@ -82,14 +82,10 @@ class MatcherSettings(BaseSettings):
     cameras' detectors report (services/matcher/ordering.py; docs/pipeline.md, "Capture
     order"), so that a run and its replay decide alike whichever detectors the cameras went
     through. ``arrival``: each face as it arrives (progress records are then only read)."""
-    order_wait_seconds: float = Field(default=2.0, gt=0, le=600)
-    """A store whose faces are held and whose cameras reported no progress for this long (wall
-    time) has them decided anyway: the last faces of a day, a detector down."""
-    order_max_lag_seconds: float = Field(default=30.0, gt=0, le=3600)
-    """A camera whose promise is more than this (event time) behind its store's most advanced
-    camera holds no face back (a camera gone dark). Above the longest pass a detector keeps
-    open (FACESTREAM_DETECTOR_PASS_MAX_OPEN_SECONDS plus its gap, 11 s), which holds a
-    camera's promise back that long."""
+    order_wait_seconds: float = Field(default=10.0, gt=0, le=600)
+    """A camera that reported no progress for this long (wall time) holds no face back until
+    it reports again: a camera gone dark, a detector down, the last faces of a replay. Longer
+    than a detector's restart keeps the order through it; it is also how long such faces wait."""
     threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=2)
     """With ``policy=distance``: largest distance at which a face is taken for a member."""
     margin: float = Field(default=DEFAULT_MARGIN, ge=0, le=2)

@@ -62,7 +62,7 @@ MAX_UNACKED: Final = 10_000
 
 PROGRESS_LOOKBACK: Final = timedelta(minutes=5)
 """How far before a newly assigned partition's first record (its Kafka timestamp) the cameras'
-progress is read back, beyond ``order_max_lag_seconds``."""
+progress is read back: a camera that reported none in that time is not waited for."""
 
 
 class ShardUnavailable(Fatal):
@@ -146,12 +146,12 @@ class MatcherHandler(Handler):
         """Whether the batch in hand was preceded by a catch-up (reset between polls)."""
         self._unacked: dict[str, list[Output]] = {}
         """Observation id -> outputs, for the batch whose outputs are not acknowledged yet."""
-        self.order = CaptureOrder(
-            wait_seconds=settings.order_wait_seconds,
-            max_lag=timedelta(seconds=settings.order_max_lag_seconds),
-        )
+        self.order = CaptureOrder(wait_seconds=settings.order_wait_seconds)
         self._order_saved = self.order.snapshot()
         """The faces held and the cameras' promises as of the last commit (:meth:`rewind`)."""
+        self._read_since_due = False
+        """Whether a record was handled since the last :meth:`due` (if not, the poll before it
+        found nothing: everything is read)."""
         self._pipeline = pipeline
         self._client = client
 
@@ -257,7 +257,8 @@ class MatcherHandler(Handler):
 
     def due(self) -> Sequence[Output]:
         """The held faces of stores whose cameras went quiet (:meth:`CaptureOrder.due`)."""
-        released = self.order.due()
+        idle, self._read_since_due = not self._read_since_due, False
+        released = self.order.due(idle)
         if not released:
             return []
         if not self._caught_up:
@@ -337,6 +338,7 @@ class MatcherHandler(Handler):
         """One observation in, its match event out (plus the visitor's record when one was
         minted or learned a sample); in capture order, the outputs of the faces this record
         lets through (none while it is held; several when a camera's progress releases them)."""
+        self._read_since_due = True
         if is_progress(record.headers):
             return self._progress(record)
         obs = decode(FaceObservation, record.value)
@@ -364,7 +366,7 @@ class MatcherHandler(Handler):
         if key != progress.store_id:
             raise Poison("key_mismatch", f"key {key!r} but the progress is of {progress.store_id}")
         self._ready(record)
-        return self._decide_all(self.order.progress(record.partition, progress))
+        return self._decide_all(self.order.progress(record, progress))
 
     def _decide_all(self, faces: Sequence[Held]) -> list[Output]:
         outputs: list[Output] = []
@@ -394,8 +396,7 @@ class MatcherHandler(Handler):
         """The promises made on the record's partition before it (from a little before its
         time): those a matcher that had handled them would hold (raises the read's error:
         the batch is retried, not decided without them)."""
-        lookback = PROGRESS_LOOKBACK + timedelta(seconds=self.settings.order_max_lag_seconds)
-        since = record.timestamp - int(lookback.total_seconds() * 1000)
+        since = record.timestamp - int(PROGRESS_LOOKBACK.total_seconds() * 1000)
         found = read_to_end(
             self._pipeline,
             record.topic,
@@ -408,7 +409,7 @@ class MatcherHandler(Handler):
         progress = []
         for one in found:
             try:
-                progress.append(decode(CameraProgress, one.value))
+                progress.append((decode(CameraProgress, one.value), int(one.timestamp)))
             except SchemaError:
                 continue  # dead-lettered when it was handled
         self.order.load(record.partition, progress)

@@ -11,6 +11,10 @@ chunk at a time so that each fault lands mid-run with work in flight:
 * the broker restarted, and Redis SIGKILLed and started again (it reloads its append-only file);
 * a second matcher joining and leaving (1 -> 2 -> 1 processes).
 
+Frames are keyed by camera (the default), so the store's three cameras reach the detector on
+different partitions, and their observations reach the matcher in an order that depends on
+timing; the matcher decides them in capture order (services/matcher/ordering.py).
+
 Afterwards the store's figures (PV, UV, new, returning, members, dwell, for every day) and each
 observation's decision are exactly the undisturbed run's; the sink applied each event id once,
 nothing was dead-lettered, and every worker is alive. docs/reliability.md, "The fault suite".
@@ -286,6 +290,7 @@ class Pipeline:
             decode(MatchEvent, v) for v in replay.read_values(settings, settings.topics.matches)
         ]
         decisions: dict[str, set[Decision]] = {}
+
         for e in events:
             decision = (e.event_id, e.kind, e.member_id, e.face_id)
             decisions.setdefault(e.observation_id, set()).add(decision)

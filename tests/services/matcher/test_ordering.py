@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -58,15 +59,23 @@ def promise(camera: str, seconds: float) -> CameraProgress:
     return CameraProgress(store_id=STORE, camera_id=camera, before=T0 + timedelta(seconds=seconds))
 
 
-def as_records(pipeline: PipelineSettings, items: list[Any]) -> list[Record]:
-    """Faces and promises as the matcher reads them from the store's partition, in this order."""
+def as_records(pipeline: PipelineSettings, items: list[Any], earlier: int = 0) -> list[Record]:
+    """Faces and promises as the matcher reads them from the store's partition, in this order,
+    written now, but for the first ``earlier``, written a minute ago (the store is not new)."""
     part = partition_for(STORE, PARTITIONS)
+    now = int(time.time() * 1000)
     out = []
     for offset, item in enumerate(items):
         headers = [PROGRESS] if isinstance(item, CameraProgress) else None
         out.append(
             Record(
-                pipeline.topics.encodings, part, offset, STORE.encode(), item.to_bytes(), headers
+                pipeline.topics.encodings,
+                part,
+                offset,
+                STORE.encode(),
+                item.to_bytes(),
+                headers,
+                now - 60_000 if offset < earlier else now,
             )
         )
     return out
@@ -126,8 +135,9 @@ def test_any_interleaving_of_a_stores_cameras_is_decided_alike(
     pipeline: PipelineSettings, faces: dict[str, list[Encoding]], make_handler: Any
 ) -> None:
     door, aisle = two_cameras(faces)
-    # Both cameras known (their first promises in, as from earlier commits); then any order.
-    start, cameras = [door[0], aisle[0]], [door[1:], aisle[1:]]
+    # Both cameras known (promises a minute ago and now: the store is not new); then any order.
+    start = [promise("door", -60), promise("aisle", -60), door[0], aisle[0]]
+    cameras = [door[1:], aisle[1:]]
     rng = random.Random(3)
     orders = [cameras[0] + cameras[1], cameras[1] + cameras[0]]
     orders += [interleave(cameras, rng) for _ in range(3)]
@@ -135,7 +145,7 @@ def test_any_interleaving_of_a_stores_cameras_is_decided_alike(
     results = []
     for items in orders:
         handler = make_handler(member_scales="lazy")
-        results.append(decisions(handler, as_records(pipeline, items)))
+        results.append(decisions(handler, as_records(pipeline, items, earlier=2)))
         clean_redis(pipeline)
     assert all(r == results[0] for r in results), results
     # In capture order: Amber first at the aisle (5 s), Carl at the door (8 s).
@@ -145,59 +155,87 @@ def test_any_interleaving_of_a_stores_cameras_is_decided_alike(
 
     # Decided as they arrive, the door's camera first: Amber's FaceId is minted at the door.
     arrival = make_handler(member_scales="lazy", order="arrival")
-    door_first = decisions(arrival, as_records(pipeline, orders[0]))
+    door_first = decisions(arrival, as_records(pipeline, orders[0], earlier=2))
     assert door_first["d20:0"][0] == "new" and door_first["a5:0"][0] == "returning"
     assert door_first != first
 
 
 def test_what_holds_a_face_back_and_what_lets_it_go() -> None:
-    """On the order alone (no broker): a face waits for every camera of its store; a camera far
-    behind the others, or a store gone quiet, stops holding it; a face from a camera without
-    progress, or from before a camera's promise, is decided at once."""
-    now = [0.0]
-    order = CaptureOrder(wait_seconds=2.0, max_lag=timedelta(seconds=30), clock=lambda: now[0])
+    """On the order alone (no broker): a face waits for every camera of its store that reports
+    progress, however far behind (a backlog); a camera silent for wait_seconds stops holding
+    it, silence measured by the records' timestamps, and by the wall clock only once the
+    matcher has read everything; a face from a camera without progress, or from before the
+    promises, goes at once."""
+    now = [1_000_000.0]  # the wall clock, and the records' timestamps (when written)
+    order = CaptureOrder(wait_seconds=10.0, clock=lambda: now[0])
     vector = np.random.default_rng(1).normal(size=128).astype(np.float32)
     vector *= np.float32(1.4 / np.linalg.norm(vector))
 
     def face(camera: str, name: str, at: float, offset: int) -> list[str]:
         obs = seen(camera, name, vector, at)
-        rec = Record("e", 0, offset, STORE.encode(), b"")
+        rec = Record("e", 0, offset, STORE.encode(), b"", timestamp=int(now[0] * 1000))
         return [h.observation_id for h in order.face(rec, obs)]
 
     def hear(camera: str, at: float) -> list[str]:
-        return [h.observation_id for h in order.progress(0, promise(camera, at))]
+        rec = Record("e", 0, 0, STORE.encode(), b"", [PROGRESS], int(now[0] * 1000))
+        return [h.observation_id for h in order.progress(rec, promise(camera, at))]
 
-    assert face("door", "x:0", 1, 0) == ["x:0"]  # no camera of the store reports progress
+    def due(idle: bool = True) -> list[str]:
+        return [h.observation_id for h in order.due(idle)]
+
+    # A store not heard of holds its faces for wait_seconds, promises or not: its cameras
+    # are not known yet, and the first ones may come from any of them.
+    assert face("door", "x:0", 1, 0) == []
     assert hear("door", 2) == [] and hear("aisle", 2) == []
+    now[0] += 10.1
+    assert hear("door", 2) == ["x:0"] and hear("aisle", 2) == []
     assert face("door", "b:0", 5, 1) == [] and face("aisle", "a:0", 4, 2) == []
     assert order.held_offsets() == {0: 1}
     assert hear("door", 10) == []  # the aisle has not promised past 4 s
     assert hear("aisle", 6) == ["a:0", "b:0"]  # both cameras past 5 s: in capture order
     assert order.held_offsets() == {}
 
-    # A camera more than max_lag behind the most advanced one holds nothing back.
-    assert face("door", "c:0", 12, 3) == []
-    assert hear("door", 50) == ["c:0"]  # the aisle's 6 s is 44 s behind: no longer counted
+    # A camera far behind that still reports (its detector has a backlog) holds the others.
+    assert face("door", "c:0", 100, 3) == []
+    assert hear("door", 200) == []
+    now[0] += 5
+    assert hear("aisle", 50) == []
+    now[0] += 5
+    assert due() == []
+    assert hear("aisle", 150) == ["c:0"]
 
-    # Late: the door had promised 50 s; a face of 40 s from it is decided at once.
-    assert face("door", "late:0", 40, 4) == ["late:0"]
+    # Late: the door had promised 200 s; a face of 140 s from it is decided at once.
+    assert face("door", "late:0", 140, 4) == ["late:0"]
 
-    # A store gone quiet: its held faces go after wait_seconds of wall time, in order.
-    assert hear("aisle", 55) == []
-    assert face("door", "e:0", 70, 6) == [] and face("aisle", "d:0", 60, 5) == []
-    now[0] += 1.9
-    assert order.due() == []
-    now[0] += 0.2
-    assert [h.observation_id for h in order.due()] == ["d:0", "e:0"]
+    # A camera silent for wait_seconds no longer holds the others, in order.
+    assert face("door", "e:0", 210, 6) == [] and face("aisle", "d:0", 205, 5) == []
+    now[0] += 5
+    assert hear("door", 220) == []  # the aisle (150 s) still holds both
+    now[0] += 4.9
+    assert due() == []  # the aisle reported 9.9 s ago
+    now[0] += 0.6
+    # Not while records are being read: the aisle's progress may be in the backlog. By the
+    # records' own time (the door's, 5 s ago), the aisle is not silent.
+    assert due(idle=False) == []
+    assert due() == ["d:0", "e:0"]  # everything read: by the wall clock, it is
 
     # A snapshot goes back to what was held; a partition forgotten takes its stores along.
-    assert face("door", "f:0", 80, 7) == []
+    assert face("door", "f:0", 230, 7) == []
     saved = order.snapshot()
-    assert hear("aisle", 90) == ["f:0"]
+    assert hear("door", 240) == ["f:0"]
     order.restore(saved)
     assert [h.observation_id for h in order.held()] == ["f:0"]
     order.forget([0], saved)
     assert order.held() == [] and saved == {} and order.needs_load(0)
+
+    # A store whose cameras report no progress at all (an edge box): its first faces wait
+    # wait_seconds, then every face goes as it comes.
+    assert face("door", "g:0", 300, 8) == []
+    now[0] += 9.9
+    assert due() == []
+    now[0] += 0.2
+    assert due() == ["g:0"]
+    assert face("door", "h:0", 290, 9) == ["h:0"]
 
 
 def test_a_restarted_matcher_reads_the_promises_back_and_holds_the_same_faces(
@@ -207,25 +245,32 @@ def test_a_restarted_matcher_reads_the_promises_back_and_holds_the_same_faces(
     matcher reads them back from the partition, or it would decide the held faces as they
     arrive. Here the promises are on the topic, and the matcher starts at the faces."""
     door, aisle = two_cameras(faces)
-    promises = [door[0], aisle[0]]  # read back, not handled
+    # Read back, not handled: from a minute ago (the store is not new), and just now.
+    promises = [promise("door", -60), promise("aisle", -60), door[0], aisle[0]]
     rest = [door[1], aisle[1], aisle[2], door[2], door[3], door[4], aisle[3], aisle[4]]
     rest += [door[5], aisle[5]]
     part = partition_for(STORE, PARTITIONS)
     producer = make_producer(pipeline)
-    for p in promises:
+    now = int(time.time() * 1000)
+    for i, p in enumerate(promises):
         producer.send(
-            pipeline.topics.encodings, p.to_bytes(), STORE.encode(), [PROGRESS], part
+            pipeline.topics.encodings,
+            p.to_bytes(),
+            STORE.encode(),
+            [PROGRESS],
+            part,
+            timestamp_ms=now - 60_000 if i < 2 else now,
         ).get(timeout=20)
     producer.close(timeout=10)
     whole = make_handler(member_scales="lazy")
-    expected = decisions(whole, as_records(pipeline, [*promises, *rest]))
+    expected = decisions(whole, as_records(pipeline, [*promises, *rest], earlier=2))
     clean_redis(pipeline)
 
-    restarted = make_handler(member_scales="lazy", order_wait_seconds=600)
+    restarted = make_handler(member_scales="lazy")
     # The promises' real offsets on the partition: the faces come after them.
     start = len([r for r in read_topic(pipeline, pipeline.topics.encodings) if r.partition == part])
     records = [
-        Record(r.topic, r.partition, start + i, r.key, r.value, r.headers)
+        Record(r.topic, r.partition, start + i, r.key, r.value, r.headers, r.timestamp)
         for i, r in enumerate(as_records(pipeline, rest))
     ]
     first = restarted.handle(records[0])  # the door's face at 8 s: held, not decided
