@@ -11,9 +11,12 @@ observations also owns its FaceIds.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from kafka.partitioner.default import murmur2
+
+if TYPE_CHECKING:
+    from facestream.schemas.messages import CameraProgress
 
 RETIRED: Final = ("facestream-tombstone", b"retired")
 """The header of an ``identities.v1`` tombstone that retires a visitor unseen for the retention
@@ -29,6 +32,11 @@ PROGRESS: Final = ("facestream-kind", b"progress")
 def is_progress(headers: list[tuple[str, bytes]] | None) -> bool:
     """Whether an ``encodings.v1`` record with these headers is a camera's progress."""
     return PROGRESS in (headers or [])
+
+
+def progress_key(progress: CameraProgress) -> bytes:
+    """The ``encodings.v1`` key of a camera's progress: its store's, as its observations'."""
+    return progress.store_id.encode()
 
 
 def is_retirement(headers: list[tuple[str, bytes]] | None) -> bool:

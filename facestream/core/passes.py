@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Final
 
 from facestream.core.detection import DetectorSettings
 from facestream.core.engine import FaceEngine
@@ -45,6 +46,18 @@ from facestream.schemas import FaceObservation, FrameMeta, vector_to_wire
 
 CameraKey = tuple[str, str]
 """``(store_id, camera_id)``."""
+
+JUST_PAST: Final = timedelta(microseconds=1)
+
+
+def promise(latest: datetime, camera: CameraPasses | None) -> datetime:
+    """What a camera's frames up to ``latest`` promise (``CameraProgress.before``, from which
+    the matcher orders a store's faces): no later observation of the camera is captured before
+    it. Its open passes will be published with their first frame's time; with none open, the
+    next observation comes from a later frame (a camera's frames have distinct times), so the
+    promise is just past the latest frame and that frame's faces need not wait."""
+    since = camera.open_since if camera is not None else None
+    return latest + JUST_PAST if since is None else min(latest, since)
 
 
 @dataclass

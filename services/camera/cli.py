@@ -215,8 +215,9 @@ def _detect(
         f"{report.skipped} skipped, {report.failed} failed"
     )
     click.echo(
-        f"  {report.observation_bytes} bytes of observations instead of "
-        f"{report.frame_bytes} bytes of frames; {per_frame:.0f} ms a frame to detect"
+        f"  {report.observation_bytes} bytes of observations (and {report.progress_bytes} of "
+        f"{report.progress} camera progress records) instead of {report.frame_bytes} bytes of "
+        f"frames; {per_frame:.0f} ms a frame to detect"
     )
     for where in report.skipped_sources[:10]:
         click.echo(f"  skipped {where}", err=True)

@@ -15,6 +15,12 @@ and ``model_version`` here as centrally, keyed by store as the detector keys the
 matcher cannot tell where a face was found. One difference: a frame whose bytes are not a
 usable image is skipped and counted here (the central detector dead-letters it), as the
 camera already skips a file it cannot read.
+
+Like the central detector, the camera also publishes its progress (a
+:class:`~facestream.schemas.CameraProgress`, keyed by store), from which the matcher decides a
+store's faces in capture order: before the camera's first observation, then at most once a
+second of the camera's event time, and at the end. It has no commit to wait for: what it has
+sent, it will not send again.
 """
 
 from __future__ import annotations
@@ -24,14 +30,16 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from kafka import KafkaProducer
 
 from facestream.core.detection import FrameObservations, observation_key, observe_frame
 from facestream.core.engine import FaceEngine
 from facestream.core.images import ImageError
-from facestream.core.passes import PassFrame, VideoPasses
-from facestream.schemas import FaceObservation
+from facestream.core.passes import CameraKey, PassFrame, VideoPasses, promise
+from facestream.schemas import CameraProgress, FaceObservation
+from facestream.schemas.keys import PROGRESS, progress_key
 from facestream.services.camera.publisher import (
     Frame,
     PublishReport,
@@ -42,6 +50,9 @@ from facestream.services.camera.publisher import (
 )
 
 log = logging.getLogger(__name__)
+
+PROGRESS_EVERY = timedelta(seconds=1)
+"""A camera's progress is sent when its promise moved on by this much (event time)."""
 
 
 def record_bytes(key: bytes, value: bytes, headers: Iterable[tuple[str, bytes]] = ()) -> int:
@@ -71,6 +82,9 @@ class EdgeReport(PublishReport):
     """Wall time spent decoding, detecting and encoding."""
     passes: int = 0
     """Observations that are a video's person passes (the rest are stills' faces)."""
+    progress: int = 0
+    """Camera progress records sent (not counted in ``sent``)."""
+    progress_bytes: int = 0
 
 
 def detect_and_publish(
@@ -95,6 +109,7 @@ def detect_and_publish(
     logged), not raised, so that one run reports every failure.
     """
     store_id = check_id(store_id, "store")
+    latest: dict[CameraKey, datetime] = {}
     report = EdgeReport(topic=topic)
     on_error = report.on_failure(store_id, "an observation")
     if max_frames is not None and max_frames <= 0:
@@ -107,6 +122,22 @@ def detect_and_publish(
             report.sent += 1
             report.passes += video
             report.observation_bytes += record_bytes(key, value)
+
+    promised: dict[CameraKey, datetime] = {}
+
+    def progress(key: CameraKey, before: datetime, every: timedelta = PROGRESS_EVERY) -> None:
+        """The camera's promise, when it moved on by ``every`` since the last one sent."""
+        last = promised.get(key)
+        if last is not None and (before <= last or before - last < every):
+            return
+        promised[key] = before
+        record = CameraProgress(store_id=key[0], camera_id=key[1], before=before)
+        pkey, value = progress_key(record), record.to_bytes()
+        producer.send(topic, key=pkey, value=value, headers=[PROGRESS]).add_errback(
+            report.on_failure(store_id, "a camera progress")
+        )
+        report.progress += 1
+        report.progress_bytes += record_bytes(pkey, value, [PROGRESS])
 
     for item in items:
         if isinstance(item, Skipped):
@@ -131,7 +162,13 @@ def detect_and_publish(
         report.rejected.update(seen.rejections)
         # What the camera would have sent instead: this frame, keyed by its store.
         report.frame_bytes += record_bytes(meta.store_id.encode(), item.data, meta.to_headers())
+        key = (meta.store_id, meta.camera_id)
+        if key not in promised:  # the camera made known to the matcher before its first face
+            progress(key, meta.captured_at)
         send(seen.observations, video)
+        latest[key] = max(latest.get(key, meta.captured_at), meta.captured_at)
+        open_passes = passes.cameras.get(key) if passes is not None and video else None
+        progress(key, promise(latest[key], open_passes))
         log.debug(
             "store=%s camera=%s frame=%s: %s, %d faces, %d observations -> %s",
             meta.store_id,
@@ -148,6 +185,8 @@ def detect_and_publish(
         started = time.perf_counter()
         send(passes.end_all(), True)
         report.detect_seconds += time.perf_counter() - started
+    for key, at in latest.items():  # every pass is out: the faces up to the last frame may go
+        progress(key, promise(at, None), every=timedelta(0))
     flush(producer, flush_timeout, "observations")
     log.info(
         "store=%s: %d frames analysed, %d observations sent to %s, %d failed, %d skipped",

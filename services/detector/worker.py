@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal
 
 from kafka import TopicPartition
@@ -40,12 +40,12 @@ from facestream.core.detection import DetectorSettings as DetectorSettings
 from facestream.core.detection import observation_key, observe_frame
 from facestream.core.engine import FaceEngine
 from facestream.core.images import ImageError
-from facestream.core.passes import CameraKey, CameraPasses, VideoPasses
+from facestream.core.passes import JUST_PAST, CameraKey, CameraPasses, VideoPasses, promise
 from facestream.runtime import metrics
 from facestream.runtime.logs import add_log_context
 from facestream.runtime.runner import Handler, KafkaRecord, Output, Poison
 from facestream.schemas import CameraProgress, FaceObservation, FrameMeta, SchemaError
-from facestream.schemas.keys import PROGRESS, frame_key
+from facestream.schemas.keys import PROGRESS, frame_key, progress_key
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,6 @@ CAMERAS_EVICTED = Counter(
 Place = tuple[str, int]
 """A record's ``(topic, partition)``."""
 
-_EPSILON = timedelta(microseconds=1)
-
 
 class DetectorHandler(Handler):
     """Frame in, :class:`FaceObservation` outputs out. Holds no Kafka client."""
@@ -127,6 +125,10 @@ class DetectorHandler(Handler):
         """The ``before`` of each camera's last progress record."""
         self._promise: dict[CameraKey, datetime] = {}
         """Each camera's ``before`` as of the last commit (published after it)."""
+        self._greeted: dict[CameraKey, Place] = {}
+        """Cameras whose first frame here was announced with a progress record (and where)."""
+        self._greeted_committed: set[CameraKey] = set()
+        """Those whose greeting was acknowledged (as of the last commit)."""
 
     def handle(self, record: KafkaRecord) -> Sequence[Output]:
         """The frame's observations (one per face that passed the gate, best score first).
@@ -154,7 +156,26 @@ class DetectorHandler(Handler):
             self._latest[key] = (place, meta.captured_at)
         delay = (self.clock() - meta.captured_at).total_seconds()
         metrics.EVENT_DELAY.labels(STAGE).observe(max(0.0, delay))
-        return self._outputs(observations)
+        outputs = self._outputs(observations)
+        if self.progress and key not in self._greeted:
+            # A camera this detector starts following: made known to the matcher before its
+            # first face. Its frames before this one were committed by whoever had them (it
+            # is the first of the camera since the partition came here), so a replay starts
+            # at it or after: nothing of the camera will be captured before it.
+            self._greeted[key] = place
+            self._promised[key] = meta.captured_at
+            outputs.insert(0, self._progress_output(key, meta.captured_at))
+        return outputs
+
+    def _progress_output(self, key: CameraKey, before: datetime) -> Output:
+        progress = CameraProgress(store_id=key[0], camera_id=key[1], before=before)
+        return Output(
+            self.encodings_topic,
+            progress.to_bytes(),
+            key=progress_key(progress),
+            headers=[PROGRESS],
+            kind="progress",
+        )
 
     def _outputs(self, observations: Sequence[FaceObservation]) -> list[Output]:
         # Keyed by store, whatever the frame's key: one matcher owns a store's observations.
@@ -177,32 +198,19 @@ class DetectorHandler(Handler):
             self._promise = {
                 key: self._before(key, latest) for key, (_, latest) in self._latest.items()
             }
+            self._greeted_committed = set(self._greeted)
 
     def _before(self, key: CameraKey, latest: datetime) -> datetime:
-        """What the camera's committed frames promise: no later observation of it is captured
-        before this. Its open passes will be published with their first frame's time; without
-        any, the next observation comes from a later frame (a camera's frames have distinct
-        times), so the promise is just past the latest frame: its faces need not wait."""
-        camera = self.passes.cameras.get(key) if self.passes is not None else None
-        since = camera.open_since if camera is not None else None
-        return latest + _EPSILON if since is None else min(latest, since)
+        """What the camera's committed frames promise (:func:`~facestream.core.passes.promise`)."""
+        return promise(latest, self.passes.cameras.get(key) if self.passes is not None else None)
 
     def after_commit(self) -> Sequence[Output]:
         """A :class:`CameraProgress` for each camera whose promise moved on with this commit."""
         outputs = []
         for key, before in self._promise.items():
-            if key in self._latest and before > self._promised.get(key, before - _EPSILON):
+            if key in self._latest and before > self._promised.get(key, before - JUST_PAST):
                 self._promised[key] = before
-                progress = CameraProgress(store_id=key[0], camera_id=key[1], before=before)
-                outputs.append(
-                    Output(
-                        self.encodings_topic,
-                        progress.to_bytes(),
-                        key=key[0].encode(),
-                        headers=[PROGRESS],
-                        kind="progress",
-                    )
-                )
+                outputs.append(self._progress_output(key, before))
         self._promise = {}
         return outputs
 
@@ -236,6 +244,10 @@ class DetectorHandler(Handler):
                 del self._latest[key]
                 self._promised.pop(key, None)
                 self._promise.pop(key, None)
+        for key, place in list(self._greeted.items()):
+            if places is None or place in places:
+                del self._greeted[key]
+                self._greeted_committed.discard(key)
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}
@@ -262,6 +274,10 @@ class DetectorHandler(Handler):
         acknowledged): its cameras go back to their state as of the last commit."""
         saved, handled = self._committed
         self._handled[place] = handled.get(place, -1)
+        for key, where in list(self._greeted.items()):
+            if where == place and key not in self._greeted_committed:
+                del self._greeted[key]  # its greeting was not acknowledged: greet it again
+                self._promised.pop(key, None)
         if self.passes is None:
             return
         cameras = [key for key, where in self._where.items() if where == place]

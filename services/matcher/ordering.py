@@ -26,13 +26,15 @@ others'. The order is given up only for a camera silent that long, and only when
 is captured before faces already decided: a detector restarting for longer than
 ``wait_seconds``.
 
-A store the matcher has not heard from holds its faces for its first ``wait_seconds``, promises
-or not: its cameras are not known until their detectors report, and its first faces may come
-from any of them, in any order (a store's first records, or the first after it was quiet for
-longer than the read-back reaches, :data:`~.worker.PROGRESS_LOOKBACK`).
+A store first heard of through a camera's progress (a detector greets each camera it starts
+following before its first face) holds its faces for its first ``wait_seconds``, promises or
+not: its other cameras are not known until their detectors report, and its first faces may
+come from any of them, in any order (a store's first records, or the first after it was quiet
+for longer than the read-back reaches, :data:`~.worker.PROGRESS_LOOKBACK`). A store first
+heard of through a face has no camera that reports progress: its faces go as they come.
 
 A face captured before the watermark is decided at once: from a camera that reports no
-progress (an edge box, a detector from before progress records) or is silent, or ``late``, from
+progress (an edge box or a detector from before progress records) or is silent, or ``late``, from
 a camera that had promised past it (a camera whose clock went back, a video replayed on the
 same camera id). Such faces are counted, never held or dropped.
 
@@ -69,9 +71,10 @@ class Held:
 @dataclass
 class _Store:
     partition: int
-    first: int
-    """The Kafka timestamp (ms) of the store's first record read: it holds its faces for
-    ``wait_seconds`` from then even without a promise (:meth:`CaptureOrder._release`)."""
+    first: int | None
+    """The Kafka timestamp (ms) of the store's first record, when that was a camera's
+    progress: it holds its faces for ``wait_seconds`` from then, promises or not
+    (:meth:`CaptureOrder._release`). None: first heard of through a face."""
     promised: dict[str, tuple[datetime, int]] = field(default_factory=dict)
     """Each camera's latest promise (``CameraProgress.before``), and the Kafka timestamp (ms)
     of its latest progress record."""
@@ -106,7 +109,7 @@ class CaptureOrder:
         """A face arrived: the faces now due, in order (this one among them, or not)."""
         face = Held(obs.captured_at, obs.camera_id, obs.observation_id, record, obs)
         self._read(record)
-        store = self._store(obs.store_id, record.partition, record.timestamp)
+        store = self._store(obs.store_id, record.partition, None)
         since = self._since(store)
         mark = store.watermark(since)
         if not self._new(store, since) and (mark is None or face.captured_at < mark):
@@ -129,15 +132,16 @@ class CaptureOrder:
         partition = record.partition
         self._stream[partition] = max(self._stream.get(partition, 0), record.timestamp)
 
-    def _store(self, store_id: str, partition: int, at: int) -> _Store:
+    def _store(self, store_id: str, partition: int, at: int | None) -> _Store:
         store = self._stores.get(store_id)
         if store is None:
             store = self._stores[store_id] = _Store(partition, at)
         return store
 
     def _new(self, store: _Store, since: int) -> bool:
-        """Whether the store was first heard of less than ``wait_seconds`` ago."""
-        return store.first > since
+        """Whether the store was first heard of, through a camera's progress, less than
+        ``wait_seconds`` ago."""
+        return store.first is not None and store.first > since
 
     def _promise(self, partition: int, progress: CameraProgress, at: int) -> _Store:
         store = self._store(progress.store_id, partition, at)

@@ -30,6 +30,7 @@ from tests.conftest import render_walkby
 from tests.kafka_fixtures import (
     pipeline_env,
     read_observations,
+    read_progress,
     read_topic,
     run_detector_until_idle,
 )
@@ -78,7 +79,14 @@ def test_edge_observations_are_the_central_detectors(
     clip: Path, pipeline: PipelineSettings, detector_engine: FaceEngine, tmp_path: Path
 ) -> None:
     report = run_edge(pipeline, clip_frames(clip), detector_engine)
-    edge = read_topic(pipeline, pipeline.topics.encodings)
+    edge = read_observations(pipeline)
+    # The camera's progress beside them, for the matcher's capture order: at most once a second
+    # of the clip, never going back, and at the end just past the last frame.
+    promised = [p.before for p in read_progress(pipeline)]
+    assert report.progress == len(promised) and promised == sorted(set(promised))
+    last_frame = max(f.captured_at for f in clip_frames(clip))
+    assert promised[-1] == last_frame + timedelta(microseconds=1)
+    assert len(promised) <= (last_frame - START).total_seconds() + 2
     assert read_topic(pipeline, pipeline.topics.frames) == []  # no image left the "store"
 
     truth = json.loads((clip / walkby.TRUTH).read_text())
@@ -122,16 +130,19 @@ def test_camera_detect_command(clip: Path, pipeline: PipelineSettings) -> None:
         camera_command, [*args, "--fps", "5", "--max-frames", "12"], env=pipeline_env(pipeline)
     )
     assert result.exit_code == 0, result.output
-    records = read_topic(pipeline, pipeline.topics.encodings)
+    records = read_observations(pipeline)
     assert records, "the clip's first 12 frames at 5 fps show someone"
     first, second = result.output.splitlines()[:2]
     assert first.startswith(
         f"published {len(records)} observations to {pipeline.topics.encodings} (store {STORE}) "
         "from 12 frames"
     ), result.output
-    sizes = [int(word) for word in second.split() if word.isdigit()]
+    # "<observations> bytes of observations (and <progress> of <n> camera progress records)
+    # instead of <frames> bytes of frames; ..."
+    sizes = [int(word) for word in second.replace("(", " ").split() if word.isdigit()]
     assert sizes[0] == sum(len(r.key) + len(r.value) for r in records)
-    assert 0 < sizes[0] < sizes[1] / 5, second  # observations are a small part of the frames
+    assert sizes[2] == len(read_progress(pipeline)) > 0
+    assert 0 < sizes[0] + sizes[1] < sizes[3] / 5, second  # a small part of the frames
     assert read_topic(pipeline, pipeline.topics.frames) == []
 
     assert {r.key for r in records} == {STORE.encode()}
@@ -166,7 +177,7 @@ def test_unreadable_frames_are_skipped_and_the_rest_observed(
     ]
     report = run_edge(pipeline, items, detector_engine)
     assert (report.frames, report.skipped, report.skipped_sources) == (1, 1, ["broken.jpg"])
-    obs = observations(read_topic(pipeline, pipeline.topics.encodings))
+    obs = observations(read_observations(pipeline))
     frame_id = derive_frame_id(STORE, CAMERA, START, "two_people.jpg")
     assert [o.observation_id for o in obs] == [f"{frame_id}:0", f"{frame_id}:1"]
     assert report.sent == 2 and report.faces == 2

@@ -110,7 +110,8 @@ def detector_engine() -> FaceEngine:
 
 @pytest.fixture(scope="module")
 def handler(detector_engine: FaceEngine) -> DetectorHandler:
-    return DetectorHandler(detector_engine, encodings_topic="encodings.v1")
+    """The faces alone: camera progress has its own tests."""
+    return DetectorHandler(detector_engine, encodings_topic="encodings.v1", progress=False)
 
 
 # -- the handler, no broker ------------------------------------------------------------------
@@ -151,7 +152,7 @@ def test_empty_frame_gives_nothing(handler: DetectorHandler) -> None:
 
 def test_faces_failing_the_gate_are_counted_not_sent(multi: Path) -> None:
     strict = FaceEngine(EngineConfig(min_face_px=10_000, fallbacks=()))
-    gated = DetectorHandler(strict, encodings_topic="encodings.v1")
+    gated = DetectorHandler(strict, encodings_topic="encodings.v1", progress=False)
     before = metric("facestream_faces_rejected_total", reason="too_small")
     frames_before = metric("facestream_frames_total", result="rejected")
 
@@ -241,12 +242,14 @@ def video_records(datasets: Path) -> list[Record]:
     ]
 
 
-def video_handler(engine: FaceEngine) -> DetectorHandler:
+def video_handler(engine: FaceEngine, progress: bool = False) -> DetectorHandler:
+    """Passes on video; camera progress only when asked (it has its own test)."""
     settings = DetectorSettings()
     return DetectorHandler(
         engine,
         encodings_topic="encodings.v1",
         passes=VideoPasses.from_settings(engine, settings),
+        progress=progress,
     )
 
 
@@ -257,12 +260,18 @@ def test_after_each_commit_each_camera_promises_what_its_committed_frames_allow(
     published only after a commit, never going back, and kept: no observation published after
     a promise is captured before it, although a pass is published seconds after its first
     frame. While a pass is open the promise stays at its first frame, behind the latest one."""
-    handler = video_handler(detector_engine)
+    handler = video_handler(detector_engine, progress=True)
     assert handler.after_commit() == []  # nothing committed yet
     stream: list[tuple[str, datetime]] = []  # what encodings.v1 would hold, in order
     behind = 0
-    for rec in video_records:
-        for out in handler.handle(rec):
+    for i, rec in enumerate(video_records):
+        outputs = handler.handle(rec)
+        if i == 0:  # the camera greeted before its first face, from its first frame
+            hello = decode(CameraProgress, outputs[0].value)
+            assert outputs[0].headers == [PROGRESS] and hello.before == T0
+            stream.append(("promise", hello.before))
+            outputs = outputs[1:]
+        for out in outputs:
             stream.append(("face", decode(FaceObservation, out.value).captured_at))
         handler.before_commit()
         for out in handler.after_commit():
@@ -368,6 +377,7 @@ def test_a_detector_at_its_camera_bound_publishes_the_oldest_camera(
         detector_engine,
         encodings_topic="encodings.v1",
         passes=VideoPasses.from_settings(detector_engine, settings),
+        progress=False,
     )
     for r in video_records[:third]:
         handler.handle(r)
