@@ -58,6 +58,14 @@ def is_recent(record: KafkaRecord, window: float = ACK_WINDOW_SECONDS) -> bool:
     return bool(record.timestamp / 1000.0 >= time.time() - window)
 
 
+FETCH_WAIT_MS = 20
+"""How long the broker may hold a fetch of the changelog that finds nothing new. The matcher
+polls its changelogs without waiting between batches, which leaves a fetch in flight, and
+kafka-python sends the end-offsets request of the next catch-up after it: with the default of
+500 ms, every batch waited half a second for nothing (the matcher's p50 in the end-to-end
+benchmark was 0.73 s, 0.01 s with 20 ms)."""
+
+
 class ChangelogReader:
     """One consumer over some partitions of one compacted topic, applying every record."""
 
@@ -71,6 +79,7 @@ class ChangelogReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=FETCH_BYTES,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
         )
 
     def _tps(self, partitions: Iterable[int]) -> list[TopicPartition]:
