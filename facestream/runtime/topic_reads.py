@@ -54,11 +54,13 @@ def read_to_end(
     *,
     since_ms: int | None = None,
     client_id: str | None = None,
+    before: int | None = None,
 ) -> list[Any]:
     """The records of ``topic`` for which ``keep`` is true, read from the first offset still
     held (with ``since_ms``, the first written at or after that time, in ms since the epoch) to
-    the end offset of now; with ``select``, only from the partitions it picks. An absent topic
-    holds nothing. Raises :class:`ReadTimeout` past ``timeout`` seconds."""
+    the end offset of now (with ``before``, to that offset at most); with ``select``, only from
+    the partitions it picks. An absent topic holds nothing. Raises :class:`ReadTimeout` past
+    ``timeout`` seconds."""
     options = {"client_id": client_id} if client_id else {}
     consumer = kafka_clients.consumer(settings, enable_auto_commit=False, group_id=None, **options)
     try:
@@ -69,6 +71,8 @@ def read_to_end(
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         ends = consumer.end_offsets(tps)
+        if before is not None:
+            ends = {tp: min(end, before) for tp, end in ends.items()}
         if since_ms is None:
             consumer.seek_to_beginning(*tps)
         else:
@@ -82,7 +86,11 @@ def read_to_end(
             if time.monotonic() > deadline:
                 raise ReadTimeout(f"{topic} not read to its end in {timeout:.0f} s")
             for batch in consumer.poll(timeout_ms=500, max_records=1000).values():
-                out += [r for r in batch if keep(r)]
+                out += [
+                    r
+                    for r in batch
+                    if r.offset < ends[TopicPartition(r.topic, r.partition)] and keep(r)
+                ]
         return out
     finally:
         consumer.close(autocommit=False)

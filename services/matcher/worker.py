@@ -400,11 +400,12 @@ class MatcherHandler(Handler):
         found = read_to_end(
             self._pipeline,
             record.topic,
-            lambda r: r.offset < record.offset and is_progress(r.headers),
+            lambda r: is_progress(r.headers),
             self.settings.startup_timeout,
             lambda _: [record.partition],
             since_ms=max(0, since),
             client_id=f"{self._client}-progress",
+            before=record.offset,
         )
         progress = []
         for one in found:

@@ -7,13 +7,10 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from facestream.core.engine import Encoding
 from facestream.runtime.runner import Record, make_producer
@@ -24,28 +21,17 @@ from facestream.services.matcher.ordering import CaptureOrder
 from facestream.services.matcher.worker import MatcherHandler
 from tests.kafka_fixtures import PARTITIONS, read_topic
 from tests.services.matcher.test_matcher import (
-    PEOPLE,
     T0,
+    _redis_keys,
     clean_redis,
-    encode_people,
+    faces,
     make_handler,
     observation,
 )
 
-__all__ = ["make_handler"]  # a fixture, used by name
+__all__ = ["_redis_keys", "faces", "make_handler"]  # fixtures, used by name
 
 STORE = "s1"
-
-
-@pytest.fixture(autouse=True)
-def _redis_keys(pipeline: PipelineSettings) -> Iterator[None]:
-    yield
-    clean_redis(pipeline)
-
-
-@pytest.fixture(scope="module")
-def faces(lfw: Path) -> dict[str, list[Encoding]]:
-    return encode_people(lfw, PEOPLE)
 
 
 def seen(camera: str, obs_id: str, vector: Encoding, seconds: float) -> FaceObservation:
