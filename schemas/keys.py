@@ -1,8 +1,8 @@
 """The keys that place messages on the topics, and the partition a key lands on.
 
-They define the topics as much as the message models do: ``frames.v1`` is keyed by
-``store/camera`` (or by the store id, from cameras before camera keys), so that each camera's
-frames stay in order on one detector while a store's cameras spread over all of them;
+They define the topics as much as the message models do: ``frames.v1`` is keyed by store id,
+or (opt-in) by ``store/camera``, so that each camera's frames stay in order on one detector
+while a store's cameras spread over all of them;
 ``encodings.v1`` and ``matches.v1`` are keyed by store id; ``identities.v1`` by
 ``store/face_id`` and written explicitly to the partition that the store id maps to in
 ``encodings.v1`` (same partition count, same hash), so the matcher that owns a store's

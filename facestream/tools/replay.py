@@ -195,12 +195,20 @@ class Session:
     def publish_manifest(self, manifest: Path, store: str) -> int:
         """Publish the manifest's frames (``store`` for rows without a store column)."""
         from facestream.runtime.runner import make_producer
-        from facestream.services.camera.publisher import frames_from_manifest, publish
+        from facestream.services.camera.publisher import (
+            frames_from_manifest,
+            key_by_from_env,
+            publish,
+        )
 
         producer = make_producer(self.settings)
         try:
             sent = publish(
-                producer, self.settings.topics.frames, store, frames_from_manifest(manifest)
+                producer,
+                self.settings.topics.frames,
+                store,
+                frames_from_manifest(manifest),
+                key_by=key_by_from_env(),
             )
         finally:
             producer.close()
@@ -214,7 +222,7 @@ class Session:
         """Publish the video file's frames (at most ``video.fps`` a second), stamped with
         ``video.start`` plus each frame's time in the file."""
         from facestream.runtime.runner import make_producer
-        from facestream.services.camera.publisher import publish
+        from facestream.services.camera.publisher import key_by_from_env, publish
         from facestream.services.camera.video import frames_from_video
 
         frames = frames_from_video(
@@ -222,7 +230,9 @@ class Session:
         )
         producer = make_producer(self.settings)
         try:
-            sent = publish(producer, self.settings.topics.frames, store, frames)
+            sent = publish(
+                producer, self.settings.topics.frames, store, frames, key_by=key_by_from_env()
+            )
         finally:
             producer.close()
         self.echo(

@@ -75,12 +75,12 @@ if TYPE_CHECKING:
 @click.option(
     "--key-by",
     type=click.Choice(["store", "camera"]),
-    default="camera",
+    default="store",
     show_default=True,
     envvar="FACESTREAM_CAMERA_KEY_BY",
-    help="Key frames by store/camera (a store's cameras spread over the detectors; the "
-    "matcher orders their faces by capture time), or by store (one detector per store, as "
-    "before camera keys: docs/deploy.md).",
+    help="Key frames by store (one detector per store), or by store/camera to spread a "
+    "store's cameras over the detectors (the matcher orders their faces by capture time: "
+    "docs/deploy.md).",
 )
 @click.option(
     "--max-frames",

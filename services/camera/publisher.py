@@ -1,9 +1,9 @@
 """Publish camera frames to ``frames.v1``: from a folder or a manifest of timed files (and from
 a video, with :mod:`facestream.services.camera.video`).
 
-Each frame goes out as one record: key = ``store/camera`` (:data:`KeyBy`: one camera, one
-partition, in order; a store's cameras spread over the detectors), or the store id when asked
-(one store, one partition), value = the image bytes, headers = :class:`FrameMeta`. Frame ids are
+Each frame goes out as one record: key = the store id (one store, one partition, in order), or
+``store/camera`` when asked (:data:`KeyBy`: one camera, one partition; a store's cameras spread
+over the detectors), value = the image bytes, headers = :class:`FrameMeta`. Frame ids are
 derived from the store, camera, capture time and source name, so publishing the same manifest
 again yields the same frame ids, and every id downstream (observations, match events, FaceIds)
 is replayed as well.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -329,11 +330,23 @@ def _manifest_frames(rows: list[ManifestRow], base: Path) -> Iterator[Frame | Sk
 # -- publishing -------------------------------------------------------------------------------
 
 KeyBy = Literal["store", "camera"]
-"""How frames are keyed. ``camera`` (``store/camera``, the default) spreads a store's cameras
-over all detectors; the matcher then orders the store's faces by capture time from the
-detectors' camera progress (docs/pipeline.md, "Capture order"). ``store``: a store's frames go
-to one partition and one detector, as before camera keys (docs/deploy.md, "Upgrading to camera
+"""How frames are keyed. ``store`` (the default): a store's frames go to one partition, so one
+detector handles them in order. ``camera`` (``store/camera``) spreads a store's cameras over
+all detectors; the matcher then orders the store's faces by capture time from the detectors'
+camera progress (docs/pipeline.md, "Capture order"), exactly while every camera's frames keep
+flowing, but a replay's backlog can still reorder them (docs/deploy.md, "Upgrading to camera
 keys")."""
+
+KEY_BY_VARIABLE: Final = "FACESTREAM_CAMERA_KEY_BY"
+
+
+def key_by_from_env() -> KeyBy:
+    """How frames are keyed, as ``FACESTREAM_CAMERA_KEY_BY`` says (``store`` unless set):
+    what ``facestream camera`` reads, for the tools that publish as cameras (replays)."""
+    value = os.environ.get(KEY_BY_VARIABLE, "store").strip().lower()
+    if value not in ("store", "camera"):
+        raise CameraError(f"{KEY_BY_VARIABLE} must be 'store' or 'camera', not {value!r}")
+    return "store" if value == "store" else "camera"
 
 
 def publish(
@@ -344,10 +357,10 @@ def publish(
     *,
     max_frames: int | None = None,
     flush_timeout: float = 30.0,
-    key_by: KeyBy = "camera",
+    key_by: KeyBy = "store",
 ) -> PublishReport:
-    """Send ``items`` in order to ``topic``, flush, and count what happened. The key is
-    ``store/camera``, or the store id with ``key_by="store"`` (see :data:`KeyBy`).
+    """Send ``items`` in order to ``topic``, flush, and count what happened. The key is the
+    store id, or ``store/camera`` with ``key_by="camera"`` (see :data:`KeyBy`).
 
     A frame that names its own store (a manifest's ``store`` column) goes to that store;
     ``store_id`` is the store of the others. Stops after ``max_frames`` frames. A failed send

@@ -32,6 +32,14 @@ def limit_threads() -> None:
         os.environ.setdefault(name, "1")
 
 
+FETCH_BYTES = 256 * 1024
+"""The most one fetch brings of a ``frames.v1`` partition (a few frames; a larger frame still
+comes whole). kafka-python hands out one partition's fetched records before the next's: with
+its default of 1 MiB, a detector with a backlog worked through 50-100 frames of one camera
+before the next camera's, and that camera, silent meanwhile, stopped holding its store's faces
+in the matcher's capture order (docs/pipeline.md, "Capture order")."""
+
+
 def subscribe(
     pipeline: PipelineSettings, detector: DetectorSettings, _resources: ExitStack
 ) -> Subscription:
@@ -53,11 +61,14 @@ def subscribe(
         topic=pipeline.topics.frames,
         max_batch=detector.max_batch,
         # Static membership (KIP-345) when configured, as the sink's.
-        consumer_options=(
-            {"group_instance_id": detector.group_instance_id}
-            if detector.group_instance_id
-            else None
-        ),
+        consumer_options={
+            "max_partition_fetch_bytes": FETCH_BYTES,
+            **(
+                {"group_instance_id": detector.group_instance_id}
+                if detector.group_instance_id
+                else {}
+            ),
+        },
         note=f"-> {pipeline.topics.encodings}, fallbacks {','.join(detector.fallbacks) or 'none'}"
         f", video {'passes' if passes else 'face by face'}",
     )

@@ -11,9 +11,9 @@ chunk at a time so that each fault lands mid-run with work in flight:
 * the broker restarted, and Redis SIGKILLed and started again (it reloads its append-only file);
 * a second matcher joining and leaving (1 -> 2 -> 1 processes).
 
-Frames are keyed by camera (the default), so the store's three cameras reach the detector on
-different partitions, and their observations reach the matcher in an order that depends on
-timing; the matcher decides them in capture order (services/matcher/ordering.py).
+Frames are keyed by camera (``--key-by camera``), so the store's three cameras reach the
+detector on different partitions, and their observations reach the matcher in an order that
+depends on timing; the matcher decides them in capture order (services/matcher/ordering.py).
 
 Afterwards the store's figures (PV, UV, new, returning, members, dwell, for every day) and each
 observation's decision are exactly the undisturbed run's; the sink applied each event id once,
@@ -196,7 +196,9 @@ class Pipeline:
         frames = self.day.frames[self.sent : self.sent + count]
         producer = make_producer(self.settings)
         try:
-            report = publish(producer, self.settings.topics.frames, self.day.store, frames)
+            report = publish(
+                producer, self.settings.topics.frames, self.day.store, frames, key_by="camera"
+            )
         finally:
             producer.close(timeout=10)
         assert report.published == len(frames), report
