@@ -24,7 +24,9 @@ progress is in its backlog. A camera that reports progress, however far behind, 
 others: a detector working through a backlog keeps its cameras' faces in order with the
 others'. The order is given up only for a camera silent that long, and only when its next face
 is captured before faces already decided: a detector restarting for longer than
-``wait_seconds``.
+``wait_seconds``, or one whose backlog holds that camera's frames behind other cameras' for
+longer (it reports nothing for the camera meanwhile): a replay of stored days with camera keys
+is not decided alike from run to run (docs/pipeline.md, "Capture order").
 
 A store first heard of through a camera's progress (a detector greets each camera it starts
 following before its first face) holds its faces for its first ``wait_seconds``, promises or
