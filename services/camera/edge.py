@@ -85,6 +85,7 @@ class EdgeReport(PublishReport):
     progress: int = 0
     """Camera progress records sent (not counted in ``sent``)."""
     progress_bytes: int = 0
+    """The camera progress records sent (:func:`record_bytes`)."""
 
 
 def detect_and_publish(

@@ -261,6 +261,13 @@ class MatcherHandler(Handler):
         released = self.order.due(idle)
         if not released:
             return []
+        log.info(
+            "%d held faces decided without waiting longer: a camera of their store reported no "
+            "progress for %.0f s, or the store's first wait ended (stores %s)",
+            len(released),
+            self.settings.order_wait_seconds,
+            ", ".join(sorted({face.observation.store_id for face in released})),
+        )
         if not self._caught_up:
             self._catch_up()
             self._caught_up = True
