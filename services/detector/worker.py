@@ -124,13 +124,12 @@ class DetectorHandler(Handler):
         self._latest: dict[CameraKey, tuple[Place, datetime]] = {}
         """Each camera's partition and latest frame time (still or video)."""
         self._promised: dict[CameraKey, datetime] = {}
-        """The ``before`` of each camera's last progress record."""
+        """The ``before`` of each camera's last progress record (a camera not in it has not been
+        greeted)."""
         self._promise: dict[CameraKey, datetime] = {}
         """Each camera's ``before`` as of the last commit (published after it)."""
-        self._greeted: dict[CameraKey, Place] = {}
-        """Cameras whose first frame here was announced with a progress record (and where)."""
-        self._greeted_committed: set[CameraKey] = set()
-        """Those whose greeting was acknowledged (as of the last commit)."""
+        self._acknowledged: set[CameraKey] = set()
+        """The cameras whose greeting was acknowledged (as of the last commit)."""
 
     def handle(self, record: KafkaRecord) -> Sequence[Output]:
         """The frame's observations (one per face that passed the gate, best score first).
@@ -159,12 +158,11 @@ class DetectorHandler(Handler):
         delay = (self.clock() - meta.captured_at).total_seconds()
         metrics.EVENT_DELAY.labels(STAGE).observe(max(0.0, delay))
         outputs = self._outputs(observations)
-        if self.progress and key not in self._greeted:
+        if self.progress and key not in self._promised:
             # A camera this detector starts following: made known to the matcher before its
             # first face. Its frames before this one were committed by whoever had them (it
             # is the first of the camera since the partition came here), so a replay starts
             # at it or after: nothing of the camera will be captured before it.
-            self._greeted[key] = place
             self._promised[key] = meta.captured_at
             outputs.insert(0, self._progress_output(key, meta.captured_at))
         return outputs
@@ -200,7 +198,7 @@ class DetectorHandler(Handler):
             self._promise = {
                 key: self._before(key, latest) for key, (_, latest) in self._latest.items()
             }
-            self._greeted_committed = set(self._greeted)
+            self._acknowledged = set(self._promised)
 
     def _before(self, key: CameraKey, latest: datetime) -> datetime:
         """What the camera's committed frames promise (:func:`~facestream.core.passes.promise`)."""
@@ -246,10 +244,7 @@ class DetectorHandler(Handler):
                 del self._latest[key]
                 self._promised.pop(key, None)
                 self._promise.pop(key, None)
-        for key, place in list(self._greeted.items()):
-            if places is None or place in places:
-                del self._greeted[key]
-                self._greeted_committed.discard(key)
+                self._acknowledged.discard(key)
 
     def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}
@@ -276,10 +271,9 @@ class DetectorHandler(Handler):
         acknowledged): its cameras go back to their state as of the last commit."""
         saved, handled = self._committed
         self._handled[place] = handled.get(place, -1)
-        for key, where in list(self._greeted.items()):
-            if where == place and key not in self._greeted_committed:
-                del self._greeted[key]  # its greeting was not acknowledged: greet it again
-                self._promised.pop(key, None)
+        for key, (where, _) in self._latest.items():
+            if where == place and key not in self._acknowledged:
+                self._promised.pop(key, None)  # greeting not acknowledged: greet it again
         if self.passes is None:
             return
         cameras = [key for key, where in self._where.items() if where == place]

@@ -131,8 +131,11 @@ class CaptureOrder:
         return self._release(self._promise(record.partition, progress, record.timestamp))
 
     def _read(self, record: KafkaRecord) -> None:
-        partition = record.partition
-        self._stream[partition] = max(self._stream.get(partition, 0), record.timestamp)
+        self._advance(record.partition, record.timestamp)
+
+    def _advance(self, partition: int, at: int) -> None:
+        """The partition's time moves on to ``at`` (ms), never back."""
+        self._stream[partition] = max(self._stream.get(partition, 0), at)
 
     def _store(self, store_id: str, partition: int, at: int | None) -> _Store:
         store = self._stores.get(store_id)
@@ -212,7 +215,7 @@ class CaptureOrder:
         matcher had handled them."""
         for one, at in progress:
             self._promise(partition, one, at)
-            self._stream[partition] = max(self._stream.get(partition, 0), at)
+            self._advance(partition, at)
         self._loaded.add(partition)
 
     def snapshot(self) -> dict[str, _Store]:

@@ -268,9 +268,7 @@ class MatcherHandler(Handler):
             self.settings.order_wait_seconds,
             ", ".join(sorted({face.observation.store_id for face in released})),
         )
-        if not self._caught_up:
-            self._catch_up()
-            self._caught_up = True
+        self._catch_up_once()
         outputs: list[Output] = []
         for face in released:
             with log_context(where(face.record)):
@@ -281,6 +279,12 @@ class MatcherHandler(Handler):
         # A decision remembered for a retry may name the erased person: decide it again.
         self._unacked.clear()
         self.presence.ack(subject)
+
+    def _catch_up_once(self) -> None:
+        """:meth:`_catch_up`, once per batch (idle() runs between polls and resets it)."""
+        if not self._caught_up:
+            self._catch_up()
+            self._caught_up = True
 
     def _catch_up(self) -> None:
         """Read members.v1 and the kept partitions of identities.v1 up to their end offsets of
@@ -326,9 +330,7 @@ class MatcherHandler(Handler):
                 faces.append((obs, obs.vector))
         if not faces:
             return
-        if not self._caught_up:
-            self._catch_up()
-            self._caught_up = True
+        self._catch_up_once()
         wanted: dict[int, tuple[Gallery, dict[str, NDArray[np.float32]]]] = {}
         for obs, vector in faces:
             searched = (*self.members.galleries(), *self.shards.galleries_for(obs.store_id))
@@ -350,10 +352,7 @@ class MatcherHandler(Handler):
             return self._progress(record)
         obs = decode(FaceObservation, record.value)
         add_log_context(store=obs.store_id, camera=obs.camera_id)
-        key = record.key.decode("utf-8", "replace") if record.key is not None else None
-        if key != obs.store_id:
-            # The key decides the partition, and so which matcher owns the store's visitors.
-            raise Poison("key_mismatch", f"key {key!r} but the observation is of {obs.store_id}")
+        _check_key(record, obs.store_id, "observation")
         if obs.model_version != self.model_version:
             # Distances between encodings of two models mean nothing: never compare them.
             raise Poison(
@@ -369,9 +368,7 @@ class MatcherHandler(Handler):
         """A camera's progress: the faces it lets through."""
         progress = decode(CameraProgress, record.value)
         add_log_context(store=progress.store_id, camera=progress.camera_id)
-        key = record.key.decode("utf-8", "replace") if record.key is not None else None
-        if key != progress.store_id:
-            raise Poison("key_mismatch", f"key {key!r} but the progress is of {progress.store_id}")
+        _check_key(record, progress.store_id, "progress")
         self._ready(record)
         return self._decide_all(self.order.progress(record, progress))
 
@@ -393,9 +390,7 @@ class MatcherHandler(Handler):
                 raise ShardUnavailable(
                     f"{where(record)}: partition {record.partition} is not assigned"
                 )
-        if not self._caught_up:  # once per batch: idle() runs between polls
-            self._catch_up()
-            self._caught_up = True
+        self._catch_up_once()
         if self.settings.order == "capture" and self.order.needs_load(record.partition):
             self._load_progress(record)
 
@@ -477,3 +472,11 @@ class MatcherHandler(Handler):
                 partition,
                 expected,
             )
+
+
+def _check_key(record: KafkaRecord, store_id: str, what: str) -> None:
+    """:class:`Poison` (``key_mismatch``) unless the record is keyed by its store: the key
+    decides the partition, and so which matcher owns the store's visitors."""
+    key = record.key.decode("utf-8", "replace") if record.key is not None else None
+    if key != store_id:
+        raise Poison("key_mismatch", f"key {key!r} but the {what} is of {store_id}")
