@@ -62,6 +62,9 @@ class Subscription:
     max_batch: int
     consumer_options: Mapping[str, Any] | None = None
     """Extra ``KafkaConsumer`` options (e.g. the sink's ``group_instance_id``)."""
+    time_order: bool = False
+    """Hand the records of the worker's partitions over in timestamp order
+    (:mod:`facestream.runtime.timeorder`; the detector's frames)."""
     note: str = ""
     """The rest of the start-up log line (outputs, tuning worth seeing in the log)."""
 
@@ -155,6 +158,7 @@ def run_worker(
                     group=group,
                     max_batch=sub.max_batch,
                     consumer_options=dict(sub.consumer_options or {}),
+                    time_order=sub.time_order,
                     health=health,
                     keep_dead_letter_payload=pipeline.dlq_keep_payload,
                     backoff=Backoff(pipeline.retry_first_seconds, pipeline.retry_max_seconds),

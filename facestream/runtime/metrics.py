@@ -21,6 +21,12 @@ RETRIES = Counter(
     "Retries: a record after a transient error (with backoff), or a batch after a failed produce.",
     ["stage"],
 )
+ORDER_GAVE_UP = Counter(
+    "facestream_time_order_gave_up_total",
+    "Partitions whose records were not fetched within the time order's wait: records of the "
+    "others went ahead of theirs (the detector's frames, facestream.runtime.timeorder).",
+    ["stage"],
+)
 IN_PROGRESS = Gauge("facestream_in_progress", "Messages being handled now.", ["stage"])
 PROCESSING = Histogram(
     "facestream_processing_seconds",

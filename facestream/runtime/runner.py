@@ -66,6 +66,7 @@ from facestream.runtime import kafka_clients, metrics
 from facestream.runtime.health import Health
 from facestream.runtime.kafka_clients import KafkaSettings
 from facestream.runtime.logs import log_context
+from facestream.runtime.timeorder import TimeOrder
 from facestream.runtime.topics import Topics
 from facestream.schemas import DeadLetter, SchemaError, payload_field
 from facestream.schemas.times import DEFAULT_BOUNDS, TimeBounds, checking_times, reference_time
@@ -270,6 +271,7 @@ class Runner:
         time_bounds: TimeBounds = DEFAULT_BOUNDS,
         producer: KafkaProducer | None = None,
         consumer_options: dict[str, Any] | None = None,
+        time_order: bool = False,
         health: Health | None = None,
         keep_dead_letter_payload: bool = False,
     ) -> None:
@@ -306,6 +308,9 @@ class Runner:
             **(consumer_options or {}),
         )
         self.consumer.subscribe([topic], listener=_Listener(self))
+        self._order = TimeOrder(self.consumer, low_water=4 * max_batch) if time_order else None
+        """With ``time_order``: the polled records, handed over lowest timestamp first across
+        partitions (:mod:`facestream.runtime.timeorder`)."""
         self.health.require("assigned", lambda: self._assigned)
         self.health.require_each("handler", handler.readiness)
 
@@ -331,33 +336,57 @@ class Runner:
         idle_since = time.monotonic()
         try:
             while not self._stop:
-                batch = self.consumer.poll(timeout_ms=500, max_records=self.max_batch)
+                records = self._poll()
                 self._assigned = bool(self.consumer.assignment())
                 self.health.beat()
                 self.handler.idle()
                 self.health.beat()  # idle() may have built state (the matcher's shards)
-                if not batch:
+                if not records:
                     try:
-                        released = self._process({})
+                        released = self._process([])
                     except _Stopped:
                         log.info("stopping while released outputs wait for a retry")
                         break
-                    if released or self.handler.held() or not self.consumer.assignment():
-                        # Work done, work held back, or still joining the group (or waiting
-                        # out a killed predecessor's session): that is not idleness.
+                    buffered = self._order is not None and self._order.pending() > 0
+                    if (
+                        released
+                        or buffered
+                        or self.handler.held()
+                        or not self.consumer.assignment()
+                    ):
+                        # Work done, work held back or buffered, or still joining the group
+                        # (or waiting out a killed predecessor's session): not idleness.
                         idle_since = time.monotonic()
                     elif max_idle_seconds and time.monotonic() - idle_since > max_idle_seconds:
                         break
                     continue
                 idle_since = time.monotonic()
                 try:
-                    self._process(batch)
+                    self._process(records)
                 except _Stopped:
                     log.info("stopping while a record waits for a retry; its batch is replayed")
                     break
                 self._report_lag()
         finally:
             self.close()
+
+    def _poll(self) -> list[KafkaRecord]:
+        """The next records to handle: a poll's, or, in time order, the buffered records
+        that may go now (a poll only tops the buffers up: skipped while they hold enough, it
+        does not wait when some may go, and waits little while a partition's fetch is
+        awaited; the consumer's heartbeats do not depend on it)."""
+        if self._order is None:
+            batch = self.consumer.poll(timeout_ms=500, max_records=self.max_batch)
+            return [record for records in batch.values() for record in records]
+        order = self._order
+        if order.wants_more():
+            timeout = 0 if order.ready() else 50 if order.pending() else 500
+            order.add(self.consumer.poll(timeout_ms=timeout, max_records=4 * self.max_batch))
+        taken = order.take(self.max_batch)
+        if order.gave_up:
+            metrics.ORDER_GAVE_UP.labels(self.handler.stage).inc(order.gave_up)
+            order.gave_up = 0
+        return taken
 
     def drain(self, partitions: Sequence[TopicPartition] | None) -> None:
         """Send and flush what the handler owes for ``partitions`` (None: all) before they go
@@ -382,6 +411,8 @@ class Runner:
         for tp in partitions:
             self._handled.pop(tp, None)
             self._committed.pop(tp, None)
+        if self._order is not None:
+            self._order.forget(partitions)
 
     def close(self) -> None:
         try:
@@ -394,26 +425,27 @@ class Runner:
 
     # -- one batch ---------------------------------------------------------------------------
 
-    def _process(self, batch: dict[TopicPartition, list[KafkaRecord]]) -> bool:
-        """Handle a poll's records (none: only what the handler releases by itself), produce,
-        commit. Whether anything was handled or produced."""
+    def _process(self, batch: Sequence[KafkaRecord]) -> bool:
+        """Handle a batch of records, in order (none: only what the handler releases by
+        itself), produce, commit. Whether anything was handled or produced."""
         stage = self.handler.stage
-        first = {tp: records[0].offset for tp, records in batch.items() if records}
+        first: dict[TopicPartition, int] = {}
         handled: dict[TopicPartition, int] = {}
         futures = []
         if batch:
             try:
-                self.handler.prepare([record for records in batch.values() for record in records])
+                self.handler.prepare(batch)
             except Exception:
                 log.exception("preparing the batch failed; handling its records without it")
-        for tp, records in batch.items():
-            for record in records:
-                with log_context(where(record)):
-                    outputs = self._handle(record)
-                for out in outputs:
-                    futures.append(self._send(out))
-                    metrics.OUTPUTS.labels(stage, out.kind).inc()
-                handled[tp] = record.offset + 1
+        for record in batch:
+            tp = TopicPartition(record.topic, record.partition)
+            first.setdefault(tp, record.offset)
+            with log_context(where(record)):
+                outputs = self._handle(record)
+            for out in outputs:
+                futures.append(self._send(out))
+                metrics.OUTPUTS.labels(stage, out.kind).inc()
+            handled[tp] = record.offset + 1
         for out in self._due():
             futures.append(self._send(out))
             metrics.OUTPUTS.labels(stage, out.kind).inc()
@@ -436,7 +468,10 @@ class Runner:
                 self._batch_failures,
                 delay,
             )
-            for tp, offset in first.items():
+            # Buffered records (time order) are read again too, from their first.
+            seek = self._order.reset() if self._order is not None else {}
+            seek.update(first)
+            for tp, offset in seek.items():
                 self.consumer.seek(tp, offset)
             self._wait(delay)
             return True
@@ -595,6 +630,8 @@ class Runner:
                 high = self.consumer.highwater(tp)
                 if high is not None:
                     lag += max(0, high - self.consumer.position(tp))
+            if self._order is not None:
+                lag += self._order.pending()
             metrics.LAG.labels(self.handler.stage).set(lag)
         except Exception:  # lag is informative only; never let it stop the loop
             log.debug("could not compute lag", exc_info=True)

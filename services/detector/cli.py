@@ -60,6 +60,9 @@ def subscribe(
         ),
         topic=pipeline.topics.frames,
         max_batch=detector.max_batch,
+        # A store's cameras are on several partitions: a backlog goes through them in capture
+        # order, so that none of them looks silent to the matcher's capture order meanwhile.
+        time_order=True,
         # Static membership (KIP-345) when configured, as the sink's.
         consumer_options={
             "max_partition_fetch_bytes": FETCH_BYTES,

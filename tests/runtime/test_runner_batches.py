@@ -214,7 +214,7 @@ def test_records_held_back_are_not_committed_until_released(
     runner = Runner(first, kafka=pipeline, topic=pipeline.topics.frames, group=group)
     try:
         for _ in range(40):  # bounded: polls until every record is handled, then a few more
-            runner._process(runner.consumer.poll(timeout_ms=500, max_records=10))
+            runner._process(runner._poll())
             if len(first.seen) == len(values):
                 break
         assert len(first.seen) == len(values) and first.held()
@@ -229,12 +229,12 @@ def test_records_held_back_are_not_committed_until_released(
     runner = Runner(second, kafka=pipeline, topic=pipeline.topics.frames, group=group)
     try:
         for _ in range(40):
-            runner._process(runner.consumer.poll(timeout_ms=500, max_records=10))
+            runner._process(runner._poll())
             if len(second.seen) == len(values):
                 break
         assert second.seen == first.seen  # all read again
         second.release = True
-        assert runner._process({})  # no record: what due() released
+        assert runner._process([])  # no record: what due() released
         assert second.held() == {}
         assert _committed(runner, pipeline, part) == len(values)
     finally:
