@@ -75,12 +75,12 @@ if TYPE_CHECKING:
 @click.option(
     "--key-by",
     type=click.Choice(["store", "camera"]),
-    default="store",
+    default="camera",
     show_default=True,
     envvar="FACESTREAM_CAMERA_KEY_BY",
-    help="Key frames by store (one detector per store), or by store/camera to spread a "
-    "store's cameras over the detectors (the matcher orders their faces by capture time: "
-    "docs/deploy.md).",
+    help="Key frames by store/camera, spreading a store's cameras over the detectors (the "
+    "matcher orders their faces by capture time), or by store (one detector per store: for "
+    "detectors not yet upgraded, docs/deploy.md).",
 )
 @click.option(
     "--max-frames",
@@ -108,7 +108,7 @@ def camera_command(
 ) -> None:
     """Publish camera frames to frames.v1 (key = the store, or store/camera; FrameMeta in the
     headers), or with --detect the faces found in them to encodings.v1."""
-    if detect and key_by == "camera" and _given(click.get_current_context(), "key_by"):
+    if detect and _given(click.get_current_context(), "key_by"):
         raise click.UsageError(
             "--key-by is for frames; with --detect observations are keyed by store"
         )

@@ -330,20 +330,20 @@ def _manifest_frames(rows: list[ManifestRow], base: Path) -> Iterator[Frame | Sk
 # -- publishing -------------------------------------------------------------------------------
 
 KeyBy = Literal["store", "camera"]
-"""How frames are keyed. ``store`` (the default): a store's frames go to one partition, so one
-detector handles them in order. ``camera`` (``store/camera``) spreads a store's cameras over
-all detectors; the matcher then orders the store's faces by capture time from the detectors'
-camera progress (docs/pipeline.md, "Capture order"), exactly while every camera's frames keep
-flowing, but a replay's backlog can still reorder them (docs/deploy.md, "Upgrading to camera
-keys")."""
+"""How frames are keyed. ``camera`` (``store/camera``, the default) spreads a store's cameras
+over all detectors; each detector hands its partitions' frames over in timestamp order and
+reports each camera's progress, and the matcher decides the store's faces in capture order
+(docs/pipeline.md, "Capture order"), live and through a replay's backlog. ``store``: a store's
+frames go to one partition, so one detector handles them in order; for a camera deployed
+before its detectors are upgraded (docs/deploy.md, "Upgrading to camera keys")."""
 
 KEY_BY_VARIABLE: Final = "FACESTREAM_CAMERA_KEY_BY"
 
 
 def key_by_from_env() -> KeyBy:
-    """How frames are keyed, as ``FACESTREAM_CAMERA_KEY_BY`` says (``store`` unless set):
+    """How frames are keyed, as ``FACESTREAM_CAMERA_KEY_BY`` says (``camera`` unless set):
     what ``facestream camera`` reads, for the tools that publish as cameras (replays)."""
-    value = os.environ.get(KEY_BY_VARIABLE, "store").strip().lower()
+    value = os.environ.get(KEY_BY_VARIABLE, "camera").strip().lower()
     if value not in ("store", "camera"):
         raise CameraError(f"{KEY_BY_VARIABLE} must be 'store' or 'camera', not {value!r}")
     return "store" if value == "store" else "camera"
@@ -357,7 +357,7 @@ def publish(
     *,
     max_frames: int | None = None,
     flush_timeout: float = 30.0,
-    key_by: KeyBy = "store",
+    key_by: KeyBy = "camera",
 ) -> PublishReport:
     """Send ``items`` in order to ``topic``, flush, and count what happened. The key is the
     store id, or ``store/camera`` with ``key_by="camera"`` (see :data:`KeyBy`).
