@@ -182,6 +182,12 @@ class FaceObservation(Message):
         return self
 
     @property
+    def ends_at(self) -> datetime:
+        """When the sighting ended: a pass's ``last_seen``, a still's ``captured_at``. The
+        matcher decides a store's faces in this order (see :class:`CameraProgress`)."""
+        return self.last_seen or self.captured_at
+
+    @property
     def vector(self) -> NDArray[np.float32]:
         return vector_from_wire(self.encoding)
 
@@ -189,14 +195,16 @@ class FaceObservation(Message):
 class CameraProgress(Message):
     """A detector's promise about one camera (``encodings.v1``, beside the observations, keyed
     by the store; the record carries the header :data:`~facestream.schemas.keys.PROGRESS`):
-    no observation of this camera published after this record has a ``captured_at`` before
-    ``before``. The matcher decides a store's faces in capture order once every camera of the
-    store has promised past them (docs/pipeline.md, "Capture order").
+    no observation of this camera published after this record ends before ``before`` (a
+    pass's ``last_seen``, a still's ``captured_at``: ``FaceObservation.ends_at``). The matcher
+    decides a store's faces in that order once every camera of the store has promised past
+    them (docs/pipeline.md, "Capture order").
 
-    ``before`` is the first frame of the camera's earliest pass still open, or, with none open,
-    just past (1 µs) its latest committed frame (a camera's frames have distinct times). Only
-    committed frames count, so it holds across a detector's retries and restarts (what is
-    replayed starts at the last commit).
+    ``before`` is the earliest last sighting of the camera's passes still open, or, with none
+    open, just past (1 µs) its latest committed frame (a camera's frames have distinct times).
+    Only committed frames count, so it holds across a detector's retries and restarts (what is
+    replayed starts at the last commit). Detectors before 4 Dec 2026 promised the first frame
+    of the earliest open pass, which is earlier: a promise either way.
     """
 
     v: Literal[1] = 1

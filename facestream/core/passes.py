@@ -52,12 +52,14 @@ JUST_PAST: Final = timedelta(microseconds=1)
 
 def promise(latest: datetime, camera: CameraPasses | None) -> datetime:
     """What a camera's frames up to ``latest`` promise (``CameraProgress.before``, from which
-    the matcher orders a store's faces): no later observation of the camera is captured before
-    it. Its open passes will be published with their first frame's time; with none open, the
-    next observation comes from a later frame (a camera's frames have distinct times), so the
-    promise is just past the latest frame and that frame's faces need not wait."""
-    since = camera.open_since if camera is not None else None
-    return latest + JUST_PAST if since is None else min(latest, since)
+    the matcher orders a store's faces): no later observation of the camera ends before it
+    (:attr:`FaceObservation.ends_at`: a pass's last sighting, a still's capture). Its open
+    passes will end no earlier than they were last seen, at most ``max_gap_seconds`` ago; with
+    none open, the next observation comes from a later frame (a camera's frames have distinct
+    times), so the promise is just past the latest frame and that frame's faces need not
+    wait."""
+    seen = camera.open_seen if camera is not None else None
+    return latest + JUST_PAST if seen is None else min(latest, seen)
 
 
 @dataclass
@@ -132,10 +134,10 @@ class CameraPasses:
         return self.tracker.open_tracks
 
     @property
-    def open_since(self) -> datetime | None:
-        """The ``captured_at`` the earliest open pass will be published with, or None."""
-        since = self.tracker.open_since
-        return None if since is None else self._time(since)
+    def open_seen(self) -> datetime | None:
+        """No open pass will be published with a ``last_seen`` before this (None: none open)."""
+        seen = self.tracker.open_seen
+        return None if seen is None else self._time(seen)
 
     def _restart_if_back(self, captured_at: datetime) -> list[FaceObservation]:
         """A frame before the camera's latest is another video on this camera (a replay, a

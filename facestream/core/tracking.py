@@ -217,9 +217,11 @@ class Tracker:
         return len(self._tracks)
 
     @property
-    def open_since(self) -> float | None:
-        """When the earliest open pass began (what it will be published with), or None."""
-        return min((t.first_seen for t in self._tracks), default=None)
+    def open_seen(self) -> float | None:
+        """The earliest time an open pass was last seen, or None: no pass open now ends
+        before it (a pass ends at its last sighting, which only moves on; one split off a
+        track ends at the sighting before the one that split it, which is later still)."""
+        return min((t.last_seen for t in self._tracks), default=None)
 
     def expected_boxes(self, at: float) -> list[Box]:
         """Where each open track's face should be at ``at`` (its last box moved on by its

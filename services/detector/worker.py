@@ -18,12 +18,12 @@ or the detector stops, their cameras' open passes are ended as of the last commi
 
 After each commit the detector publishes, per camera whose frames it handled, a
 :class:`~facestream.schemas.CameraProgress` on ``encodings.v1`` (keyed by the store, so in order
-with the camera's observations): no later observation of the camera will have a ``captured_at``
-before the first frame of its earliest open pass, or, with none open, just past its latest
-committed frame (:func:`~facestream.core.passes.promise`). It also greets each camera it starts
-following, before the camera's first face. The matcher decides a store's faces in capture
-order from these, whichever detectors its cameras' frames went through (docs/pipeline.md,
-"Capture order").
+with the camera's observations): no later observation of the camera will end (a pass's last
+sighting, a still's capture) before the earliest last sighting of its open passes, or, with
+none open, just past its latest committed frame (:func:`~facestream.core.passes.promise`). It
+also greets each camera it starts following, before the camera's first face. The matcher
+decides a store's faces in capture order from these, whichever detectors its cameras' frames
+went through (docs/pipeline.md, "Capture order").
 """
 
 from __future__ import annotations

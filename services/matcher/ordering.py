@@ -8,11 +8,15 @@ returning: a run and its replay could disagree. :class:`CaptureOrder` takes the 
 the detectors' hands:
 
 * each detector publishes, per camera, a :class:`~facestream.schemas.CameraProgress` after
-  each commit: no later observation of the camera is captured before ``before``;
-* the matcher holds each face of a store whose cameras report progress, ordered by
-  (``captured_at``, camera, ``observation_id``), and decides it once every camera's promise is
-  past its ``captured_at`` (the store's *watermark*, the least of its cameras' promises).
-  The decisions are then the same for any interleaving of the cameras' records.
+  each commit: no later observation of the camera ends before ``before``;
+* the matcher holds each face of a store whose cameras report progress, ordered by when its
+  sighting ended (``FaceObservation.ends_at``: a still's ``captured_at``, a video pass's
+  ``last_seen``), camera and ``observation_id``, and decides it once every camera's promise is
+  past that time (the store's *watermark*, the least of its cameras' promises). The decisions
+  are then the same for any interleaving of the cameras' records. A pass is ordered by its
+  end, not its start, because it is published when it ends: ordered by its start, it would
+  wait for every pass of the store begun before it to end (up to the detector's
+  ``PASS_MAX_OPEN_SECONDS`` plus its gap, 11 s), where by its end it waits at most the gap.
 
 One escape keeps a store from waiting for ever: a camera that has reported no progress for
 ``wait_seconds`` no longer holds the others, until it reports again (a camera gone dark, a
@@ -22,11 +26,12 @@ detectors wrote them), and the wall clock only once the matcher has read everyth
 matcher that falls behind (Redis away, a restart) does not take cameras for silent when their
 progress is in its backlog. A camera that reports progress, however far behind, holds the
 others: a detector working through a backlog keeps its cameras' faces in order with the
-others'. The order is given up only for a camera silent that long, and only when its next face
-is captured before faces already decided: a detector restarting for longer than
-``wait_seconds``, or one whose backlog holds that camera's frames behind other cameras' for
-longer (it reports nothing for the camera meanwhile): a replay of stored days with camera keys
-is not decided alike from run to run (docs/pipeline.md, "Capture order").
+others', and hands its partitions' frames over in timestamp order
+(:mod:`facestream.runtime.timeorder`), so a camera of its own does not fall silent behind
+another's backlog. The order is given up only for a camera silent that long, and only when its
+next face ended before faces already decided: a detector restarting for longer than
+``wait_seconds``, or a camera whose partition no detector owned for that long
+(docs/pipeline.md, "Capture order").
 
 A store first heard of through a camera's progress (a detector greets each camera it starts
 following before its first face) holds its faces for its first ``wait_seconds``, promises or
@@ -35,7 +40,7 @@ come from any of them, in any order (a store's first records, or the first after
 for longer than the read-back reaches, :data:`~.worker.PROGRESS_LOOKBACK`). A store first
 heard of through a face has no camera that reports progress: its faces go as they come.
 
-A face captured before the watermark is decided at once: from a camera that reports no
+A face that ended before the watermark is decided at once: from a camera that reports no
 progress (an edge box or a detector from before progress records) or is silent, or ``late``, from
 a camera that had promised past it (a camera whose clock went back, a video replayed on the
 same camera id). Such faces are counted, never held or dropped.
@@ -63,7 +68,8 @@ from facestream.services.matcher import metrics
 class Held:
     """A face waiting for its turn, ordered as it is decided."""
 
-    captured_at: datetime
+    ends_at: datetime
+    """When the sighting ended (``FaceObservation.ends_at``: a pass's last sighting)."""
     camera_id: str
     observation_id: str
     record: KafkaRecord = field(compare=False)
@@ -109,14 +115,14 @@ class CaptureOrder:
 
     def face(self, record: KafkaRecord, obs: FaceObservation) -> list[Held]:
         """A face arrived: the faces now due, in order (this one among them, or not)."""
-        face = Held(obs.captured_at, obs.camera_id, obs.observation_id, record, obs)
+        face = Held(obs.ends_at, obs.camera_id, obs.observation_id, record, obs)
         self._read(record)
         store = self._store(obs.store_id, record.partition, None)
         since = self._since(store)
         mark = store.watermark(since)
-        if not self._new(store, since) and (mark is None or face.captured_at < mark):
+        if not self._new(store, since) and (mark is None or face.ends_at < mark):
             promised = store.promised.get(obs.camera_id)
-            late = promised is not None and face.captured_at < promised[0]
+            late = promised is not None and face.ends_at < promised[0]
             metrics.ORDER.labels("late" if late else "direct").inc()
             return [face]
         metrics.ORDER.labels("held").inc()
@@ -186,7 +192,7 @@ class CaptureOrder:
             return []
         mark = store.watermark(since)
         out: list[Held] = []
-        while store.held and (mark is None or store.held[0].captured_at < mark):
+        while store.held and (mark is None or store.held[0].ends_at < mark):
             out.append(heapq.heappop(store.held))
         if out:
             self._gauge()

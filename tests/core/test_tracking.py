@@ -211,3 +211,21 @@ def _pass_of(s: Sighting, passes: list[dict[str, Any]], fps: float) -> int:
             if f == frame and walkby.overlap(truth, box):
                 return i
     raise AssertionError(f"no pass at frame {frame} where the sighting's face is")
+
+
+def test_a_person_standing_in_view_does_not_hold_the_promise_back() -> None:
+    """What a camera promises the matcher (``open_seen``, core.passes.promise): no open pass
+    ends before the earliest time one was last seen. A person standing in view for minutes (a
+    cashier) has a pass that began long ago but is seen in every frame, so the promise keeps
+    up with the frames; one who has just left holds it back by the gap at most."""
+    _, encode = person_encoder({100: unit(1), 300: unit(2)})
+    tracker = Tracker(TrackConfig())
+    for i in range(80):  # 8 s: the cashier in every frame, a shopper from 2 s to 5 s
+        at = i / 10
+        faces = [face(40, top=100)]
+        if 2.0 <= at <= 5.0:
+            faces.append(face(100 + 20 * i, top=300))
+        tracker.update(at, faces, encode)
+        if at >= 1.0:
+            assert tracker.open_seen == at or (5.0 < at <= 6.0 and tracker.open_seen == 5.0)
+    assert tracker.open_tracks == 1  # the shopper's pass ended a gap after they left
