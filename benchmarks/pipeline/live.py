@@ -43,9 +43,10 @@ class Seen:
     kind: str = ""
 
 
-class Tail(threading.Thread):
-    """Reads encodings.v1 and matches.v1 from their current end, noting when each frame's
-    observation and match event were produced and when the event was read."""
+class TopicTail(threading.Thread):
+    """Reads encodings.v1 and matches.v1 from their current end, handing each record to
+    :meth:`_note` with the time it was read; the subclass keeps what it measures (under
+    ``lock``) and counts what it cannot decode in ``undecodable``."""
 
     def __init__(self, settings: PipelineSettings) -> None:
         super().__init__(daemon=True)
@@ -60,7 +61,6 @@ class Tail(threading.Thread):
         self.consumer.seek_to_end(*tps)
         for tp in tps:  # resolve the ends now, before any frame is published
             self.consumer.position(tp)
-        self.seen: dict[str, Seen] = {}
         self.undecodable = 0
         self.lock = threading.Lock()
         self._stop_event = threading.Event()
@@ -71,6 +71,23 @@ class Tail(threading.Thread):
                 read_at = time.time()
                 for r in records:
                     self._note(r, read_at)
+
+    def _note(self, record: Any, read_at: float) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=5)
+        self.consumer.close()
+
+
+class Tail(TopicTail):
+    """Notes when each frame's observation and match event were produced and when the event
+    was read."""
+
+    def __init__(self, settings: PipelineSettings) -> None:
+        super().__init__(settings)
+        self.seen: dict[str, Seen] = {}
 
     def _note(self, record: Any, read_at: float) -> None:
         try:
@@ -99,11 +116,6 @@ class Tail(threading.Thread):
     def matched(self, frames: list[str]) -> int:
         with self.lock:
             return sum(1 for f in frames if f in self.seen and self.seen[f].read_at is not None)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=5)
-        self.consumer.close()
 
 
 def _wait_matched(tail: Tail, frames: list[str], timeout: float) -> bool:

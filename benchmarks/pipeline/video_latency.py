@@ -7,6 +7,9 @@ shared real one (``video/short_hamilton_clip.mp4``: 640x360, several people), sa
 ``--fps``, looped to ``--seconds`` of video (each loop a cut: the people jump back to where
 they were), followed by two seconds of an empty view so that every pass ends.
 
+0. **Engine alone.** The frames through the detector's video passes in this process (no
+   Kafka): CPU per frame, the baseline of issue 9's "per-frame cost in the pipeline within 10%
+   of the engine alone".
 1. **Backlog.** The frames published at once to one detector (nothing else running), timed
    until it has committed every frame: the frames/s one detector handles when it never waits.
 2. **Live.** One detector, one matcher, one sink; the frames published at ``--fps`` in real
@@ -33,7 +36,6 @@ import argparse
 import io
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -41,19 +43,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kafka.structs import TopicPartition
 from PIL import Image
 
 from benchmarks.common import markdown_table
-from benchmarks.pipeline.live import percentiles
-from benchmarks.pipeline.workers import PARTITIONS, MachineCpu, fresh_pipeline, sweep, workers
+from benchmarks.pipeline.live import TopicTail, percentiles
+from benchmarks.pipeline.workers import MachineCpu, fresh_pipeline, sweep, workers
 from facestream.core.datasets import datasets_root
 from facestream.core.detection import DetectorSettings
+from facestream.core.engine import FaceEngine
+from facestream.core.passes import VideoPasses
 from facestream.devstack import stack
 from facestream.runtime import kafka_clients
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
-from facestream.schemas import FaceObservation, MatchEvent, SchemaError, decode
+from facestream.schemas import FaceObservation, FrameMeta, MatchEvent, SchemaError, decode
 from facestream.schemas.keys import is_progress
 from facestream.services.camera.publisher import Frame, publish
 from facestream.services.camera.video import frames_from_video
@@ -84,6 +87,32 @@ def as_frames(data: list[bytes], start: datetime, fps: float, run: str) -> list[
         Frame(d, CAMERA, start + timedelta(seconds=i / fps), f"{run}#{i}", video=True)
         for i, d in enumerate(data)
     ]
+
+
+def engine_alone(fps: float, seconds: float) -> dict[str, Any]:
+    """The same frames through the detector's video passes in this process, no Kafka: CPU ms
+    a frame (what the pipeline's detector adds to it is the runner, Kafka, and the progress)."""
+    settings = DetectorSettings()
+    passes = VideoPasses.from_settings(FaceEngine(settings.engine_config()), settings)
+    data = clip_frames(fps, seconds)
+    start = datetime.now(UTC) - timedelta(seconds=len(data) / fps)
+    observations = 0
+    cpu0 = time.process_time()
+    for i, d in enumerate(data):
+        meta = FrameMeta(
+            frame_id=f"alone-{i}",
+            store_id=STORE,
+            camera_id=CAMERA,
+            captured_at=start + timedelta(seconds=i / fps),
+            video="frame",
+        )
+        observations += len(passes.frame(meta, d).observations)
+    cpu = time.process_time() - cpu0
+    return {
+        "frames": len(data),
+        "observations": observations,
+        "cpu_ms_per_frame": cpu / len(data) * 1e3,
+    }
 
 
 def capacity(
@@ -132,34 +161,14 @@ class Pass:
     kind: str = ""
 
 
-class VideoTail(threading.Thread):
-    """Reads encodings.v1 and matches.v1 from their current end: each pass's observation and
-    the first copy of its match event."""
+class VideoTail(TopicTail):
+    """Each pass's observation and the first copy of its match event."""
 
     def __init__(self, settings: PipelineSettings, gap: float, max_open: float) -> None:
-        super().__init__(daemon=True)
-        self.topics = settings.topics
+        super().__init__(settings)
         self.gap, self.max_open = gap, max_open
-        self.consumer = kafka_clients.consumer(settings, enable_auto_commit=False)
-        tps = [
-            TopicPartition(t, p)
-            for t in (self.topics.encodings, self.topics.matches)
-            for p in range(PARTITIONS)
-        ]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_end(*tps)
         self.passes: dict[str, Pass] = {}
         self.events: dict[str, tuple[float, float, str]] = {}
-        self.undecodable = 0
-        self.lock = threading.Lock()
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            for records in self.consumer.poll(timeout_ms=50).values():
-                read_at = time.time()
-                for r in records:
-                    self._note(r, read_at)
 
     def _note(self, record: Any, read_at: float) -> None:
         try:
@@ -196,11 +205,6 @@ class VideoTail(threading.Thread):
                     match_at, read_at, kind = self.events[key]
                     out.append(replace(p, match_at=match_at, read_at=read_at, kind=kind))
             return out
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join(timeout=5)
-        self.consumer.close()
 
 
 def live(
@@ -317,6 +321,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="video-latency-") as tmp:
             logdir = Path(tmp)
+            alone = engine_alone(args.fps, args.seconds)
             backlog = capacity(base, env, logdir, args.fps, args.seconds)
             result = live(base, env, logdir, args.fps, args.seconds, args.warmup)
     finally:
@@ -325,7 +330,10 @@ def main() -> None:
     print(
         f"\nBacklog: one detector, {backlog['frames']} frames sampled at {args.fps:g}/s, "
         f"published at once: {backlog['seconds']:.1f} s, {backlog['capacity_fps']:.2f} "
-        f"frames/s, {backlog['cpu_ms_per_frame']:.0f} ms of CPU a frame."
+        f"frames/s, {backlog['cpu_ms_per_frame']:.0f} ms of CPU a frame; the same frames "
+        f"through the engine's video passes alone, in this process: "
+        f"{alone['cpu_ms_per_frame']:.0f} ms a frame ({alone['observations']} passes), so the "
+        f"pipeline's detector costs {backlog['cpu_ms_per_frame'] / alone['cpu_ms_per_frame']:.2f}x."
     )
     busy = result["cpu_share"]["detector"]
     print(
