@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from facestream.schemas.messages import (
     CameraProgress,
+    CameraProgressV1,
     DeadLetter,
     FaceObservation,
     FrameMeta,
@@ -85,8 +86,15 @@ CONTRACTS: Final = (
     Contract(FaceObservation, 1, "the value of an encodings.v1 record"),
     Contract(
         CameraProgress,
+        2,
+        "the value of an encodings.v1 record with the header facestream-kind: progress; the "
+        "topic may also hold version 1 records",
+    ),
+    Contract(
+        CameraProgressV1,
         1,
-        "the value of an encodings.v1 record with the header facestream-kind: progress",
+        "the value of an encodings.v1 record with the header facestream-kind: progress, "
+        "written by detectors of 3-4 Dec 2026 (still read)",
     ),
     Contract(MatchEvent, 1, "the value of a matches.v1 record"),
     Contract(MemberRecord, 1, "the value of a members.v1 record (null: a tombstone)"),

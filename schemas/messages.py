@@ -192,6 +192,18 @@ class FaceObservation(Message):
         return vector_from_wire(self.encoding)
 
 
+class CameraProgressV1(Message):
+    """Version 1 of :class:`CameraProgress` (detectors of 3-4 Dec 2026): no observation of the
+    camera published after it has a ``captured_at`` before ``before``, the first frame of the
+    camera's earliest open pass. Still read: a pass ends no earlier than it begins, so it is
+    an earlier promise than version 2's, which the matcher uses as one; never written."""
+
+    v: Literal[1] = 1
+    store_id: Id
+    camera_id: Id
+    before: EventTime
+
+
 class CameraProgress(Message):
     """A detector's promise about one camera (``encodings.v1``, beside the observations, keyed
     by the store; the record carries the header :data:`~facestream.schemas.keys.PROGRESS`):
@@ -203,14 +215,36 @@ class CameraProgress(Message):
     ``before`` is the earliest last sighting of the camera's passes still open, or, with none
     open, just past (1 µs) its latest committed frame (a camera's frames have distinct times).
     Only committed frames count, so it holds across a detector's retries and restarts (what is
-    replayed starts at the last commit). Detectors before 4 Dec 2026 promised the first frame
-    of the earliest open pass, which is earlier: a promise either way.
+    replayed starts at the last commit).
+
+    Version 2: version 1 promised about ``captured_at`` (a pass's first frame), which held a
+    pass back until every pass begun before it had ended. Read with :meth:`read`, which also
+    accepts version 1.
     """
 
-    v: Literal[1] = 1
+    VERSION: ClassVar[int] = 2
+    v: Literal[2] = 2
     store_id: Id
     camera_id: Id
     before: EventTime
+
+    @classmethod
+    def read(cls, value: bytes | None) -> CameraProgress:
+        """Decode a version 2 record, or a version 1 one (its promise, earlier, as it is).
+        Every failure is a :class:`SchemaError`, as with :func:`decode`."""
+        try:
+            return decode(cls, value)
+        except SchemaError as exc:
+            if exc.reason != "unknown_version":
+                raise
+            newer = exc
+        try:
+            old = decode(CameraProgressV1, value)
+        except SchemaError as exc:
+            if exc.reason == "unknown_version":
+                raise SchemaError("unknown_version", f"{newer.message}, or 1") from exc
+            raise
+        return cls(store_id=old.store_id, camera_id=old.camera_id, before=old.before)
 
 
 class MatchEvent(Message):

@@ -25,7 +25,7 @@ from facestream.devstack import stack
 from facestream.devstack.kafka_broker import admin_client
 from facestream.runtime.settings import PipelineSettings
 from facestream.runtime.topics import Topics
-from facestream.schemas import CameraProgress, decode
+from facestream.schemas import CameraProgress
 from facestream.schemas.keys import is_progress
 
 PARTITIONS = 4
@@ -109,7 +109,7 @@ def read_observations(settings: PipelineSettings, timeout: float = 20.0) -> list
 def read_progress(settings: PipelineSettings, timeout: float = 20.0) -> list[CameraProgress]:
     """The detectors' camera progress records in ``encodings.v1``, in offset order."""
     records = read_topic(settings, settings.topics.encodings, timeout)
-    return [decode(CameraProgress, r.value) for r in records if is_progress(r.headers)]
+    return [CameraProgress.read(r.value) for r in records if is_progress(r.headers)]
 
 
 def run_detector_until_idle(settings: PipelineSettings, log: Path, idle_seconds: int = 3) -> None:

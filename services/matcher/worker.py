@@ -366,7 +366,7 @@ class MatcherHandler(Handler):
 
     def _progress(self, record: KafkaRecord) -> Sequence[Output]:
         """A camera's progress: the faces it lets through."""
-        progress = decode(CameraProgress, record.value)
+        progress = CameraProgress.read(record.value)
         add_log_context(store=progress.store_id, camera=progress.camera_id)
         _check_key(record, progress.store_id, "progress")
         self._ready(record)
@@ -412,7 +412,7 @@ class MatcherHandler(Handler):
         progress = []
         for one in found:
             try:
-                progress.append((decode(CameraProgress, one.value), int(one.timestamp)))
+                progress.append((CameraProgress.read(one.value), int(one.timestamp)))
             except SchemaError:
                 continue  # dead-lettered when it was handled
         self.order.load(record.partition, progress)

@@ -11,7 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from facestream.schemas import FaceObservation, FrameMeta, MatchEvent, SchemaError, decode
+from facestream.schemas import (
+    CameraProgress,
+    CameraProgressV1,
+    FaceObservation,
+    FrameMeta,
+    MatchEvent,
+    SchemaError,
+    decode,
+)
 from facestream.schemas.times import TimeBounds, checking_times, reference_time
 from facestream.schemas.wire import MAX_NORM, MIN_NORM, vector_to_wire
 
@@ -221,3 +229,16 @@ def test_encodings_of_real_norms_pass() -> None:
     refused(FaceObservation, body, "bad_encoding")
     with pytest.raises(SchemaError):
         vector_to_wire(nan)
+
+
+def test_camera_progress_reads_both_versions_and_refuses_others() -> None:
+    """Version 2 promises about when observations end; version 1 (about their start, an
+    earlier time) is still read as the promise it is; anything else is an unknown version."""
+    before = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)
+    new = CameraProgress(store_id="s1", camera_id="door", before=before)
+    assert new.v == 2 and CameraProgress.read(new.to_bytes()) == new
+    old = CameraProgressV1(store_id="s1", camera_id="door", before=before).to_bytes()
+    assert CameraProgress.read(old) == new
+    with pytest.raises(SchemaError) as refused:
+        CameraProgress.read(old.replace(b'"v":1', b'"v":3'))
+    assert refused.value.reason == "unknown_version"
