@@ -3,7 +3,8 @@
 A worker is a :class:`Handler` (pure logic: a record in, outputs out) plus this runner. The
 contract, after quix-streams' checkpointing:
 
-1. poll a batch;
+1. poll a batch (a runner made with ``time_order``, the detector's, takes it from buffers per
+   partition, lowest Kafka timestamp first across them: :mod:`facestream.runtime.timeorder`);
 2. ``handle`` each record; a record that can never be handled (a :class:`Poison` error: a
    schema error, a bad image, anything the handler itself calls bad input) becomes a
    dead-letter record with its reason and source offset, and the batch goes on. Any other
