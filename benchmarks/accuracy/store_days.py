@@ -16,13 +16,16 @@ For each seed, two simulations of the evaluation half of the shared photos
 Prints PV and UV against the truth, member recall, false members, splits and merges, per run and
 as mean and spread. ``--policy`` is a calibration folder (``facestream calibrate``, fitted on the
 *fit* half) handed to the matcher; without it the matcher runs its defaults. ``--set`` hands the
-workers any other setting, to compare one change against the defaults on the same stores.
+workers any other setting, to compare one change against the defaults on the same stores (and
+this process, whose replay reads ``FACESTREAM_CAMERA_KEY_BY``: ``--set
+FACESTREAM_CAMERA_KEY_BY=store`` replays with store keys).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -147,6 +150,9 @@ def main() -> None:
         if not sep or not name.startswith("FACESTREAM_"):
             parser.error(f"--set wants FACESTREAM_NAME=VALUE, got {item!r}")
         env[name] = value
+    # The replay reads some of them itself (FACESTREAM_CAMERA_KEY_BY: how it keys the frames
+    # it publishes), so this process sees what the workers see.
+    os.environ.update(env)
     engine = FaceEngine()
     rows = []
     for seed in args.seeds:
