@@ -34,7 +34,13 @@ from pydantic import (
 )
 
 from facestream.schemas.times import check_aware, check_event_time
-from facestream.schemas.wire import Message, SchemaError, Vector, decode, vector_from_wire
+from facestream.schemas.wire import (
+    Message,
+    SchemaError,
+    Vector,
+    decode_either,
+    vector_from_wire,
+)
 
 # Ids travel in keys and Redis key names: keep them printable, short and free of separators
 # that mean something there ("/" splits identity keys, "{}" are Redis hash tags).
@@ -232,19 +238,10 @@ class CameraProgress(Message):
     def read(cls, value: bytes | None) -> CameraProgress:
         """Decode a version 2 record, or a version 1 one (its promise, earlier, as it is).
         Every failure is a :class:`SchemaError`, as with :func:`decode`."""
-        try:
-            return decode(cls, value)
-        except SchemaError as exc:
-            if exc.reason != "unknown_version":
-                raise
-            newer = exc
-        try:
-            old = decode(CameraProgressV1, value)
-        except SchemaError as exc:
-            if exc.reason == "unknown_version":
-                raise SchemaError("unknown_version", f"{newer.message}, or 1") from exc
-            raise
-        return cls(store_id=old.store_id, camera_id=old.camera_id, before=old.before)
+        got = decode_either(cls, CameraProgressV1, value)
+        if not isinstance(got, CameraProgressV1):
+            return got
+        return cls(store_id=got.store_id, camera_id=got.camera_id, before=got.before)
 
 
 class MatchEvent(Message):
@@ -455,18 +452,9 @@ class IdentityRecord(Message):
     def read(cls, value: bytes | None) -> IdentityRecord:
         """Decode a record of version 2, or of version 1 (upgraded: its one encoding as the only
         sample). Every failure is a :class:`SchemaError`, as with :func:`decode`."""
-        try:
-            return decode(cls, value)
-        except SchemaError as exc:
-            if exc.reason != "unknown_version":
-                raise
-            newer = exc
-        try:
-            old = decode(IdentityRecordV1, value)
-        except SchemaError as exc:
-            if exc.reason == "unknown_version":
-                raise SchemaError("unknown_version", f"{newer.message}, or 1") from exc
-            raise
+        old = decode_either(cls, IdentityRecordV1, value)
+        if not isinstance(old, IdentityRecordV1):
+            return old
         return cls.minted(
             face_id=old.face_id,
             store_id=old.store_id,

@@ -133,3 +133,24 @@ def decode(model: type[M], value: bytes | None) -> M:
             raise SchemaError(inner.reason, inner.message) from exc
         where = ".".join(str(p) for p in bad["loc"])
         raise SchemaError("invalid", f"{where}: {bad['msg']}") from exc
+
+
+Old = TypeVar("Old", bound=Message)
+
+
+def decode_either(model: type[M], older: type[Old], value: bytes | None) -> M | Old:
+    """Parse ``value`` as ``model``, or, when it is of another version, as ``older`` (the
+    version before, still read). Every failure is a :class:`SchemaError`; a version neither
+    understands is ``unknown_version`` naming both."""
+    try:
+        return decode(model, value)
+    except SchemaError as exc:
+        if exc.reason != "unknown_version":
+            raise
+        newer = exc
+    try:
+        return decode(older, value)
+    except SchemaError as exc:
+        if exc.reason == "unknown_version":
+            raise SchemaError("unknown_version", f"{newer.message}, or {older.VERSION}") from exc
+        raise
