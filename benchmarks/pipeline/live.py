@@ -144,9 +144,7 @@ def latency_run(
     frame's ``captured_at``."""
     store = "store-e2e"
     with fresh_pipeline(base, "e2e") as settings, workers(settings, env, logdir) as ws:
-        for stage in ("detector", "matcher", "sink"):
-            ws.start(stage)
-        ready_s = ws.wait_ready({"detector": 1, "matcher": 1, "sink": 1}, timeout=120)
+        ready_s = ws.start_pipeline()
         tail = Tail(settings)
         tail.start()
         producer = make_producer(settings)
@@ -176,7 +174,7 @@ def latency_run(
                 sent[fid] = captured_at
             published_s = time.monotonic() - t0
             _wait_matched(tail, list(sent), drain_timeout)
-            cpu = {s: sum(ws.cpu_since_mark(s)) for s in ("detector", "matcher", "sink")}
+            cpu = ws.cpu_by_stage()
             wall = time.monotonic() - t0
             cores = machine.since()
         finally:

@@ -220,9 +220,7 @@ def live(
     detector = DetectorSettings()
     data = clip_frames(fps, seconds + warmup)
     with fresh_pipeline(base, "vlive") as settings, workers(settings, env, logdir) as ws:
-        for stage in ("detector", "matcher", "sink"):
-            ws.start(stage)
-        ws.wait_ready({"detector": 1, "matcher": 1, "sink": 1}, timeout=120)
+        ws.start_pipeline()
         tail = VideoTail(settings, detector.pass_max_gap_seconds, detector.pass_max_open_seconds)
         tail.start()
         admin = kafka_clients.admin(settings)
@@ -259,7 +257,7 @@ def live(
                     break
                 time.sleep(0.2)
             time.sleep(1.0)  # the last events' copies, if any
-            cpu = {s: sum(ws.cpu_since_mark(s)) for s in ("detector", "matcher", "sink")}
+            cpu = ws.cpu_by_stage()
             wall = time.monotonic() - t0
             cores = machine.since()
         finally:

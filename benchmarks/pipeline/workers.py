@@ -30,6 +30,7 @@ from facestream.tools import replay
 log = logging.getLogger(__name__)
 
 PARTITIONS = DEFAULT_PARTITIONS
+PIPELINE_STAGES = ("detector", "matcher", "sink")
 
 _USED: list[PipelineSettings] = []
 """Every pipeline this process made, for :func:`sweep`."""
@@ -210,6 +211,16 @@ class Workers:
             if w.proc.poll() is not None:
                 tail = w.log.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{w.stage} exited with {w.proc.returncode}:\n{tail}")
+
+    def start_pipeline(self, timeout: float = 120) -> float:
+        """One detector, one matcher and one sink, ready; returns the seconds waited."""
+        for stage in PIPELINE_STAGES:
+            self.start(stage)
+        return self.wait_ready(dict.fromkeys(PIPELINE_STAGES, 1), timeout=timeout)
+
+    def cpu_by_stage(self) -> dict[str, float]:
+        """CPU seconds each pipeline stage's workers used since :meth:`mark_cpu`."""
+        return {s: sum(self.cpu_since_mark(s)) for s in PIPELINE_STAGES}
 
     def mark_cpu(self) -> None:
         for w in self.started:
