@@ -309,7 +309,9 @@ class Runner:
             **(consumer_options or {}),
         )
         self.consumer.subscribe([topic], listener=_Listener(self))
-        self._order = TimeOrder(self.consumer, low_water=4 * max_batch) if time_order else None
+        self._order: TimeOrder[KafkaRecord] | None = (
+            TimeOrder(self.consumer, low_water=4 * max_batch) if time_order else None
+        )
         """With ``time_order``: the polled records, handed over lowest timestamp first across
         partitions (:mod:`facestream.runtime.timeorder`)."""
         self.health.require("assigned", lambda: self._assigned)

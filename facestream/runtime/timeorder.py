@@ -30,12 +30,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from kafka.structs import TopicPartition
 
 
 class Timestamped(Protocol):
+    """What a buffered record must have: its offset, and its Kafka timestamp (ms)."""
+
     @property
     def offset(self) -> int: ...
 
@@ -43,7 +45,10 @@ class Timestamped(Protocol):
     def timestamp(self) -> int: ...
 
 
-class TimeOrder:
+R = TypeVar("R", bound=Timestamped)
+
+
+class TimeOrder(Generic[R]):
     """Buffers a consumer's records per partition and hands them over lowest timestamp first."""
 
     def __init__(
@@ -58,24 +63,24 @@ class TimeOrder:
         self.low_water = low_water
         self.wait_seconds = wait_seconds
         self.clock = clock
-        self._buffers: dict[TopicPartition, deque[Any]] = {}
+        self._buffers: dict[TopicPartition, deque[R]] = {}
         self._blocked_since: float | None = None
         self._given_up: set[TopicPartition] = set()
         """Partitions waited for in vain: not waited for again until records of theirs come."""
         self.gave_up = 0
         """How many times a partition's fetch was waited for ``wait_seconds`` in vain."""
 
-    def add(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+    def add(self, batch: Mapping[TopicPartition, Sequence[R]]) -> None:
         """Buffer a poll's records."""
         for tp, records in batch.items():
             if records:
                 self._buffers.setdefault(tp, deque()).extend(records)
                 self._given_up.discard(tp)
 
-    def take(self, limit: int) -> list[Any]:
+    def take(self, limit: int) -> list[R]:
         """Up to ``limit`` records, lowest timestamp first (ties: lowest partition), stopping
         where a partition must be fetched before anything later can go."""
-        out: list[Any] = []
+        out: list[R] = []
         while len(out) < limit:
             heads = [(q[0].timestamp, tp.partition, tp) for tp, q in self._buffers.items() if q]
             if not heads or self._waiting_for_fetch():

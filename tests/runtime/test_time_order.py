@@ -55,7 +55,7 @@ class Clock:
 
 def test_records_go_lowest_timestamp_first_across_partitions() -> None:
     consumer = Consumer({A: 3, B: 3}, {A: 3, B: 3})  # both fully fetched
-    order = TimeOrder(consumer, low_water=10)
+    order: TimeOrder[Rec] = TimeOrder(consumer, low_water=10)
     order.add({A: recs(A, 10, 40, 50), B: recs(B, 20, 30, 60)})
     taken = order.take(4)
     assert [r.timestamp for r in taken] == [10, 20, 30, 40]
@@ -67,7 +67,7 @@ def test_a_partition_with_records_on_the_broker_is_waited_for_then_given_up() ->
     clock = Clock()
     # B has 5 records on the broker, none fetched yet: A's later records must wait for them.
     consumer = Consumer({A: 2, B: 5}, {A: 2, B: 0})
-    order = TimeOrder(consumer, low_water=10, wait_seconds=1.0, clock=clock)
+    order: TimeOrder[Rec] = TimeOrder(consumer, low_water=10, wait_seconds=1.0, clock=clock)
     order.add({A: recs(A, 10, 20)})
     assert order.take(10) == [] and not order.ready()
     clock.now = 0.5
@@ -89,7 +89,7 @@ def test_a_partition_with_records_on_the_broker_is_waited_for_then_given_up() ->
 
 def test_a_partition_caught_up_or_revoked_holds_nothing() -> None:
     consumer = Consumer({A: 2, B: 7}, {A: 2, B: 7})  # B has nothing past its position
-    order = TimeOrder(consumer, low_water=10)
+    order: TimeOrder[Rec] = TimeOrder(consumer, low_water=10)
     order.add({A: recs(A, 10, 20)})
     assert [r.timestamp for r in order.take(10)] == [10, 20]
 
@@ -104,7 +104,7 @@ def test_a_partition_caught_up_or_revoked_holds_nothing() -> None:
 
 def test_the_buffers_are_topped_up_below_low_water_and_a_reset_says_where_to_read_again() -> None:
     consumer = Consumer({A: 9, B: 9}, {A: 3, B: 1})
-    order = TimeOrder(consumer, low_water=3, clock=Clock())
+    order: TimeOrder[Rec] = TimeOrder(consumer, low_water=3, clock=Clock())
     assert order.wants_more()
     order.add({A: recs(A, 1, 2, 3), B: recs(B, 4)})
     assert not order.wants_more()  # enough buffered, and nothing awaited: no poll
