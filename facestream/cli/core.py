@@ -53,7 +53,7 @@ verify_threshold_option = click.option(
     "--threshold",
     type=float,
     default=None,
-    help="Largest Euclidean distance between the same person's faces [default: 0.62].",
+    help="Largest Euclidean distance between the same person's faces [default: 0.61].",
 )
 
 
