@@ -100,6 +100,8 @@ def run_one(
         "uv_error": (totals["uv"]["measured"] - totals["uv"]["truth"]) / totals["uv"]["truth"],
         "member_recall": ids.member_recall,
         "false_members": ids.false_members,
+        "false_member_distances": ids.false_member_distances,
+        "member_hit_distances": ids.member_hit_distances,
         "splits": ids.splits,
         "merges": ids.merges,
         "people": ids.people,
@@ -176,8 +178,32 @@ def main() -> None:
             [summary(rows, name) for name in plans(0)],
         )
     )
+    for name in plans(0):
+        print(distances(rows, name))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def distances(rows: list[dict[str, Any]], name: str) -> str:
+    """Where the false member greetings of a store's runs lie among its right ones: whether a
+    stricter member rule could refuse them without refusing members."""
+    mine = [r for r in rows if r["run"] == name]
+    right = sorted(d for r in mine for d in r["member_hit_distances"])
+    false = sorted(d for r in mine for d in r["false_member_distances"])
+    if not right:
+        return f"{name}: no member greeted"
+    quartiles = statistics.quantiles(right, n=4) if len(right) > 1 else right * 3
+    line = (
+        f"{name}: right member greetings at raw distance {right[0]:.3f}-{right[-1]:.3f} "
+        f"(quartiles {', '.join(f'{q:.3f}' for q in quartiles)}, {len(right)})"
+    )
+    if not false:
+        return line + "; no false one"
+    beyond = sum(1 for d in right if d >= false[0])
+    return (
+        line + f"; false ones at {', '.join(f'{d:.3f}' for d in false)}: refusing every greeting "
+        f"from {false[0]:.3f} on would refuse {beyond} of the {len(right)} right ones"
+    )
 
 
 if __name__ == "__main__":

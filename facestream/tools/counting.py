@@ -86,6 +86,9 @@ class IdentityErrors:
     member_hits: int
     false_members: int
     false_member_examples: list[str] = field(default_factory=list)
+    member_hit_distances: list[float] = field(default_factory=list)
+    """Raw distance of every right member greeting (to compare with the false ones)."""
+    false_member_distances: list[float] = field(default_factory=list)
 
     @property
     def member_recall(self) -> float | None:
@@ -161,6 +164,14 @@ class CountingReport:
             f"({ids.member_hits}/{ids.member_sightings}), false members {ids.false_members}"
         )
         out.extend(f"  false member: {e}" for e in ids.false_member_examples)
+        if ids.false_member_distances and ids.member_hit_distances:
+            nearest = min(ids.false_member_distances)
+            hits = ids.member_hit_distances
+            beyond = sum(1 for d in hits if d >= nearest)
+            out.append(
+                f"  right member greetings at distance {nearest:.3f} or more (the nearest false "
+                f"one): {beyond} of {len(hits)}"
+            )
         return out
 
 
@@ -170,6 +181,10 @@ def _pair(measured: Any, truth: Any) -> dict[str, Any]:
 
 def _num(x: Any) -> str:
     return "-" if x is None else f"{float(x):.0f}"
+
+
+def _dist(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def _pct(measured: int, truth: int) -> str:
@@ -203,6 +218,8 @@ def identity_errors(
     people_of_id: dict[tuple[str, str], set[str]] = defaultdict(set)
     member_sightings = member_hits = false_members = 0
     examples: list[str] = []
+    hit_distances: list[float] = []
+    false_distances: list[float] = []
     for frame, sighting in by_frame.items():
         found = decided.get(frame, [])
         if len(found) > 1:
@@ -218,7 +235,10 @@ def identity_errors(
         ids_of_person[(sighting.store, sighting.person)].add(ident)
         people_of_id[(sighting.store, ident)].add(sighting.person)
         if event.kind == "member":
-            if ident == sighting.person:
+            right = ident == sighting.person
+            if event.distance is not None:
+                (hit_distances if right else false_distances).append(event.distance)
+            if right:
                 member_hits += 1
             else:
                 false_members += 1
@@ -226,6 +246,7 @@ def identity_errors(
                     examples.append(
                         f"{sighting.person} at {sighting.store}/{sighting.camera} "
                         f"{sighting.captured_at.isoformat()} answered {ident}"
+                        f" (distance {_dist(event.distance)}, margin {_dist(event.margin)})"
                     )
     splits = sum(len(ids) - 1 for ids in ids_of_person.values())
     merges = sum(len(p) - 1 for p in people_of_id.values())
@@ -244,6 +265,8 @@ def identity_errors(
         member_hits=member_hits,
         false_members=false_members,
         false_member_examples=examples,
+        member_hit_distances=hit_distances,
+        false_member_distances=false_distances,
     )
 
 

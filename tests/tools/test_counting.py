@@ -5,7 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from facestream.schemas import Box, MatchEvent
-from facestream.tools.counting import PlannedSighting, identity_errors, report
+from facestream.tools.counting import (
+    CountingReport,
+    IdentityErrors,
+    PlannedSighting,
+    identity_errors,
+    report,
+)
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -14,7 +20,9 @@ def sighting(i: int, person: str, store: str = "s1") -> PlannedSighting:
     return PlannedSighting(store, "entrance", T0 + timedelta(minutes=i), f"/p/{i}.jpg", person)
 
 
-def event(s: PlannedSighting, kind: str, who: str, n: int = 0) -> MatchEvent:
+def event(
+    s: PlannedSighting, kind: str, who: str, n: int = 0, distance: float | None = None
+) -> MatchEvent:
     return MatchEvent(
         event_id=f"e-{s.frame_id}-{n}",
         kind=kind,
@@ -27,6 +35,8 @@ def event(s: PlannedSighting, kind: str, who: str, n: int = 0) -> MatchEvent:
         observation_id=f"o-{s.frame_id}-{n}",
         box=Box(top=0, right=10, bottom=10, left=0),
         model_version="m",
+        distance=distance,
+        margin=None if distance is None else 0.1,
     )
 
 
@@ -58,6 +68,26 @@ def test_splits_merges_and_false_members_are_counted() -> None:
     assert (ids.merges, ids.merged_identities) == (1, 1)
     assert (ids.member_sightings, ids.member_hits, ids.false_members) == (1, 0, 1)
     assert ids.false_member_examples and "v:dan" in ids.false_member_examples[0]
+
+
+def test_member_greetings_report_their_distances() -> None:
+    s = [sighting(i, p) for i, p in enumerate(["m:bob", "m:bob", "m:bob", "v:dan"])]
+    events = [
+        event(s[0], "member", "bob", distance=0.21),
+        event(s[1], "member", "bob", distance=0.44),
+        event(s[2], "member", "bob", distance=0.30),
+        event(s[3], "member", "bob", distance=0.38),  # dan greeted as bob
+    ]
+    ids = identity_errors(s, events)
+    assert ids.member_hit_distances == [0.21, 0.44, 0.30]
+    assert ids.false_member_distances == [0.38]
+    assert "distance 0.380, margin 0.100" in ids.false_member_examples[0]
+    lines = report_lines(ids)
+    assert any("0.380 or more (the nearest false one): 1 of 3" in line for line in lines)
+
+
+def report_lines(ids: IdentityErrors) -> list[str]:
+    return CountingReport(days=[], identities=ids).lines()
 
 
 def test_missing_extra_and_replayed_events() -> None:
