@@ -89,6 +89,7 @@ class IdentityErrors:
     member_hit_distances: list[float] = field(default_factory=list)
     """Raw distance of every right member greeting (to compare with the false ones)."""
     false_member_distances: list[float] = field(default_factory=list)
+    """Raw distance of every stranger greeted as a member (or member greeted as another)."""
 
     @property
     def member_recall(self) -> float | None:

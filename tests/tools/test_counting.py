@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from facestream.schemas import Box, MatchEvent
 from facestream.tools.counting import (
     CountingReport,
-    IdentityErrors,
     PlannedSighting,
     identity_errors,
     report,
@@ -82,12 +81,8 @@ def test_member_greetings_report_their_distances() -> None:
     assert ids.member_hit_distances == [0.21, 0.44, 0.30]
     assert ids.false_member_distances == [0.38]
     assert "distance 0.380, margin 0.100" in ids.false_member_examples[0]
-    lines = report_lines(ids)
+    lines = CountingReport(days=[], identities=ids).lines()
     assert any("0.380 or more (the nearest false one): 1 of 3" in line for line in lines)
-
-
-def report_lines(ids: IdentityErrors) -> list[str]:
-    return CountingReport(days=[], identities=ids).lines()
 
 
 def test_missing_extra_and_replayed_events() -> None:
