@@ -29,7 +29,7 @@ import numpy as np
 
 from benchmarks.common import fmt, machine, markdown_table, median, repeat, seconds
 from benchmarks.synthetic import Dataset, EncodingModel, Synthesizer
-from facestream.core.gallery import Decision, Gallery, GalleryConfig, Identity
+from facestream.core.gallery import Decision, Gallery, GalleryConfig, Identity, faiss_index
 
 log = logging.getLogger("bench_auto")
 
@@ -112,7 +112,13 @@ def measure(
     row: dict[str, Any] = {
         "label": label,
         "samples": n,
-        "kind": "compressed" if g.compressed else "flat",
+        "kind": (
+            f"compressed, IVF {g.partition_lists}"
+            if g.partition_lists
+            else "compressed"
+            if g.compressed
+            else "flat"
+        ),
         "searchable_s": searchable,
         "built_s": built,
         "index_b": g.index_bytes() / n,
@@ -137,6 +143,15 @@ def run_size(n: int, synth: Synthesizer, args: argparse.Namespace) -> list[dict[
     if n < args.exact_below:
         forced = GalleryConfig(index="auto", exact_below=n)
         measured.append(measure("auto (forced compressed)", forced, ds, args))
+    if faiss_index.IVF_FROM and n >= faiss_index.IVF_FROM:
+        # The same gallery with every code scanned (the shipped setting): what the partition
+        # saves and costs.
+        partition_from, faiss_index.IVF_FROM = faiss_index.IVF_FROM, 0
+        try:
+            config = GalleryConfig(index="auto", exact_below=args.exact_below)
+            measured.append(measure("auto (every code scanned)", config, ds, args))
+        finally:
+            faiss_index.IVF_FROM = partition_from
     measured.insert(0, measure("flat (exact)", GalleryConfig(index="flat"), ds, args))
     exact = measured[0][1]
     for row, decisions in measured:
@@ -207,6 +222,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--exact-below", type=int, default=GalleryConfig().exact_below)
     p.add_argument("--threads", type=int, default=1, help="faiss OpenMP threads (the workers')")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--partition-from",
+        type=int,
+        default=0,
+        help="put the codes behind an IVF partition from this many samples (off when shipped: "
+        "faiss_index.IVF_FROM); sizes from it are also measured with every code scanned",
+    )
     p.add_argument("--json", type=str, help="also write the results here")
     return p.parse_args(argv)
 
@@ -215,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     faiss.omp_set_num_threads(args.threads)
+    faiss_index.IVF_FROM = args.partition_from
     synth = Synthesizer(EncodingModel(), seed=args.seed)
     result: dict[str, Any] = {
         "machine": machine(["faiss-cpu", "numpy"]),

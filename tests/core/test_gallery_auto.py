@@ -68,12 +68,26 @@ def test_rebuilt_in_the_background_when_grown_4x(
     assert swaps[1].startswith("compressed index of 6000 samples")
 
 
-def test_recall_against_exact_search(faces: Dataset) -> None:
+@pytest.fixture
+def partitioned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compressed builds put their codes behind an IVF partition from 1,000 samples (off when
+    shipped; benchmarks measure it from 300,000)."""
+    monkeypatch.setattr(faiss_index, "IVF_FROM", 1000)
+
+
+@pytest.mark.parametrize("partition", [False, True], ids=["all-codes", "partitioned"])
+def test_recall_against_exact_search(
+    faces: Dataset, partition: bool, request: pytest.FixtureRequest
+) -> None:
+    if partition:
+        request.getfixturevalue("partitioned")
     exact = Gallery(GalleryConfig(index="flat"))
     auto = _auto(exact_below=10_000, background_build=False)
     for g in (exact, auto):
         g.add_many(_people(faces, 0, faces.identities))
     assert auto.compressed
+    # 30,000 samples: about 4*sqrt(N) lists, a quarter of them scanned per probe.
+    assert auto.partition_lists == (640 if partition else 0)
     want, got = exact.identify_batch(faces.queries), auto.identify_batch(faces.queries)
     same_top1 = [
         w.candidates[0].identity == g.candidates[0].identity for w, g in zip(want, got, strict=True)
@@ -96,10 +110,10 @@ def paused_training(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading
     reading_done, go = threading.Event(), threading.Event()
     train = faiss_index.train_compressed
 
-    def held(sample: Vectors) -> Any:
+    def held(sample: Vectors, lists: int = 0) -> Any:
         reading_done.set()
         assert go.wait(60)
-        return train(sample)
+        return train(sample, lists)
 
     monkeypatch.setattr(faiss_index, "train_compressed", held)
     yield reading_done, go
@@ -308,3 +322,32 @@ def test_remove_many_overwrites_the_vector_file(faces: Dataset, tmp_path: Path) 
     assert not any(v.tobytes() in held for v in erased)
     for i in (0, 8, 598):
         assert np.array_equal(gallery.samples(f"p{i}"), faces.vectors[faces.owners == i])
+
+
+def test_a_partitioned_index_erases_saves_and_grows(
+    faces: Dataset, tmp_path: Path, partitioned: None
+) -> None:
+    """The IVF-partitioned compressed index keeps ids itself: removal, a save and load, and a
+    rebuild at 4x growth behave as with every code scanned."""
+    gallery = _auto(exact_below=1500, background_build=False)
+    gallery.add_many(_people(faces, 0, 1000))
+    assert gallery.compressed and gallery.partition_lists == 64
+    erased = ["p5", "p500", "p999"]
+    assert gallery.remove_many(erased) == 9
+    for gone in erased:
+        assert _never_found(gallery, gone, faces.vectors[faces.owners == int(gone[1:])])
+    # New photos of the people held (a stranger's nearest sample is far, and may differ).
+    probes = faces.queries[(faces.query_owners < 1000)]
+    assert len(probes) > 50
+    exact = Gallery(GalleryConfig(index="flat"))
+    exact.add_many([(i, v) for i, v in _people(faces, 0, 1000) if i.id not in erased])
+    assert _top1(gallery, probes) == _top1(exact, probes)
+    gallery.save(tmp_path / "g.npz")
+    loaded = Gallery.load(tmp_path / "g.npz")
+    assert loaded.partition_lists == 64
+    assert _top1(loaded, probes) == _top1(gallery, probes)
+    gallery.add_many(_people(faces, 1000, 4010))  # 12,021 samples: past 4x, rebuilt
+    assert gallery.compressed and gallery.partition_lists == 256
+    assert _never_found(gallery, "p500", faces.vectors[faces.owners == 500])
+    found = gallery.identify_batch(faces.vectors[faces.owners == 4009])
+    assert all(d.identity == Identity("p4009") and d.distance == 0 for d in found)

@@ -61,9 +61,9 @@ def build_compressed(build: Build, lock: RWLock, store: SampleStore) -> Any:
     with lock.read():
         upto = int(np.searchsorted(store.ids, build.last_id, side="right"))
         rng = np.random.default_rng(0)  # the same samples give the same codebooks
-        picks = np.sort(rng.choice(upto, min(upto, faiss_index.TRAIN_SAMPLE), replace=False))
+        picks = np.sort(rng.choice(upto, faiss_index.compressed_train_size(upto), replace=False))
         sample = store.vectors_of(store.ids[picks])
-    index = faiss_index.train_compressed(sample)
+    index = faiss_index.train_compressed(sample, faiss_index.compressed_lists(upto))
     del sample
     cursor = -1
     while True:

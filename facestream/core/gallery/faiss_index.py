@@ -25,16 +25,26 @@ Keys = NDArray[np.int64]
 
 
 # The compressed index of ``auto``: product quantization, 64 sub-vectors of 4 bits (32 bytes a
-# sample), scanned whole with Faiss's SIMD "fast scan", then re-ranked exactly. Measured on
-# synthetic face-like encodings (docs/benchmarks.md): IVF partitions lose the nearest sample of
-# a new photo to another list too often (recall@1 0.976 scanning a quarter of 256 lists at 1e6,
-# 0.998 with half), while the whole-gallery scan with 256 re-ranked candidates gives 1.000 at
-# about the cost of half the lists. 32 sub-vectors (16 bytes) gave 0.989.
+# sample), every code scanned with Faiss's SIMD "fast scan", then re-ranked exactly (an IVF
+# partition in front of the codes is built but off: IVF_FROM below).
+# Measured on synthetic face-like encodings (docs/benchmarks.md): a partition loses the nearest
+# sample of a new photo to another list too often (256 lists at 1e6: recall@1 0.976 scanning a
+# quarter of them, 0.998 with half; about 4*sqrt(N) lists: 0.996-0.999 with a quarter) for what
+# it saves. 32 sub-vectors (16 bytes) gave 0.989 scanning every code.
 COMPRESSED: Final = "PQ64x4fs"
 RERANK_BLOCK: Final = 16
 TRAIN_SAMPLE: Final = 65_536
 """Vectors a compressed index is trained on: the codebooks have 16 centroids per sub-vector,
 so this is far past what k-means needs and training takes about a second."""
+# An IVF partition in front of the codes: about 4*sqrt(N) lists, a quarter of them scanned per
+# probe. Built, tested and measured, not adopted (docs/benchmarks.md, "A partition in front of
+# the codes"): at 1e6 synthetic face-like samples it cut a batched search 1.6x but recall@1
+# against exact search fell to 0.996-0.999 (1,000 probes; the issue asks 0.997), a single probe
+# got slower and a build took 37 s instead of 8. Off by default; benchmarks turn it on.
+IVF_FROM = 0
+"""Samples at build time from which a compressed index partitions its codes; 0: never."""
+IVF_SHARE: Final = 4
+"""A partitioned compressed index scans 1/IVF_SHARE of its lists per probe."""
 
 
 def new_index(config: GalleryConfig, n: int) -> Any:
@@ -124,7 +134,10 @@ def apply_search_params(index: Any, config: GalleryConfig) -> None:
     index = faiss.downcast_index(index)
     inner: Any = faiss.downcast_index(index.index) if hasattr(index, "id_map") else index
     if hasattr(inner, "nprobe"):
-        inner.nprobe = config.nprobe or max(8, int(inner.nlist) // 16)
+        if config.index == "auto":  # a partitioned compressed index: its own share
+            inner.nprobe = compressed_nprobe(int(inner.nlist))
+        else:
+            inner.nprobe = config.nprobe or max(8, int(inner.nlist) // 16)
     if hasattr(inner, "hnsw"):
         inner.hnsw.efSearch = config.ef_search
 
@@ -165,11 +178,44 @@ def one_thread() -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def train_compressed(sample: Vectors) -> Any:
+def compressed_lists(samples: int) -> int:
+    """IVF lists of a compressed index built on ``samples`` (0: no partition, every code is
+    scanned): about 4*sqrt(N), a multiple of 64, with at least 39 samples a list to train on."""
+    if not IVF_FROM or samples < IVF_FROM:
+        return 0
+    return max(64, min(int(4 * math.sqrt(samples)), samples // 39) // 64 * 64)
+
+
+def compressed_train_size(samples: int) -> int:
+    """How many of ``samples`` a compressed build trains on: enough for the codebooks, and
+    for the IVF lists' k-means (40 a list) when there is a partition."""
+    return min(samples, max(TRAIN_SAMPLE, 40 * compressed_lists(samples)))
+
+
+def compressed_nprobe(lists: int) -> int:
+    """Lists a partitioned compressed index scans per probe."""
+    return max(1, -(-lists // IVF_SHARE))
+
+
+def partition_lists(index: Any) -> int:
+    """The IVF lists of ``index`` (0 for an index without a partition)."""
+    inner = faiss.downcast_index(index)
+    return int(inner.nlist) if isinstance(inner, faiss.IndexIVF) else 0
+
+
+def train_compressed(sample: Vectors, lists: int = 0) -> Any:
     """An empty compressed index (L2, which ranks unit vectors as cosine does), trained on
-    ``sample``."""
-    index = faiss.IndexIDMap(faiss.index_factory(DIM, COMPRESSED))
-    index.train(np.ascontiguousarray(sample))
+    ``sample``; with ``lists``, its codes behind an IVF partition of that many lists (which
+    keeps ids itself: no ``IndexIDMap``, whose removal assumes a flat index's renumbering)."""
+    sample = np.ascontiguousarray(sample)
+    index: Any
+    if not lists:
+        index = faiss.IndexIDMap(faiss.index_factory(DIM, COMPRESSED))
+        index.train(sample)
+        return index
+    index = faiss.index_factory(DIM, f"IVF{lists},{COMPRESSED}")
+    index.train(sample)
+    faiss.extract_index_ivf(index).nprobe = compressed_nprobe(lists)
     return index
 
 

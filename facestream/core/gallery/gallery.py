@@ -178,6 +178,16 @@ class Gallery:
         """Whether searches run on a compressed index (``auto`` past ``exact_below``)."""
         return self._compressed
 
+    @property
+    def partition_lists(self) -> int:
+        """IVF lists the compressed index puts its codes in (``auto``, from
+        ``faiss_index.IVF_FROM`` samples at build time when that is set); 0 when every code is
+        scanned (the shipped setting) or the search is exact."""
+        with self._lock.read():
+            if not self._compressed or self._index is None:
+                return 0
+            return faiss_index.partition_lists(self._index)
+
     # -- changes -----------------------------------------------------------------------------
 
     def add(self, identity: Identity, encodings: VectorInput) -> int:
