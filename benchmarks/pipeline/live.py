@@ -20,7 +20,7 @@ import numpy as np
 from kafka.structs import TopicPartition
 
 from benchmarks.pipeline.frames import CAMERA, camera_frame
-from benchmarks.pipeline.workers import PARTITIONS, MachineCpu, fresh_pipeline, workers
+from benchmarks.pipeline.workers import PARTITIONS, fresh_pipeline, workers
 from facestream.runtime import kafka_clients
 from facestream.runtime.runner import make_producer
 from facestream.runtime.settings import PipelineSettings
@@ -163,8 +163,6 @@ def latency_run(
                 raise RuntimeError(f"warm-up frames not matched in 120 s; logs in {logdir}")
             count = max(1, round(rate * seconds))
             ws.mark_cpu()
-            machine = MachineCpu()
-            machine.mark()
             t0 = time.monotonic()
             for i in range(count):
                 delay = t0 + i / rate - time.monotonic()
@@ -176,7 +174,7 @@ def latency_run(
             _wait_matched(tail, list(sent), drain_timeout)
             cpu = ws.cpu_by_stage()
             wall = time.monotonic() - t0
-            cores = machine.since()
+            cores = ws.machine_cores()
         finally:
             producer.close()
             tail.stop()
@@ -292,8 +290,6 @@ def scaling_run(
         producer = make_producer(settings)
         try:
             ws.mark_cpu()
-            machine = MachineCpu()
-            machine.mark()
             now = datetime.now(UTC)
             t0 = time.monotonic()
             for c, camera in enumerate(cameras):
@@ -312,7 +308,7 @@ def scaling_run(
                     time.sleep(0.2)
             seconds = time.monotonic() - t0
             cpu = ws.cpu_since_mark("detector")
-            cores = machine.since()
+            cores = ws.machine_cores()
         finally:
             producer.close()
             probe.close()

@@ -47,7 +47,7 @@ from PIL import Image
 
 from benchmarks.common import markdown_table
 from benchmarks.pipeline.live import TopicTail, percentiles
-from benchmarks.pipeline.workers import MachineCpu, fresh_pipeline, sweep, workers
+from benchmarks.pipeline.workers import fresh_pipeline, sweep, workers
 from facestream.core.datasets import datasets_root
 from facestream.core.detection import DetectorSettings
 from facestream.core.engine import FaceEngine
@@ -228,8 +228,6 @@ def live(
         producer = make_producer(settings)
         try:
             ws.mark_cpu()
-            machine = MachineCpu()
-            machine.mark()
             t0 = time.monotonic()
             measured_from = time.time() + warmup
             behind = 0
@@ -259,7 +257,7 @@ def live(
             time.sleep(1.0)  # the last events' copies, if any
             cpu = ws.cpu_by_stage()
             wall = time.monotonic() - t0
-            cores = machine.since()
+            cores = ws.machine_cores()
         finally:
             producer.close()
             probe.close()

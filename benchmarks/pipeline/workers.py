@@ -157,6 +157,7 @@ class Workers:
     logdir: Path
     started: list[Worker] = field(default_factory=list)
     _files: list[IO[bytes]] = field(default_factory=list)
+    _machine: MachineCpu = field(default_factory=MachineCpu)
 
     def start(self, stage: str, extra: Mapping[str, str] | None = None) -> Worker:
         log = self.logdir / f"{self.settings.group_prefix}-{stage}-{len(self.started)}.log"
@@ -223,8 +224,14 @@ class Workers:
         return {s: sum(self.cpu_since_mark(s)) for s in PIPELINE_STAGES}
 
     def mark_cpu(self) -> None:
+        """Start counting the workers' CPU, and the whole machine's (:meth:`machine_cores`)."""
         for w in self.started:
             w.cpu_start = cpu_seconds(w.proc.pid)
+        self._machine.mark()
+
+    def machine_cores(self) -> dict[str, float]:
+        """Cores the whole machine kept busy (and lost to steal) since :meth:`mark_cpu`."""
+        return self._machine.since()
 
     def cpu_since_mark(self, stage: str) -> list[float]:
         return [cpu_seconds(w.proc.pid) - w.cpu_start for w in self.started if w.stage == stage]
