@@ -47,6 +47,7 @@ from facestream.core.photos import image_files
 from facestream.core.splits import SPLITS, Split, person_split
 
 Score = Callable[[float, float, float], float]
+OTHER: dict[Split, Split] = {SPLITS[0]: SPLITS[1], SPLITS[1]: SPLITS[0]}
 
 
 def accuracy_at(values: NDArray[np.float64], same: NDArray[np.bool_], threshold: float) -> float:
@@ -91,7 +92,6 @@ def main() -> None:
         if person_split(p.a.parent.name) == person_split(p.b.parent.name)
     ]
     halves = {s: [p for p in pairs if person_split(p.a.parent.name) == s] for s in SPLITS}
-    other: dict[Split, Split] = {SPLITS[0]: SPLITS[1], SPLITS[1]: SPLITS[0]}
     print(
         "pairs within a half: "
         + ", ".join(f"{s} {len(h)} ({sum(p.same for p in h)} same)" for s, h in halves.items())
@@ -106,7 +106,7 @@ def main() -> None:
 
     def scored(half: Split, score: Score, k: int) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
         """The half's pairs scored against the other half's photos as the cohort."""
-        cohort = np.stack([e for _, e in by_half[other[half]]])
+        cohort = np.stack([e for _, e in by_half[OTHER[half]]])
         mine: list[Pair] = halves[half]
         values, same = [], []
         for p in mine:
@@ -123,11 +123,14 @@ def main() -> None:
     print()
     print("| score | fit on | threshold | reported on | pairs | accuracy | weighted held-out |")
     print("|---|---|---|---|---|---|---|")
+    distances = {}
     for name, (score, k) in scores.items():
         cached = {s: scored(s, score, k) for s in SPLITS}
+        if name == "distance":
+            distances = cached
         runs = []
         for fit in SPLITS:
-            report = other[fit]
+            report = OTHER[fit]
             threshold = best_threshold(*cached[fit]).threshold
             accuracy = accuracy_at(*cached[report], threshold)
             runs.append((fit, threshold, report, len(cached[report][0]), accuracy))
@@ -138,7 +141,7 @@ def main() -> None:
                 f"| {name if i == 0 else ''} | {fit} | {threshold:.4f} | {report} | {n} | "
                 f"{accuracy:.2%} | {last} |"
             )
-    ceiling(halves, by_half, encodings)
+    ceiling(distances, by_half)
 
 
 def every_pair(
@@ -175,24 +178,17 @@ def balanced_threshold(
 
 
 def ceiling(
-    halves: dict[Split, list[Pair]],
+    raw: dict[Split, tuple[NDArray[np.float64], NDArray[np.bool_]]],
     by_half: dict[Split, list[tuple[Path, NDArray[np.float32]]]],
-    encodings: dict[Path, NDArray[np.float32] | None],
 ) -> None:
-    """What one raw-distance threshold can reach on the held-out pairs, and a threshold fitted
+    """What one raw-distance threshold can reach on the held-out pairs (``raw``: each half's
+    official pairs at their distance, and whether they are one person), and a threshold fitted
     on every pair of the fitting half's photos rather than on its official pairs alone."""
 
-    def raw(pairs: list[Pair]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-        values = []
-        for p in pairs:
-            ea, eb = encodings.get(p.a), encodings.get(p.b)
-            if ea is None or eb is None:
-                values.append(np.inf)  # no face: "different", as eval verify counts it
-            else:
-                values.append(float(np.linalg.norm(ea.astype(np.float64) - eb)))
-        return np.array(values), np.array([p.same for p in pairs])
-
-    both = raw(halves[SPLITS[0]] + halves[SPLITS[1]])
+    both = (
+        np.concatenate([raw[s][0] for s in SPLITS]),
+        np.concatenate([raw[s][1] for s in SPLITS]),
+    )
     best = best_threshold(*both)
     print()
     print(
@@ -200,18 +196,18 @@ def ceiling(
         f"pairs themselves (in-sample) decides {best.accuracy:.2%} of them at {best.threshold:.4f}"
     )
     for half in SPLITS:
-        own = best_threshold(*raw(halves[half]))
+        own = best_threshold(*raw[half])
         print(f"  {half} half alone, in-sample: {own.accuracy:.2%} at {own.threshold:.4f}")
     print()
     print("| fit on every pair of | same / different pairs | threshold | reported on | accuracy |")
     print("|---|---|---|---|---|")
     total = weighted = 0.0
     for fit in SPLITS:
-        report = SPLITS[1] if fit == SPLITS[0] else SPLITS[0]
+        report = OTHER[fit]
         same, weights, different = every_pair(by_half[fit])
         threshold = balanced_threshold(same, weights, different)
-        accuracy = accuracy_at(*raw(halves[report]), threshold)
-        n = len(halves[report])
+        accuracy = accuracy_at(*raw[report], threshold)
+        n = len(raw[report][0])
         total += n
         weighted += n * accuracy
         print(
